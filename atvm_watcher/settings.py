@@ -1,0 +1,182 @@
+"""Every path and knob comes from here: the environment (CONTRACT.md names) over the env file.
+
+Nothing else in the package reads ``os.environ`` for configuration or holds a path literal,
+so tests move the whole world into a temporary folder by setting a few variables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
+
+DEFAULT_ENV_FILE = "/etc/atvm-run-watcher.env"
+DEFAULT_STATE_ROOT = "/var/lib/atvm-run-watcher"
+DEFAULT_AUTOMATION_ROOT = "/root/cdc-e2e-cyp-12.17.4"
+DEFAULT_LOG_DIR = "/tmp/.log"
+UNIT_TEMPLATE = "atvm-run-watcher@.service"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    webhook: str = field(repr=False)  # secret: never printed, logged or stored
+    channel: str
+    env_file: Path
+    env_file_problem: Optional[str]  # why the env file was not read (missing, unsafe mode, ...)
+    state_root: Path
+    automation_root: Path
+    report_dir: Path
+    log_dir: Path
+    inventory: Path
+    poll_seconds: float
+    hung_after_seconds: float
+    start_timeout_seconds: float
+    gone_grace_seconds: float
+    settle_seconds: float
+    post_timeout_seconds: float
+    post_attempts: int
+    post_backoff_seconds: float
+    post_max_wait_seconds: float
+    at_least_once: bool
+    username: str
+    unit_dir: Path
+
+    @property
+    def has_webhook(self) -> bool:
+        return bool(self.webhook)
+
+
+def parse_env_file(text: str) -> Dict[str, str]:
+    """Parse a systemd ``EnvironmentFile=``-style file (KEY=value, # comments, optional quotes)."""
+    values: Dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def read_env_file(path: Path) -> Tuple[Dict[str, str], Optional[str]]:
+    """Return (values, problem). An unsafe file (group/other readable) is refused, not used.
+
+    Refusing is the safer choice for a file holding a webhook secret: a root-owned daemon should
+    not fix permissions behind the operator's back; the installer and ``check`` say how to fix it.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}, f"env file {path} does not exist"
+    except OSError as exc:
+        return {}, f"env file {path} cannot be read: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return {}, f"env file {path} is not a regular file"
+    if st.st_mode & 0o077:
+        return {}, (
+            f"env file {path} has mode {stat.S_IMODE(st.st_mode):04o}; it holds the webhook secret "
+            f"and must not be readable by group or others: run 'chmod 600 {path}'"
+        )
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return {}, f"env file {path} cannot be read: {exc.strerror}"
+    return parse_env_file(text), None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds (fractions like 0.5 are fine)") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be a finite number of seconds >= {minimum}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "no", "false", "off"):
+        return False
+    if raw in ("1", "yes", "true", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be yes or no")
+
+
+def default_inventory() -> Path:
+    installed = PACKAGE_ROOT / "vm-inventory.md"
+    if installed.exists():
+        return installed
+    return PACKAGE_ROOT / "inventory" / "vm-inventory.md"  # a checkout keeps it in inventory/
+
+
+def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build settings: process environment first, then the env file, then defaults."""
+    process = dict(os.environ if environ is None else environ)
+    env_file = Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE)
+    file_values, problem = read_env_file(env_file)
+    env = {**file_values, **process}  # the process environment wins
+
+    automation_root = Path(env.get("ATVM_AUTOMATION_ROOT") or DEFAULT_AUTOMATION_ROOT)
+    mode = (env.get("ATVM_DELIVERY") or "at-most-once").strip().lower()
+    if mode not in ("at-most-once", "at-least-once"):
+        raise ConfigError(f"ATVM_DELIVERY={mode!r} must be at-most-once or at-least-once")
+    webhook = (env.get("MATTERMOST_ATVM_WEBHOOK") or "").strip()
+    if webhook and not webhook.lower().startswith(("http://", "https://")):
+        raise ConfigError("MATTERMOST_ATVM_WEBHOOK must be an http:// or https:// URL (value not shown)")
+    return Settings(
+        webhook=webhook,
+        channel=(env.get("MATTERMOST_ATVM_CHANNEL") or "").strip(),
+        env_file=env_file,
+        env_file_problem=problem,
+        state_root=Path(env.get("ATVM_WATCHER_STATE_ROOT") or DEFAULT_STATE_ROOT),
+        automation_root=automation_root,
+        report_dir=Path(env.get("ATVM_REPORT_DIR") or automation_root / "cypress" / "cmcReporter"),
+        log_dir=Path(env.get("ATVM_LOG_DIR") or DEFAULT_LOG_DIR),
+        inventory=Path(env.get("ATVM_INVENTORY") or default_inventory()),
+        poll_seconds=_seconds(env, "ATVM_POLL_SECONDS", 1.0, minimum=0.01),
+        hung_after_seconds=_seconds(env, "ATVM_HUNG_AFTER_SECONDS", 3600.0),
+        start_timeout_seconds=_seconds(env, "ATVM_START_TIMEOUT_SECONDS", 1800.0),
+        gone_grace_seconds=_seconds(env, "ATVM_GONE_GRACE_SECONDS", 60.0),
+        settle_seconds=_seconds(env, "ATVM_SETTLE_SECONDS", 2.0),
+        post_timeout_seconds=_seconds(env, "ATVM_POST_TIMEOUT_SECONDS", 15.0, minimum=0.05),
+        post_attempts=_count(env, "ATVM_POST_ATTEMPTS", 5),
+        post_backoff_seconds=_seconds(env, "ATVM_POST_BACKOFF_SECONDS", 2.0),
+        post_max_wait_seconds=_seconds(env, "ATVM_POST_MAX_WAIT_SECONDS", 300.0),
+        at_least_once=mode == "at-least-once",
+        username=(env.get("MATTERMOST_ATVM_USERNAME") or "").strip(),
+        unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
+    )
