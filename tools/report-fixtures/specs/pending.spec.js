@@ -1,0 +1,4 @@
+describe('reports page', function () {
+  it('exports a CSV');
+  it.skip('exports a PDF', function () {});
+});
