@@ -1,0 +1,131 @@
+"""Command line: parse arguments, validate the build name, hand off to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import __version__, log
+from .buildname import BadName, check_build_name
+from .request import FIELDS, Request
+from .settings import ConfigError, load
+from .statedir import BuildDir, StateError, read_json
+from .watcher import EXIT_CONFIG, EXIT_INTERNAL, EXIT_USAGE
+
+EXIT_CODES = """exit codes of watch:
+  0   reached and handled a terminal state (COMPLETED/FAILED posted, or CANCELLED, TERMINATED,
+      HUNG, UNKNOWN: never posted), or the build had already finished; never restarted
+  1   unexpected internal error (systemd restarts the watcher; state on disk stays consistent)
+  2   refused input (bad build name, bad arguments); nothing written
+  3   configuration error (a setting, or an env file readable by group/others)
+  4   the server rejected the post permanently (400/403/404/413/501): recorded with its error id
+  5   delivery uncertain: the post may exist; never resent automatically (see --at-least-once)
+  6   another watcher already holds this build's lock
+  75  the post was certainly not made after bounded retries: a restart retries safely
+record-request also exits 6 (already watched) and 7 (build already finished; --rerun to start over)."""
+
+
+def _metadata_flags(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--categorize", action="store_true", help="a categorized run: post once per sub-run")
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, required=required, metavar=name.split("_")[-1].upper()[:1] or "V",
+                       help=f"{name.replace('_', ' ')} shown in the post")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="atvm_run_watcher.py",
+        description="Watch one ATVM run and post exactly one Mattermost message when it finishes.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"atvm-watcher {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def cmd(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES if name == "watch" else None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    w = cmd("watch", "the watcher itself: decide the run's state until terminal, post once, exit")
+    w.add_argument("--build-name", required=True)
+    _metadata_flags(w)
+    w.add_argument("--dry-run", action="store_true", help="print what would be posted; post and record nothing")
+    w.add_argument("--at-least-once", action="store_true",
+                   help="resend after an uncertain delivery (may duplicate a post; default is at-most-once)")
+
+    i = cmd("inspect", "read-only: the state it would decide now, the evidence read and the rule that fired")
+    i.add_argument("--build-name", required=True)
+    i.add_argument("--categorize", action="store_true")
+    i.add_argument("--json", action="store_true")
+
+    s = cmd("status", "every watched build under the state root: state, sub-runs, delivery, last update")
+    s.add_argument("--build-name")
+    s.add_argument("--json", action="store_true")
+
+    c = cmd("cancel", "cancel a build: cancelled.marker + state CANCELLED; guarantees no post")
+    c.add_argument("--build-name", required=True)
+
+    cmd("check", "validate the install: configuration, env-file permissions, paths, unit present")
+
+    d = cmd("demo", "a simulated categorized run, a local Mattermost-compatible receiver, the real watcher")
+    d.add_argument("--speed", type=float, default=1.0, help="time factor; 4 runs four times faster")
+    d.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
+
+    r = cmd("record-request", "record a run's request metadata for the watcher (used by the start helper)")
+    r.add_argument("--build-name", required=True)
+    _metadata_flags(r)
+    r.add_argument("--rerun", action="store_true", help="archive a finished build's state and record anew")
+    return p
+
+
+def _request(args: argparse.Namespace, settings) -> Request:
+    recorded, _ = read_json(BuildDir.of(settings.state_root, args.build_name).request_file)
+    base = Request.from_json(args.build_name, recorded)
+    overrides = {k: getattr(args, k) for k in FIELDS}
+    overrides["categorize"] = args.categorize
+    return base.merged(overrides)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.speed, args.keep)
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check()
+    settings = load()
+    log.setup(settings.webhook)
+    from . import ops
+    from .watcher import run_watch
+
+    if args.command == "watch":
+        return run_watch(settings, _request(args, settings), args.dry_run, args.at_least_once)
+    if args.command == "record-request":
+        return ops.record_request(settings, _request(args, settings), args.rerun)
+    if args.command == "cancel":
+        return ops.cancel(settings, args.build_name)
+    if args.command == "status":
+        return ops.status(settings, args.build_name, args.json)
+    return ops.inspect(settings, args.build_name, args.categorize, args.json)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if getattr(args, "build_name", None) is not None:
+            check_build_name(args.build_name)
+        return dispatch(args)
+    except BadName as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateError as exc:
+        print(f"error: state directory: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        return 130

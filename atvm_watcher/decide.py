@@ -1,0 +1,312 @@
+"""The pure core: which state is this run in, and which rule says so.
+
+A function of an evidence ``Snapshot`` (with its ``taken_at`` as "now") and the ``Limits``;
+no clock, no I/O. Every rule has a short id (shown by ``inspect`` and stored in state.json)
+and a sentence an operator can follow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Iterable, List, Optional, Tuple
+
+from .evidence import OutcomeFile, Report, ScopeEvidence, Snapshot
+
+STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
+STALE_TOLERANCE = 1.0  # seconds: mtimes and process start times are not perfectly comparable
+EXIT_RE = re.compile(r"[+-]?\d{1,6}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    hung_after: float = 3600.0
+    start_timeout: float = 1800.0
+    gone_grace: float = 60.0
+    settle: float = 2.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    pending: int = 0
+    skipped: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> Tuple[int, int, int, int, int]:
+        return (self.tests, self.passed, self.failed, self.pending, self.skipped)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # WAITING, RUNNING, or one of STATES
+    rule: str
+    reason: str
+    group: Optional[str] = None
+    counts: Counts = Counts()
+    failed_titles: Tuple[str, ...] = ()
+    run_start: Optional[float] = None
+    finished_at: Optional[float] = None
+    ignored: Tuple[str, ...] = ()  # evidence passed over, and why
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in STATES
+
+
+@dataclass(frozen=True)
+class Decision:
+    run: Verdict  # the plain run, or the categorized parent
+    groups: Tuple[Verdict, ...] = ()
+    run_start_rule: str = ""
+
+
+def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
+    start, how = run_start(snap)
+    parent, ignored = fresh(snap.parent, start)
+    groups = [fresh(g, start) for g in snap.groups]
+    if not snap.categorized:
+        run = replace(decide_scope(snap, parent, limits, start, cancelled), ignored=ignored)
+        return Decision(run, (), how)
+    return decide_categorized(snap, parent, ignored, groups, limits, start, cancelled, how)
+
+
+# --- when did this run start, and which files are left over from an earlier run ---------------
+
+
+def _own_files(scope: ScopeEvidence) -> List[float]:
+    return [f.mtime for f in (scope.log, scope.status, scope.exit) if f is not None and f.mtime > 0]
+
+
+def run_start(snap: Snapshot) -> Tuple[float, str]:
+    if snap.launcher.started_at is not None:
+        return snap.launcher.started_at, "the launcher process's start time"
+    if not snap.files_existed_at_start:
+        return snap.watcher_started_at, "the watcher's start (no log or outcome file existed yet)"
+    mtimes = _own_files(snap.parent) + [m for g in snap.groups for m in _own_files(g)]
+    if mtimes:
+        return min(mtimes), "the earliest of the run's own files (no launcher seen)"
+    return snap.watcher_started_at, "the watcher's start"
+
+
+def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str, ...]]:
+    """Drop files older than the run's start: they belong to an earlier run of the same build."""
+    limit = start - STALE_TOLERANCE
+    ignored: List[str] = []
+
+    def keep(item, path: str, mtime: float):
+        if item is not None and mtime < limit:
+            ignored.append(f"{path}: older than this run's start (earlier run of the same build)")
+            return None
+        return item
+
+    log = keep(scope.log, scope.log.path, scope.log.mtime) if scope.log else None
+    status = keep(scope.status, scope.status.path, scope.status.mtime) if scope.status else None
+    exit_ = keep(scope.exit, scope.exit.path, scope.exit.mtime) if scope.exit else None
+    reports = tuple(r for r in scope.reports if keep(r, r.result.path, r.mtime) is not None)
+    return replace(scope, log=log, status=status, exit=exit_, reports=reports), tuple(ignored)
+
+
+# --- one scope: a plain run or one sub-run ---------------------------------------------------
+
+
+def tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Report]]:
+    counts, titles, unreadable = Counts(), [], []
+    for r in reports:
+        res = r.result
+        if res.status == "ok":
+            counts = counts + Counts(res.tests, res.passed, res.failed, res.pending, res.skipped)
+            titles.extend(res.failed_titles)
+        elif res.status in ("incomplete", "invalid"):
+            unreadable.append(r)
+    return counts, tuple(titles), unreadable
+
+
+def last_progress(scopes: Iterable[ScopeEvidence], start: float) -> float:
+    times = [start]
+    for s in scopes:
+        times += _own_files(s) + [r.mtime for r in s.reports]
+    return max(times)
+
+
+def _has_evidence(scopes: Iterable[ScopeEvidence]) -> bool:
+    return any(s.log or s.status or s.exit or s.reports for s in scopes)
+
+
+def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdict]:
+    word = f.text.upper()
+    if word in STATES:
+        return Verdict(word, "status-file", f"{f.path} says {word} (the launcher's word is final)",
+                       finished_at=f.mtime)
+    if f.problem or now - f.mtime >= limits.settle:
+        return Verdict("UNKNOWN", "status-unreadable",
+                       f"{f.path} holds {f.text[:40]!r}{' (' + f.problem + ')' if f.problem else ''}, "
+                       f"not one of {', '.join(STATES)}")
+    return Verdict("RUNNING", "status-settling", f"{f.path} is still being written")
+
+
+def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Verdict], Optional[int]]:
+    if EXIT_RE.fullmatch(f.text) and not f.problem:
+        code = int(f.text)
+        if code >= 128 or code < 0:
+            return Verdict("TERMINATED", "exit-signal",
+                           f"{f.path} says exit code {code}: the launcher was killed by a signal",
+                           finished_at=f.mtime), code
+        return None, code
+    if f.problem or now - f.mtime >= limits.settle:
+        return Verdict("UNKNOWN", "exit-unreadable",
+                       f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
+    return Verdict("RUNNING", "exit-settling", f"{f.path} is still being written"), None
+
+
+def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool):
+    """(verdict that settles it, None) or (None, (rule, reason, failed, finished_at)) or (None, None)."""
+    if scope.status:
+        return _outcome_word(scope.status, now, limits), None
+    if scope.exit:
+        verdict, code = _exit_code(scope.exit, now, limits)
+        if verdict:
+            return verdict, None
+        why = "finished" if code == 0 else f"failed (exit code {code})"
+        return None, ("exit-code", f"{scope.exit.path} says the launcher {why}", code != 0, scope.exit.mtime)
+    log = scope.log
+    if log and log.finished_banner:
+        failed = log.summary == "failed"
+        if log.summary or not launcher_alive or now - log.mtime >= limits.settle:
+            said = (f"{log.failed_specs} of {log.total_specs} specs failed" if failed
+                    else "all specs passed" if log.summary else "no summary line")
+            return None, ("log-banner", f"{log.path} shows Cypress's (Run Finished) banner ({said})",
+                          failed, log.mtime)
+        return Verdict("RUNNING", "banner-settling", f"{log.path} shows (Run Finished); waiting for the summary"), None
+    return None, None
+
+
+def decide_finished(scope: ScopeEvidence, finish, now: float, limits: Limits) -> Verdict:
+    rule, reason, failed, finished_at = finish
+    counts, titles, unreadable = tally(scope.reports)
+    if any(now - r.mtime < limits.settle for r in unreadable):
+        return Verdict("RUNNING", "report-settling", f"{reason}; a report is still being written")
+    failed_reports = counts.failed > 0
+    base = dict(group=scope.group, counts=counts, failed_titles=titles, finished_at=finished_at)
+    if failed or failed_reports:
+        why = reason + ("; reports show failures" if failed_reports else "")
+        return Verdict("FAILED", rule, why, **base)
+    if unreadable:
+        bad = unreadable[0].result
+        return Verdict("UNKNOWN", "report-unreadable",
+                       f"{reason}, but report {bad.path} cannot be read ({bad.status}: {bad.detail}); "
+                       "a failure in it cannot be ruled out", **base)
+    return Verdict("COMPLETED", rule, reason + "; no failures in the reports", **base)
+
+
+def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool) -> Optional[Verdict]:
+    """A verdict from the scope's own finish evidence (terminal or settling), else None."""
+    verdict, finish = finished_by(scope, now, limits, launcher_alive)
+    if finish:
+        return decide_finished(scope, finish, now, limits)
+    if verdict is None:
+        return None
+    if verdict.state in ("COMPLETED", "FAILED"):  # the launcher's own word: counts for the message
+        counts, titles, _ = tally(scope.reports)
+        verdict = replace(verdict, counts=counts, failed_titles=titles)
+    return replace(verdict, group=scope.group)
+
+
+def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, limits: Limits) -> Verdict:
+    now, launcher = snap.taken_at, snap.launcher
+    progress = last_progress(scopes, start)
+    if launcher.alive:
+        idle = now - progress
+        if idle >= limits.hung_after:
+            return Verdict("HUNG", "no-progress",
+                           f"launcher pid {launcher.pid} is alive but nothing changed for {idle:.0f}s "
+                           f"(limit {limits.hung_after:g}s)")
+        return Verdict("RUNNING", "launcher-alive", f"launcher pid {launcher.pid} is alive ({launcher.source})")
+    if _has_evidence(scopes) or launcher.last_seen_alive is not None:
+        gone_since = max(progress, launcher.last_seen_alive or 0.0)
+        gone = now - gone_since
+        if gone >= limits.gone_grace:
+            return Verdict("TERMINATED", "launcher-gone",
+                           f"the launcher is gone and nothing changed for {gone:.0f}s "
+                           f"(grace {limits.gone_grace:g}s) with no finish evidence")
+        return Verdict("RUNNING", "launcher-gone-grace",
+                       f"no launcher seen for {gone:.0f}s; TERMINATED after {limits.gone_grace:g}s")
+    waited = now - snap.watcher_started_at
+    if waited >= limits.start_timeout:
+        return Verdict("UNKNOWN", "no-evidence",
+                       f"no log, report, outcome file or launcher after {waited:.0f}s "
+                       f"(start timeout {limits.start_timeout:g}s)")
+    return Verdict("WAITING", "waiting-for-start", "no evidence of the run yet")
+
+
+def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: float,
+                 cancelled: bool) -> Verdict:
+    if cancelled:
+        return Verdict("CANCELLED", "cancelled-marker", "cancelled.marker is present", run_start=start)
+    verdict = settle_scope(scope, snap.taken_at, limits, snap.launcher.alive)
+    if verdict is None:
+        verdict = liveness_verdict(snap, [scope], start, limits)
+        if not verdict.terminal:
+            counts, titles, _ = tally(scope.reports)
+            verdict = replace(verdict, counts=counts, failed_titles=titles)
+    return replace(verdict, run_start=start)
+
+
+# --- categorized runs -------------------------------------------------------------------------
+
+
+def aggregate(groups: List[Verdict]) -> str:
+    states = [g.state for g in groups]
+    if "FAILED" in states:
+        return "FAILED"
+    if all(s == "COMPLETED" for s in states):
+        return "COMPLETED"
+    return next(s for s in states if s != "COMPLETED")
+
+
+def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
+                       groups: List[Tuple[ScopeEvidence, Tuple[str, ...]]], limits: Limits, start: float,
+                       cancelled: bool, how: str) -> Decision:
+    now = snap.taken_at
+    scopes = [g for g, _ in groups]
+    own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
+    all_ignored = ignored + tuple(i for _, ig in groups for i in ig)
+    if cancelled:
+        verdict = Verdict("CANCELLED", "cancelled-marker", "cancelled.marker is present")
+    else:
+        verdict = settle_scope(parent, now, limits, snap.launcher.alive) or liveness_verdict(
+            snap, [parent] + scopes, start, limits)
+        if verdict.state == "TERMINATED" and verdict.rule == "launcher-gone" and scopes and all(
+            v is not None and v.terminal for v in own
+        ):
+            verdict = Verdict("COMPLETED", "groups-done", "the launcher is gone and every sub-run finished")
+    unresolved_wait = any(
+        (v is None or not v.terminal) and now - last_progress([g], start) < limits.settle
+        for v, g in zip(own, scopes)
+    )
+    if verdict.terminal and unresolved_wait and not cancelled:
+        verdict = Verdict("RUNNING", "groups-settling", f"{verdict.reason}; a sub-run's files are still changing")
+    final_groups = []
+    for v, g in zip(own, scopes):
+        if v is None or not v.terminal:
+            counts, titles, _ = tally(g.reports)
+            if verdict.terminal:
+                inherited = "TERMINATED" if verdict.state in ("COMPLETED", "FAILED") else verdict.state
+                v = Verdict(inherited, f"parent-{verdict.state.lower()}",
+                            f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
+                            group=g.group, counts=counts, failed_titles=titles)
+            else:
+                v = Verdict("RUNNING", "sub-run-running", "the sub-run has no finish evidence yet",
+                            group=g.group, counts=counts, failed_titles=titles)
+        final_groups.append(replace(v, run_start=start))
+    if verdict.terminal and verdict.state in ("COMPLETED", "FAILED") and final_groups:
+        verdict = replace(verdict, state=aggregate(final_groups + ([verdict] if verdict.rule != "groups-done" else [])))
+    total = Counts()
+    for v in final_groups:
+        total = total + v.counts
+    run = replace(verdict, counts=total, run_start=start, ignored=all_ignored)
+    return Decision(run, tuple(final_groups), how)

@@ -1,0 +1,229 @@
+"""A simulated ATVM launcher: a real process that leaves a run's evidence in the contract's layout.
+
+Used by ``demo``, the end-to-end tests and the benchmark. It writes a Cypress-style console log
+and mochawesome-format reports spec by spec, then the outcome files, then exits; options make it
+hang, die without a trace, or skip the outcome files, so every state can be reached from files.
+
+    python3 atvm_watcher/simulate.py --build-name B --log-dir D --report-dir R \
+        [--group linux:pass --group windows:fail] [--outcome pass|fail] [--step-seconds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+SPECS_PER_RUN = 3
+BAR = "=" * 100
+
+
+def _test(title: str, parent: str, failed: bool) -> dict:
+    return {
+        "title": title,
+        "fullTitle": f"{parent} {title}",
+        "timedOut": False,
+        "duration": 120,
+        "state": "failed" if failed else "passed",
+        "speed": "fast",
+        "pass": not failed,
+        "fail": failed,
+        "pending": False,
+        "context": None,
+        "code": "cy.visit('/')",
+        "err": {"message": "AssertionError: expected 'Migrated' to equal 'Ready'", "estack": "", "diff": None}
+        if failed
+        else {},
+        "uuid": str(uuid.uuid4()),
+        "parentUUID": None,
+        "isHook": False,
+        "skipped": False,
+    }
+
+
+def mochawesome_report(spec: str, suite_title: str, titles: List[str], fail_last: bool) -> dict:
+    """One spec's report, shaped like mochawesome's JSON output (stats, results, meta)."""
+    tests = [_test(t, suite_title, fail_last and i == len(titles) - 1) for i, t in enumerate(titles)]
+    failures = sum(1 for t in tests if t["fail"])
+    suite = {
+        "uuid": str(uuid.uuid4()),
+        "title": suite_title,
+        "fullFile": "",
+        "file": "",
+        "beforeHooks": [],
+        "afterHooks": [],
+        "tests": tests,
+        "suites": [],
+        "passes": [t["uuid"] for t in tests if t["pass"]],
+        "failures": [t["uuid"] for t in tests if t["fail"]],
+        "pending": [],
+        "skipped": [],
+        "duration": 120 * len(tests),
+        "root": False,
+        "rootEmpty": False,
+        "_timeout": 2000,
+    }
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return {
+        "stats": {
+            "suites": 1,
+            "tests": len(tests),
+            "passes": len(tests) - failures,
+            "pending": 0,
+            "failures": failures,
+            "start": now,
+            "end": now,
+            "duration": 120 * len(tests),
+            "testsRegistered": len(tests),
+            "passPercent": round(100.0 * (len(tests) - failures) / len(tests), 2),
+            "pendingPercent": 0,
+            "other": 0,
+            "hasOther": False,
+            "skipped": 0,
+            "hasSkipped": False,
+        },
+        "results": [
+            {
+                "uuid": str(uuid.uuid4()),
+                "title": "",
+                "fullFile": f"cypress/e2e/{spec}",
+                "file": f"cypress/e2e/{spec}",
+                "beforeHooks": [],
+                "afterHooks": [],
+                "tests": [],
+                "suites": [suite],
+                "passes": [],
+                "failures": [],
+                "pending": [],
+                "skipped": [],
+                "duration": 0,
+                "root": True,
+                "rootEmpty": True,
+                "_timeout": 2000,
+            }
+        ],
+        "meta": {"mocha": {"version": "7.0.1"}, "mochawesome": {"version": "7.1.3"}, "marge": {"version": "6.2.0"}},
+    }
+
+
+class Run:
+    """One (sub-)run's files: its log, its report folder, its outcome files."""
+
+    def __init__(self, log: Path, reports: Path, exit_file: Path, status_file: Path):
+        self.log, self.reports, self.exit_file, self.status_file = log, reports, exit_file, status_file
+
+    def say(self, text: str) -> None:
+        with self.log.open("a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+    def write_report(self, index: int, report: dict) -> None:
+        # Written in place in two pieces, as a reporter does: a poll may see half a file.
+        self.reports.mkdir(parents=True, exist_ok=True)
+        name = "mochawesome.json" if index == 0 else f"mochawesome_{index:03d}.json"
+        data = json.dumps(report, indent=2).encode("utf-8")
+        with (self.reports / name).open("wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            fh.write(data[len(data) // 2 :])
+
+
+def run_specs(run: Run, label: str, passing: bool, step: float) -> Tuple[int, int]:
+    """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing."""
+    run.log.parent.mkdir(parents=True, exist_ok=True)
+    run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
+    total = failed = 0
+    for n in range(SPECS_PER_RUN):
+        spec = f"{label}-migration-{n + 1}.cy.js"
+        titles = ["discovers the source VM", "replicates the disks", "cuts over and boots the target"]
+        fail_here = not passing and n == SPECS_PER_RUN - 1
+        run.say(f"{'─' * 100}\n  Running:  {spec}  ({n + 1} of {SPECS_PER_RUN})\n")
+        time.sleep(step)
+        for i, title in enumerate(titles):
+            bad = fail_here and i == len(titles) - 1
+            run.say(f"    {'1) ' if bad else '✓ '}{title}")
+        run.write_report(n, mochawesome_report(spec, f"{label} migration {n + 1}", titles, fail_here))
+        total += len(titles)
+        failed += 1 if fail_here else 0
+        time.sleep(step)
+    run.say(f"\n{BAR}\n\n  (Run Finished)\n")
+    if failed:
+        run.say(f"    ✖  {failed} of {SPECS_PER_RUN} failed ({100 * failed // SPECS_PER_RUN}%)   00:{SPECS_PER_RUN:02d}"
+                f"   {total}   {total - failed}   {failed}   -   -")
+    else:
+        run.say(f"    ✔  All specs passed!   00:{SPECS_PER_RUN:02d}   {total}   {total}   -   -   -")
+    return total, failed
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Simulated ATVM launcher writing a run's evidence.")
+    p.add_argument("--build-name", required=True)
+    p.add_argument("--log-dir", required=True, type=Path)
+    p.add_argument("--report-dir", required=True, type=Path)
+    p.add_argument("--group", action="append", default=[], metavar="NAME:pass|fail",
+                   help="a categorized sub-run, in order (repeat); none: one plain run")
+    p.add_argument("--outcome", choices=["pass", "fail"], default="pass", help="plain run's outcome")
+    p.add_argument("--step-seconds", type=float, default=1.0)
+    p.add_argument("--start-delay", type=float, default=0.0, help="seconds alive before any file appears")
+    p.add_argument("--pid-file", action="store_true", help="write <log-dir>/<build>.pid")
+    p.add_argument("--outcome-file", choices=["exit", "status", "none"], default="exit")
+    p.add_argument("--hang", action="store_true", help="stop writing half-way and stay alive")
+    p.add_argument("--die", action="store_true", help="SIGKILL itself half-way (no outcome files)")
+    return p.parse_args(argv)
+
+
+def _finish(run: Run, failed: bool, how: str) -> None:
+    if how == "exit":
+        run.exit_file.write_text("1\n" if failed else "0\n", encoding="utf-8")
+    elif how == "status":
+        run.status_file.write_text("FAILED\n" if failed else "COMPLETED\n", encoding="utf-8")
+
+
+def _interrupt(args: argparse.Namespace) -> None:
+    if args.die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if args.hang:
+        while True:
+            time.sleep(3600)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    b = args.build_name
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.pid_file:
+        (args.log_dir / f"{b}.pid").write_text(f"{os.getpid()}\n", encoding="utf-8")
+    time.sleep(args.start_delay)
+    parent = Run(args.log_dir / f"{b}.log", args.report_dir / b, args.log_dir / f"{b}.exit",
+                 args.log_dir / f"{b}.status")
+    any_failed = False
+    if not args.group:
+        parent.log.write_text("", encoding="utf-8")
+        if args.hang or args.die:
+            parent.say(f"\n{BAR}\n\n  (Run Starting)\n")
+            _interrupt(args)
+        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds)
+        any_failed = failed > 0
+    else:
+        for i, spec in enumerate(args.group):
+            name, _, outcome = spec.partition(":")
+            group = Run(args.log_dir / b / f"{name}.log", args.report_dir / b / name,
+                        args.log_dir / b / f"{name}.exit", args.log_dir / b / f"{name}.status")
+            if i == len(args.group) - 1 and (args.hang or args.die):
+                group.log.parent.mkdir(parents=True, exist_ok=True)
+                group.say(f"\n{BAR}\n\n  (Run Starting)\n")
+                _interrupt(args)
+            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds)
+            _finish(group, failed > 0, args.outcome_file)
+            any_failed = any_failed or failed > 0
+    _finish(parent, any_failed, args.outcome_file)
+    return 1 if any_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

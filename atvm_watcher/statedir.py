@@ -1,0 +1,233 @@
+"""The state directory: atomic JSON files, markers, locks. The only module that writes there.
+
+Layout per build (CONTRACT.md): ``state.json``, ``posted.marker``, ``cancelled.marker``,
+``subruns/<group>/...``; ours besides: ``request.json`` (what the operator asked for),
+``delivery.json`` (intent/outcome of the webhook call), ``events.jsonl`` (history),
+``watch.lock`` (held by the one live watcher), ``state.lock`` (short critical sections shared
+with ``cancel``, so a cancel and a post can never interleave).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
+POSTED_STATES = ("COMPLETED", "FAILED")
+STATE_LOCK_WAIT_SECONDS = 120.0  # longer than one webhook attempt, which runs under the lock
+
+
+class StateError(Exception):
+    """The state directory could not be written (full disk, read-only, permissions)."""
+
+
+class Locked(Exception):
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def utc_now_iso(ts: Optional[float] = None) -> str:
+    return datetime.fromtimestamp(time.time() if ts is None else ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
+    body = (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def read_json(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(data, problem): missing -> (None, None); corrupt/unreadable -> (None, reason)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{path.name} unreadable: {exc.strerror}"
+    if len(raw) > 4 * 1024 * 1024:
+        return None, f"{path.name} is implausibly large ({len(raw)} bytes)"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, f"{path.name} is corrupt (not valid JSON)"
+    if not isinstance(data, dict):
+        return None, f"{path.name} is corrupt (not a JSON object)"
+    return data, None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Files for one posted unit: a plain run (the build folder) or one sub-run."""
+
+    path: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def posted_marker(self) -> Path:
+        return self.path / "posted.marker"
+
+    @property
+    def delivery_file(self) -> Path:
+        return self.path / "delivery.json"
+
+    def ensure(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {self.path}: {exc.strerror}") from None
+
+    def read_state(self) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        return read_json(self.state_file)
+
+    def write_state(self, data: Dict[str, Any]) -> None:
+        self.ensure()
+        write_json_atomic(self.state_file, {**data, "updated_at": utc_now_iso()})
+
+    def is_posted(self) -> bool:
+        return self.posted_marker.exists()
+
+    def mark_posted(self, info: Dict[str, Any]) -> None:
+        write_json_atomic(self.posted_marker, info)
+
+    def read_delivery(self) -> Dict[str, Any]:
+        data, _ = read_json(self.delivery_file)
+        return data or {}
+
+    def write_delivery(self, data: Dict[str, Any]) -> None:
+        self.ensure()
+        write_json_atomic(self.delivery_file, {**data, "updated_at": utc_now_iso()})
+
+
+class BuildDir(RunDir):
+    """The per-build folder under the state root."""
+
+    @classmethod
+    def of(cls, state_root: Path, build: str) -> BuildDir:
+        return cls(state_root / build)  # build is validated by buildname.check_build_name first
+
+    @property
+    def build(self) -> str:
+        return self.path.name
+
+    @property
+    def cancelled_marker(self) -> Path:
+        return self.path / "cancelled.marker"
+
+    @property
+    def request_file(self) -> Path:
+        return self.path / "request.json"
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / "events.jsonl"
+
+    def subrun(self, group: str) -> RunDir:
+        return RunDir(self.path / "subruns" / group)
+
+    def subrun_names(self) -> Tuple[str, ...]:
+        try:
+            return tuple(sorted(p.name for p in (self.path / "subruns").iterdir() if p.is_dir()))
+        except OSError:
+            return ()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled_marker.exists()
+
+    def mark_cancelled(self, info: Dict[str, Any]) -> None:
+        self.ensure()
+        write_json_atomic(self.cancelled_marker, info)
+
+    def append_event(self, event: Dict[str, Any]) -> None:
+        """History for inspect/status; best effort: a full disk must not stop a post."""
+        line = json.dumps({"at": utc_now_iso(), **event}, sort_keys=True, ensure_ascii=False) + "\n"
+        with contextlib.suppress(OSError):
+            self.ensure()
+            with self.events_file.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+
+    @contextlib.contextmanager
+    def state_lock(self, wait: float = STATE_LOCK_WAIT_SECONDS) -> Iterator[None]:
+        """Short exclusive section shared by the watcher (check-cancel + post) and cancel."""
+        self.ensure()
+        fd = os.open(str(self.path / "state.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise StateError(f"cannot lock {self.path / 'state.lock'}: {exc.strerror}") from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def acquire_watch_lock(self) -> int:
+        """Hold for the watcher's lifetime; Locked(holder) if another watcher has it."""
+        self.ensure()
+        path = self.path / "watch.lock"
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise Locked(self.watch_lock_holder() or "another process") from None
+            raise StateError(f"cannot lock {path}: {exc.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def watch_lock_holder(self) -> Optional[str]:
+        """'pid N' when a live watcher holds the lock, else None (probing does not keep the lock)."""
+        path = self.path / "watch.lock"
+        try:
+            fd = os.open(str(path), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return f"pid {pid}" if pid.isdigit() else "another process"
+            return None
+        finally:
+            os.close(fd)

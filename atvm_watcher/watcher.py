@@ -1,0 +1,355 @@
+"""The watch loop: poll evidence -> decide -> record -> render -> deliver once -> exit.
+
+A scope (the plain run, or one sub-run) that reached a terminal state is final: it is recorded
+in its state.json, posted at most once when COMPLETED/FAILED, and never decided again, also
+by a restarted watcher. The exit code tells systemd whether a restart could help.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import inventory, log
+from .decide import Decision, Limits, Verdict, decide
+from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result, sleeper
+from .evidence import EvidenceReader
+from .message import Context, render
+from .request import Request
+from .settings import Settings
+from .statedir import POSTED_STATES, TERMINAL_STATES, BuildDir, Locked, RunDir, StateError, read_json
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_REJECTED, EXIT_UNCERTAIN, EXIT_LOCKED, EXIT_FINISHED, EXIT_RETRY = 4, 5, 6, 7, 75
+EXIT_FOR = {"uncertain": EXIT_UNCERTAIN, "rejected": EXIT_REJECTED, "not-sent": EXIT_RETRY}
+EXIT_RANK = (EXIT_RETRY, EXIT_UNCERTAIN, EXIT_REJECTED)  # restartable first: a restart resends what is safe
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(settings.hung_after_seconds, settings.start_timeout_seconds, settings.gone_grace_seconds,
+                  settings.settle_seconds)
+
+
+def verdict_record(v: Verdict, build: str, position: Optional[int] = None) -> Dict[str, Any]:
+    rec: Dict[str, Any] = {"build_name": build, "state": v.state, "rule": v.rule, "reason": v.reason,
+                           "counts": asdict(v.counts), "failed_titles": list(v.failed_titles[:50]),
+                           "run_start": v.run_start, "finished_at": v.finished_at}
+    if v.group:
+        rec.update(group=v.group, position=position)
+    return rec
+
+
+def needs_delivery(run: RunDir, record: Optional[Dict[str, Any]], at_least_once: bool) -> bool:
+    """A recorded COMPLETED/FAILED whose post is not settled (restart after a crash or a failed send)."""
+    if not record or record.get("state") not in POSTED_STATES or run.is_posted():
+        return False
+    phase = run.read_delivery().get("phase")
+    return phase in (None, NOT_SENT, REJECTED) or (at_least_once and phase in (SENDING, UNCERTAIN))
+
+
+class Watcher:
+    def __init__(self, settings: Settings, request: Request, dry_run: bool = False,
+                 at_least_once: bool = False, clock: Callable[[], float] = time.time,
+                 out: Callable[[str], None] = print):
+        self.s, self.req, self.dry_run = settings, request, dry_run
+        self.at_least_once = at_least_once or settings.at_least_once
+        self.clock, self.out = clock, out
+        self.build = BuildDir.of(settings.state_root, request.build_name)
+        self.log = log.get(request.build_name)
+        self.stop = False
+        self.outcomes: Dict[str, str] = {}  # scope key -> delivery outcome, for the exit code
+        self.done: Dict[str, Dict[str, Any]] = {}  # scope key -> terminal record
+        self.seen: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last logged
+        self.written: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last written
+        self.pending: List[Tuple[str, RunDir]] = []  # terminal, post still owed (retry later)
+        self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
+                                   settings.post_attempts, settings.post_backoff_seconds,
+                                   settings.post_max_wait_seconds, self.at_least_once,
+                                   sleeper(lambda: self.stop))
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if self.dry_run:
+            return self._loop(EvidenceReader(*self._reader_args(())))
+        try:
+            lock = self.build.acquire_watch_lock()
+        except Locked as exc:
+            self.log.error("another watcher (%s) is already watching this build; not starting a second", exc.holder)
+            return EXIT_LOCKED
+        try:
+            self._install_signals()
+            return self._run_locked()
+        finally:
+            os.close(lock)
+
+    def _install_signals(self) -> None:
+        def handler(signum, _frame):
+            self.stop = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def _run_locked(self) -> int:
+        parent = self._load_parent()
+        if parent and parent.get("state") in TERMINAL_STATES:
+            return self._already_finished(parent)
+        if self.build.is_cancelled():
+            return self._cancelled()
+        groups = tuple(parent.get("groups") or ()) if parent else ()
+        self._restore_subruns(groups)
+        self._write(self.build, {**(parent or {}), "build_name": self.req.build_name, "state": "WAITING",
+                                 "rule": "watcher-started", "request": self.req.to_json(),
+                                 "watcher_pid": os.getpid(), "categorized": self.req.categorize})
+        self.log.info("watching (categorized=%s, poll %gs)", self.req.categorize, self.s.poll_seconds)
+        return self._loop(EvidenceReader(*self._reader_args(groups)))
+
+    def _reader_args(self, groups: Tuple[str, ...]):
+        return (self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize, self.clock(), groups)
+
+    def _load_parent(self) -> Optional[Dict[str, Any]]:
+        data, problem = self.build.read_state()
+        if problem:
+            aside = self.build.path / f"state.json.corrupt-{int(self.clock())}"
+            try:
+                os.replace(self.build.state_file, aside)
+            except OSError:
+                pass
+            self.log.warning("%s; moved aside to %s; markers remain the truth about what was posted",
+                             problem, aside.name)
+        if data is None and not self.req.categorize and self.build.is_posted():
+            marker, _ = read_json(self.build.posted_marker)
+            data = {"state": (marker or {}).get("state", "COMPLETED"), "rule": "posted-marker",
+                    "reason": "rebuilt from posted.marker"}
+        return data
+
+    def _restore_subruns(self, groups: Tuple[str, ...]) -> None:
+        for g in set(groups) | set(self.build.subrun_names()):
+            run = self.build.subrun(g)
+            rec, _ = run.read_state()
+            if rec is None and run.is_posted():
+                marker, _ = read_json(run.posted_marker)
+                rec = {"state": (marker or {}).get("state", "COMPLETED"), "group": g}
+            if rec and rec.get("state") in TERMINAL_STATES:
+                self.done[g] = rec
+                if needs_delivery(run, rec, self.at_least_once):
+                    self.pending.append((g, run))
+                elif rec.get("state") in POSTED_STATES:
+                    self.outcomes[g] = self._settled(run)
+
+    def _settled(self, run: RunDir) -> str:
+        if run.is_posted():
+            return "posted"
+        phase = run.read_delivery().get("phase")
+        return "uncertain" if phase in (SENDING, UNCERTAIN) else ("rejected" if phase == REJECTED else "posted")
+
+    def _already_finished(self, parent: Dict[str, Any]) -> int:
+        state = parent.get("state")
+        if not self.req.categorize and needs_delivery(self.build, parent, self.at_least_once):
+            self.log.info("state %s recorded earlier but its post is not settled; delivering now", state)
+            self._deliver_recorded("", self.build)
+            return self._exit_code()
+        self._restore_subruns(tuple(parent.get("groups") or ()))
+        for key, run in list(self.pending):
+            self._deliver_recorded(key, run)
+        if not self.req.categorize and state in POSTED_STATES:
+            self.outcomes[""] = self._settled(self.build)
+        self.log.info("build already finished (%s); nothing more to do", state)
+        return self._exit_code()
+
+    def _cancelled(self) -> int:
+        self._write(self.build, {"build_name": self.req.build_name, "state": "CANCELLED",
+                                 "rule": "cancelled-marker", "reason": "cancelled.marker is present"})
+        self.log.info("cancelled: nothing will be posted")
+        return EXIT_OK
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _loop(self, reader: EvidenceReader) -> int:
+        limits = limits_of(self.s)
+        pause = sleeper(lambda: self.stop)
+        while True:
+            if not self.dry_run and self.build.is_cancelled():
+                self._cancel_open_scopes(reader)
+                return self._cancelled()
+            decision = decide(reader.snapshot(self.clock()), limits)
+            self._handle(decision, reader.group_order)
+            if decision.run.terminal:
+                return self._finish(decision)
+            if not pause(self.s.poll_seconds):
+                self.log.info("stop requested; the run is not finished, nothing posted for it")
+                return EXIT_OK
+
+    def _handle(self, decision: Decision, order: Tuple[str, ...]) -> None:
+        if not self.req.categorize:
+            self._scope("", self.build, decision.run, None)
+            return
+        for v in decision.groups:
+            self._scope(v.group or "", self.build.subrun(v.group or ""), v, order.index(v.group) + 1)
+        self._note(("parent", decision.run))
+        if not decision.run.terminal:
+            self._write_parent(decision, order)
+
+    def _note(self, item: Tuple[str, Verdict]) -> None:
+        key, v = item
+        if self.seen.get(key) != (v.state, v.rule):
+            self.seen[key] = (v.state, v.rule)
+            sub = None if key in ("", "parent") else key
+            self.log.logger.log(20 if v.state not in ("HUNG", "UNKNOWN", "TERMINATED") else 30,
+                                "state %s (%s): %s", v.state, v.rule, v.reason,
+                                extra={"build": self.req.build_name, "subrun": sub})
+            if self.dry_run:
+                self.out(f"[dry-run] {self.req.build_name}{'/' + sub if sub else ''}: {v.state} ({v.rule})")
+
+    def _scope(self, key: str, run: RunDir, v: Verdict, position: Optional[int]) -> None:
+        if key in self.done:
+            return
+        self._note((key, v))
+        if not v.terminal:
+            if key and (run.path.exists() or v.state == "RUNNING") and not self.dry_run:
+                self._write_if_changed(key, run, verdict_record(v, self.req.build_name, position))
+            return
+        record = verdict_record(v, self.req.build_name, position)
+        if v.state in POSTED_STATES:
+            payload = render(v, self.req, self._context(position))
+            record["message"] = payload
+        if self.dry_run:
+            self.done[key] = record
+            if v.state in POSTED_STATES:
+                self.out(json.dumps(record["message"], indent=2, ensure_ascii=False))
+            return
+        try:
+            record = self._write(run, record)
+        except StateError as exc:
+            self.log.error("cannot record %s: %s; will try again", v.state, exc)
+            return
+        self.done[key] = record
+        if record["state"] in POSTED_STATES:
+            self._deliver(key, run, record["message"], v.state)
+
+    def _write_if_changed(self, key: str, run: RunDir, record: Dict[str, Any]) -> None:
+        sig = (record["state"], record["rule"])
+        if self.written.get(key) != sig:
+            self._write(run, record)
+            self.written[key] = sig
+
+    def _write_parent(self, decision: Decision, order: Tuple[str, ...]) -> None:
+        record = verdict_record(decision.run, self.req.build_name)
+        record.update(groups=list(order), categorized=True, request=self.req.to_json(), watcher_pid=os.getpid())
+        try:
+            self._write_if_changed("parent", self.build, record)
+        except StateError as exc:
+            self.log.error("cannot record state: %s", exc)
+
+    def _write(self, run: RunDir, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Write under the lock cancel takes: once cancelled.marker exists, an unposted scope is CANCELLED."""
+        if self.dry_run:
+            return record
+        with self.build.state_lock():
+            if self.build.is_cancelled() and not run.is_posted() and record.get("state") != "CANCELLED":
+                record = {k: v for k, v in record.items() if k != "message"}
+                record.update(state="CANCELLED", rule="cancelled-marker", reason="cancelled.marker is present")
+            run.write_state(record)
+        self.build.append_event({"subrun": record.get("group"), "state": record["state"], "rule": record.get("rule")})
+        return record
+
+    def _context(self, position: Optional[int]) -> Context:
+        vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
+        return Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
+                       inventory_problem=problem, position=position, channel=self.s.channel,
+                       username=self.s.username)
+
+    # --- delivery ------------------------------------------------------------------------------
+
+    def _deliver(self, key: str, run: RunDir, payload: Dict[str, Any], state: str) -> None:
+        log_ = log.get(self.req.build_name, key or None)
+        if not self.s.webhook:
+            self.outcomes[key] = "not-sent"
+            log_.error("MATTERMOST_ATVM_WEBHOOK is not set: %s not posted", state)
+            return
+        try:
+            result = self.deliverer.deliver(run, payload, state)
+        except StateError as exc:
+            result = Result("not-sent", f"intent record could not be written ({exc}); nothing sent")
+        self.outcomes[key] = result.outcome
+        level = 20 if result.outcome in ("posted", "cancelled") else 40
+        extra = f" [{result.error_id}]" if result.error_id else ""
+        log_.log(level, "delivery %s after %d attempt(s): %s%s", result.outcome, result.attempts, result.detail, extra)
+        self.build.append_event({"subrun": key or None, "delivery": result.outcome, "detail": result.detail,
+                                 "error_id": result.error_id})
+        if result.outcome == "not-sent":
+            self.pending.append((key, run))
+
+    def _deliver_recorded(self, key: str, run: RunDir) -> None:
+        rec, _ = run.read_state()
+        if rec and isinstance(rec.get("message"), dict):
+            self._deliver(key, run, rec["message"], rec["state"])
+        else:
+            self.outcomes[key] = "not-sent"
+            log.get(self.req.build_name, key or None).error("recorded message missing; cannot deliver")
+
+    def _retry_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for key, run in pending:
+            self._deliver_recorded(key, run)
+
+    def _cancel_open_scopes(self, reader: EvidenceReader) -> None:
+        for g in reader.group_order:
+            if g not in self.done:
+                self._write(self.build.subrun(g), {"build_name": self.req.build_name, "group": g,
+                                                  "state": "CANCELLED", "rule": "cancelled-marker"})
+
+    def _finish(self, decision: Decision) -> int:
+        if self.pending and not self.dry_run:
+            self._retry_pending()
+        if not self.dry_run:
+            record = verdict_record(decision.run, self.req.build_name)
+            record.update(groups=list(self.done if self.req.categorize else ()), categorized=self.req.categorize,
+                          request=self.req.to_json(), delivery=self._summary())
+            if not self.req.categorize:
+                record.update(self.done.get("", {}))
+                record["delivery"] = self._summary()
+            try:
+                self._write(self.build, record)
+            except StateError as exc:
+                self.log.error("cannot record the final state: %s", exc)
+        code = self._exit_code()
+        self.log.info("finished: %s; exit %d", decision.run.state, code)
+        return code
+
+    def _summary(self) -> str:
+        if not self.outcomes:
+            return "not-required"
+        for outcome in ("not-sent", "uncertain", "rejected", "cancelled"):
+            if outcome in self.outcomes.values():
+                return outcome
+        return "posted"
+
+    def _exit_code(self) -> int:
+        codes = {EXIT_FOR.get(o, EXIT_OK) for o in self.outcomes.values()}
+        return next((c for c in EXIT_RANK if c in codes), EXIT_OK)
+
+
+def run_watch(settings: Settings, request: Request, dry_run: bool, at_least_once: bool) -> int:
+    try:
+        return Watcher(settings, request, dry_run, at_least_once).run()
+    except StateError as exc:
+        log.get(request.build_name).error("state directory problem: %s", exc)
+        return EXIT_INTERNAL
+
+
+def main_guard(fn: Callable[[], int]) -> int:
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one clear line, no secret, systemd restarts
+        print(f"ERROR internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
