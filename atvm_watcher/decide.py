@@ -115,14 +115,26 @@ def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str,
 
 
 def tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Report]]:
-    counts, titles, unreadable = Counts(), [], []
+    """Counts and failed titles; a run with both reporters counts its tests once (mochawesome preferred).
+
+    A failure seen only by the other reporter still counts, so that no failure is ever lost.
+    """
+    by_kind = {"mochawesome": (Counts(), []), "junit": (Counts(), [])}
+    unreadable = []
     for r in reports:
         res = r.result
-        if res.status == "ok":
-            counts = counts + Counts(res.tests, res.passed, res.failed, res.pending, res.skipped)
-            titles.extend(res.failed_titles)
+        if res.status == "ok" and res.kind in by_kind:
+            counts, titles = by_kind[res.kind]
+            by_kind[res.kind] = (counts + Counts(res.tests, res.passed, res.failed, res.pending, res.skipped),
+                                 titles + list(res.failed_titles))
         elif res.status in ("incomplete", "invalid"):
             unreadable.append(r)
+    main, other = by_kind["mochawesome"], by_kind["junit"]
+    if main[0].tests == 0 and main[0].failed == 0:
+        main, other = other, main
+    counts, titles = main
+    if counts.failed == 0 and other[0].failed > 0:
+        counts, titles = replace(counts, failed=other[0].failed), other[1]
     return counts, tuple(titles), unreadable
 
 
@@ -290,7 +302,7 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
     )
     if verdict.terminal and unresolved_wait and not cancelled:
         verdict = Verdict("RUNNING", "groups-settling", f"{verdict.reason}; a sub-run's files are still changing")
-    final_groups = []
+    final_groups: List[Verdict] = []
     for v, g in zip(own, scopes):
         if v is None or not v.terminal:
             counts, titles, _ = tally(g.reports)
@@ -302,7 +314,9 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
             else:
                 v = Verdict("RUNNING", "sub-run-running", "the sub-run has no finish evidence yet",
                             group=g.group, counts=counts, failed_titles=titles)
-        final_groups.append(replace(v, run_start=start))
+        # Sub-runs run one after another: one starts when the one before it finished.
+        previous_end = final_groups[-1].finished_at if final_groups else None
+        final_groups.append(replace(v, run_start=max(start, previous_end or start)))
     if verdict.terminal and verdict.state in ("COMPLETED", "FAILED") and final_groups:
         verdict = replace(verdict, state=aggregate(final_groups + ([verdict] if verdict.rule != "groups-done" else [])))
     total = Counts()

@@ -1,0 +1,121 @@
+"""Shared test fixtures: a whole watcher world in tmp_path, a loopback Mattermost, a real launcher.
+
+Nothing here touches /var/lib, /tmp/.log, /root or /etc: every path comes from ATVM_* variables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atvm_watcher.receiver import MattermostDouble  # noqa: E402
+
+WATCHER = REPO / "atvm_run_watcher.py"
+SIMULATE = REPO / "atvm_watcher" / "simulate.py"
+FIXTURES = REPO / "tests" / "fixtures"
+HOOK_TOKEN = "atvmtesthooktoken0123456789"
+
+
+@dataclass
+class World:
+    """A controller in a folder: state root, log dir, report dir, env file, and a Mattermost."""
+
+    root: Path
+    receiver: MattermostDouble
+    env: Dict[str, str] = field(default_factory=dict)
+    procs: List[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def state_root(self) -> Path:
+        return Path(self.env["ATVM_WATCHER_STATE_ROOT"])
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.env["ATVM_LOG_DIR"])
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.env["ATVM_REPORT_DIR"])
+
+    def build_dir(self, build: str) -> Path:
+        return self.state_root / build
+
+    def cli(self, *args: str, timeout: float = 60, env: Optional[Dict[str, str]] = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+        """Run atvm_run_watcher.py as a user would, capturing everything it prints."""
+        result = subprocess.run([sys.executable, str(WATCHER), *args], env={**self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check:
+            assert result.returncode == 0, result.stderr + result.stdout
+        return result
+
+    def start_watcher(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, str(WATCHER), "watch", *args], env={**self.env, **(env or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def launch(self, build: str, *args: str) -> subprocess.Popen:
+        """A real launcher process (the simulator) writing the run's evidence."""
+        proc = subprocess.Popen([sys.executable, str(SIMULATE), "--build-name", build, "--log-dir", str(self.log_dir),
+                                 "--report-dir", str(self.report_dir), *args], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def world_env(root: Path, webhook: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATVM_", "MATTERMOST_", "JOURNAL_STREAM"))}
+    for name in ("state", "log", "reports", "automation"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    env.update({
+        "ATVM_WATCHER_ENV_FILE": str(root / "atvm-run-watcher.env"),  # absent unless a test writes it
+        "ATVM_WATCHER_STATE_ROOT": str(root / "state"),
+        "ATVM_AUTOMATION_ROOT": str(root / "automation"),
+        "ATVM_REPORT_DIR": str(root / "reports"),
+        "ATVM_LOG_DIR": str(root / "log"),
+        "ATVM_UNIT_DIR": str(root / "units"),
+        "MATTERMOST_ATVM_WEBHOOK": webhook,
+        "ATVM_POLL_SECONDS": "0.1",
+        "ATVM_SETTLE_SECONDS": "0.3",
+        "ATVM_GONE_GRACE_SECONDS": "1",
+        "ATVM_START_TIMEOUT_SECONDS": "3",
+        "ATVM_HUNG_AFTER_SECONDS": "30",
+        "ATVM_POST_TIMEOUT_SECONDS": "3",
+        "ATVM_POST_BACKOFF_SECONDS": "0.05",
+        "ATVM_POST_ATTEMPTS": "3",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    return env
+
+
+@pytest.fixture
+def receiver():
+    with MattermostDouble(hook_id=HOOK_TOKEN) as r:
+        yield r
+
+
+@pytest.fixture
+def world(tmp_path: Path, receiver: MattermostDouble):
+    w = World(tmp_path, receiver, world_env(tmp_path, receiver.url))
+    try:
+        yield w
+    finally:
+        w.cleanup()
