@@ -176,7 +176,7 @@ class Fault:
 
     @classmethod
     def rate_limited(cls, retry_after: Optional[int] = 1, reset: Optional[int] = 1,
-                     limit: int = 101, remaining: int = 0) -> Fault:
+                     limit: int = 100, remaining: int = 0) -> Fault:
         """Without ``retry_after`` only ``X-RateLimit-Reset`` is sent: the client has nothing else."""
         if retry_after is None:
             headers = _rate_limit_headers(None, None, reset, None)
@@ -428,11 +428,12 @@ class MattermostDouble:
 
     # -- used by the handler ---------------------------------------------------------------------------
 
-    def receive(self, record: RequestRecord, scripted: bool = True) -> Fault:
-        """Record a request and take the scripted fault for it (normal processing when none is queued)."""
+    def receive(self, record: RequestRecord, fault: Optional[Fault] = None) -> Fault:
+        """Record a request and take the next scripted fault for it (normal processing when none is queued)."""
         with self._changed:
-            fault = self._faults.pop(0) if scripted and self._faults else Fault.ok()
-            record.fault = fault.name if scripted else ""
+            if fault is None:
+                fault = self._faults.pop(0) if self._faults else Fault.ok()
+            record.fault = fault.name
             self._requests.append(record)
             self._changed.notify_all()
         return fault
@@ -561,9 +562,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         except _BadFraming:
-            double.receive(record, scripted=False)
+            # Answered like Go's server does, without using up a scripted fault.
+            fault = double.receive(record, Fault("bad_framing", answer=_go_text(400, "400 Bad Request")))
             self.close_connection = True
-            self._then_answer(record, _go_text(400, "400 Bad Request"), Fault("bad_framing"))
+            self._then_answer(record, fault.answer or _ok(), fault)
             return
         fault = double.receive(record)
         if double.stopped_during(fault.wait_before):
