@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Install (or uninstall) the ATVM run watcher on a test controller from an unpacked bundle
+# or a checkout. Safe to run again: it converges on the same result and never touches the
+# secrets in an existing env file (it only fixes that file's permissions).
+set -euo pipefail
+
+PKG_REL=opt/atvm-watcher-service
+UNIT_REL=etc/systemd/system
+UNIT_NAME=atvm-run-watcher@.service
+ENV_REL=etc/atvm-run-watcher.env
+STATE_REL=var/lib/atvm-run-watcher
+LEGACY_REL=root/atvm-watcher-service
+PKG_FILES=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh)
+
+usage() {
+    cat <<'EOF'
+Usage: install.sh [--root DIR]                      install or upgrade
+       install.sh [--root DIR] --uninstall [--purge]  remove
+
+Install (run as root from the unpacked bundle):
+  /opt/atvm-watcher-service            watcher, its code, helpers, vm-inventory.md (precompiled)
+  /etc/systemd/system/atvm-run-watcher@.service
+  /etc/atvm-run-watcher.env            created from the example (0600) only when absent; an
+                                       existing one is kept as is, only its permissions fixed
+  /var/lib/atvm-run-watcher            state root
+A legacy /root/atvm-watcher-service is stopped and moved to a dated backup beside it.
+Ends with the validation: --help of the watcher and start helper, systemctl cat, check.
+
+  --root DIR    stage into DIR instead of / (for tests and image builds); systemctl is not
+                called unless SYSTEMCTL is set
+  --uninstall   stop all instances, remove the package and the unit; state and env file stay
+  --purge       with --uninstall: also remove the state root and the env file
+  -h, --help    show this help
+
+Environment: PYTHON (default python3), SYSTEMCTL (default systemctl).
+EOF
+}
+
+say() { printf 'install: %s\n' "$*"; }
+warn() { printf 'install: WARNING: %s\n' "$*" >&2; }
+die() {
+    printf 'install: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+root_dir=""
+mode=install
+purge=0
+while (($# > 0)); do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --root)
+            (($# >= 2)) || die "--root needs a folder"
+            root_dir="$2"
+            shift
+            ;;
+        --root=*) root_dir="${1#*=}" ;;
+        --uninstall) mode=uninstall ;;
+        --purge) purge=1 ;;
+        *)
+            usage >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
+if ((purge)) && [[ $mode != uninstall ]]; then
+    die "--purge only goes with --uninstall"
+fi
+
+staging=0
+if [[ -n "$root_dir" ]]; then
+    root_dir="$(readlink -m -- "$root_dir")"
+    [[ "$root_dir" == / ]] && root_dir=""
+fi
+if [[ -n "$root_dir" ]]; then
+    staging=1
+    mkdir -p -- "$root_dir"
+elif ((EUID != 0)); then
+    die "run as root (sudo $0), or use --root DIR to stage"
+fi
+
+SRC="$(dirname "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")")"
+PYTHON="${PYTHON:-python3}"
+# Staging must not reach the host's systemd; tests point SYSTEMCTL at a recording fake.
+if ((staging)); then SYSTEMCTL="${SYSTEMCTL:-}"; else SYSTEMCTL="${SYSTEMCTL:-systemctl}"; fi
+PKG="$root_dir/$PKG_REL"
+UNIT_DIR="$root_dir/$UNIT_REL"
+ENV_FILE="$root_dir/$ENV_REL"
+STATE_ROOT="$root_dir/$STATE_REL"
+LEGACY="$root_dir/$LEGACY_REL"
+
+sysctl() {
+    if [[ -z "$SYSTEMCTL" ]]; then
+        say "(staging) skipped: systemctl $*"
+        return 0
+    fi
+    "$SYSTEMCTL" "$@"
+}
+
+# Instances whose ExecStart mentions $1 (empty: every instance running or waiting to restart).
+instances_using() {
+    local unit
+    [[ -n "$SYSTEMCTL" ]] || return 0
+    "$SYSTEMCTL" list-units --plain --no-legend --state=active,activating,deactivating,reloading \
+        'atvm-run-watcher@*.service' 2>/dev/null | while read -r unit _; do
+        [[ -n "$unit" ]] || continue
+        if [[ -z "$1" ]] || "$SYSTEMCTL" show --property=ExecStart --value -- "$unit" | grep -qF -- "$1"; then
+            printf '%s\n' "$unit"
+        fi
+    done
+}
+
+STOPPED=()
+stop_instances() {
+    local unit
+    mapfile -t STOPPED < <(instances_using "$1")
+    for unit in "${STOPPED[@]}"; do
+        say "stopping $unit"
+        "$SYSTEMCTL" stop -- "$unit"
+    done
+}
+
+check_sources() {
+    local f
+    for f in "${PKG_FILES[@]}" atvm_watcher/__init__.py inventory/vm-inventory.md \
+        "deploy/$UNIT_NAME" deploy/atvm-run-watcher.env.example; do
+        [[ -f "$SRC/$f" ]] || die "$SRC/$f is missing: run this from an unpacked bundle or a checkout"
+    done
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+        die "$PYTHON is older than 3.9 (the watcher needs python3 >= 3.9)"
+}
+
+# Moved, not copied: the old tree stays restorable and nothing else is rewritten.
+replace_legacy() {
+    local base backup n=1
+    [[ -e "$LEGACY" ]] || return 0
+    stop_instances "/$LEGACY_REL"
+    base="$LEGACY.bak-$(date +%Y%m%d-%H%M%S)"
+    backup="$base"
+    while [[ -e "$backup" ]]; do
+        backup="$base.$n"
+        n=$((n + 1))
+    done
+    mv -- "$LEGACY" "$backup"
+    say "legacy install /$LEGACY_REL moved to ${backup#"$root_dir"}"
+    if ((${#STOPPED[@]} > 0)); then
+        say "these watchers ran from the legacy install and were stopped; once this install"
+        say "is done, start them again with start-atvm-run-watcher.sh (or systemctl start UNIT):"
+        printf '  %s\n' "${STOPPED[@]}"
+    fi
+}
+
+# The package is built in a sibling folder and swapped in, so a watcher starting meanwhile
+# never imports a half-copied tree and files dropped from a release do not linger.
+install_package() {
+    local stage="$PKG.new.$$" old="$PKG.old.$$" f
+    rm -rf -- "$stage"
+    mkdir -p -- "$stage/atvm_watcher"
+    for f in "${PKG_FILES[@]}"; do
+        install -p -m 0755 -- "$SRC/$f" "$stage/$f"
+    done
+    install -p -m 0644 -- "$SRC"/atvm_watcher/*.py "$stage/atvm_watcher/"
+    install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md"
+    install -m 0644 -- "$SRC/deploy/atvm-run-watcher.env.example" "$stage/atvm-run-watcher.env.example"
+    for f in INSTALL.md VERSION; do
+        if [[ -f "$SRC/$f" ]]; then install -m 0644 -- "$SRC/$f" "$stage/$f"; fi
+    done
+    # The unit's /opt is read-only: without these caches every start would compile in memory.
+    "$PYTHON" -m compileall -q -d "/$PKG_REL" "$stage" >/dev/null ||
+        die "python3 -m compileall failed in $stage"
+    chmod 0755 -- "$stage" "$stage/atvm_watcher"
+    if [[ -e "$PKG" ]]; then mv -- "$PKG" "$old"; fi
+    mv -- "$stage" "$PKG"
+    rm -rf -- "$old"
+    say "installed /$PKG_REL"
+}
+
+install_env_file() {
+    local mode_now
+    mkdir -p -- "$(dirname "$ENV_FILE")"
+    if [[ ! -e "$ENV_FILE" ]]; then
+        install -m 0600 -- "$SRC/deploy/atvm-run-watcher.env.example" "$ENV_FILE"
+        say "created /$ENV_REL from the example: set MATTERMOST_ATVM_WEBHOOK in it"
+        return 0
+    fi
+    mode_now="$(stat -c '%a' -- "$ENV_FILE")"
+    if [[ "$mode_now" != 600 && "$mode_now" != 400 ]]; then
+        chmod 0600 -- "$ENV_FILE"
+        say "fixed permissions of /$ENV_REL: $mode_now -> 600 (contents untouched)"
+    else
+        say "kept /$ENV_REL (contents untouched)"
+    fi
+    if ((EUID == 0)) && [[ "$(stat -c '%u:%g' -- "$ENV_FILE")" != 0:0 ]]; then
+        chown 0:0 -- "$ENV_FILE"
+        say "fixed owner of /$ENV_REL -> root:root"
+    fi
+}
+
+install_unit() {
+    mkdir -p -- "$UNIT_DIR" "$STATE_ROOT"
+    install -m 0644 -- "$SRC/deploy/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME"
+    say "installed /$UNIT_REL/$UNIT_NAME"
+    sysctl daemon-reload
+}
+
+# The plan's validation. A fresh install is not ready until the webhook is set, so a failed
+# `check` is reported with what to do next rather than undoing the install.
+validate() {
+    local -a env_for_check=()
+    if ((staging)); then
+        env_for_check=(ATVM_UNIT_DIR="$UNIT_DIR" ATVM_WATCHER_ENV_FILE="$ENV_FILE"
+            ATVM_WATCHER_STATE_ROOT="$STATE_ROOT")
+    fi
+    say "validating"
+    "$PYTHON" "$PKG/atvm_run_watcher.py" --help >/dev/null || die "atvm_run_watcher.py --help failed"
+    "$PKG/start-atvm-run-watcher.sh" --help >/dev/null || die "start-atvm-run-watcher.sh --help failed"
+    if [[ -n "$SYSTEMCTL" ]]; then
+        "$SYSTEMCTL" cat "$UNIT_NAME" >/dev/null || die "systemctl cat $UNIT_NAME failed"
+    fi
+    if env "${env_for_check[@]}" PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$PKG/atvm_run_watcher.py" check; then
+        say "done: check passed"
+    else
+        say "installed, but check reported the problems above: fix them (sudoedit /$ENV_REL),"
+        say "then run: python3 /$PKG_REL/atvm_run_watcher.py check"
+    fi
+}
+
+do_install() {
+    check_sources
+    replace_legacy
+    install_package
+    install_env_file
+    install_unit
+    validate
+}
+
+do_uninstall() {
+    stop_instances ""
+    sysctl reset-failed 'atvm-run-watcher@*.service' 2>/dev/null || true
+    rm -f -- "$UNIT_DIR/$UNIT_NAME"
+    sysctl daemon-reload
+    rm -rf -- "$PKG"
+    say "removed /$PKG_REL and /$UNIT_REL/$UNIT_NAME"
+    if ((purge)); then
+        rm -rf -- "$STATE_ROOT"
+        rm -f -- "$ENV_FILE"
+        say "purged /$STATE_REL and /$ENV_REL"
+    else
+        say "kept /$STATE_REL and /$ENV_REL (use --uninstall --purge to remove them)"
+    fi
+}
+
+if [[ $mode == uninstall ]]; then do_uninstall; else do_install; fi

@@ -1,0 +1,433 @@
+"""Deployment files: shell scripts lint clean, the unit verifies and is hardened, the installer
+converges on the right tree (staged into a folder with a recording fake systemctl), and the
+helpers drive systemctl and the watcher CLI the way the contract says.
+
+The same pieces run for real, in a booted systemd, in tests/system/test_systemd_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "deploy" / "atvm-run-watcher@.service"
+INSTALL = REPO / "deploy" / "install.sh"
+START = REPO / "start-atvm-run-watcher.sh"
+CANCEL = REPO / "cancel-atvm-run-watcher.sh"
+BUNDLE = REPO / "tools" / "make-bundle.sh"
+INSTANCE = "atvm-run-watcher@e2e\\x2dredhat9.6\\x2dubuntu24.04\\x2dw2k25\\x2dfc.service"
+EXPOSURE_THRESHOLD = 2.5  # systemd-analyze's scale: 0 (locked down) .. 10 (exposed)
+SECRET = "https://mattermost.example.invalid/hooks/s3cr3tTOKENvalue"
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required under CI (tools/install-test-deps.sh)", pytrace=False)
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def unit_settings(text: str) -> Dict[str, List[str]]:
+    """Every Key=value of a unit file, in order (a key may repeat)."""
+    out: Dict[str, List[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+# --- fakes --------------------------------------------------------------------------------------
+FAKE_SYSTEMCTL = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    # Records each call; answers from a JSON file: {"active": {unit: ExecStart text}, "is_active": state}
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps(["systemctl"] + args) + "\\n")
+    world = json.load(open(os.environ["FAKE_WORLD"])) if os.path.exists(os.environ["FAKE_WORLD"]) else {}
+    active = world.get("active", {})
+    if args[:1] == ["list-units"]:
+        for unit in active:
+            print(f"{unit} loaded active running ATVM run watcher")
+    elif args[:1] == ["show"]:
+        print(active.get(args[-1], ""))
+    elif args[:1] == ["is-active"]:
+        state = world.get("is_active", "inactive")
+        print(state)
+        sys.exit(0 if state == "active" else 3)
+    """
+)
+
+FAKE_PYTHON = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    # Stands in for python3 running the watcher CLI: records argv, exits with FAKE_PY_RC.
+    import json, os, sys
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps(["python"] + sys.argv[1:]) + "\\n")
+    sys.exit(int(os.environ.get("FAKE_PY_RC", "0")))
+    """
+)
+
+
+class Fakes:
+    def __init__(self, tmp: Path):
+        self.dir = tmp / "fakebin"
+        self.dir.mkdir()
+        self.log = tmp / "calls.jsonl"
+        self.world = tmp / "world.json"
+        self.systemctl = self._write("systemctl", FAKE_SYSTEMCTL)
+        self.python = self._write("python", FAKE_PYTHON)
+
+    def _write(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+        return path
+
+    def set_world(self, **world) -> None:
+        self.world.write_text(json.dumps(world))
+
+    def calls(self, program: str = "") -> List[List[str]]:
+        if not self.log.exists():
+            return []
+        rows = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [r[1:] for r in rows if not program or r[0] == program]
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        env = dict(os.environ, FAKE_LOG=str(self.log), FAKE_WORLD=str(self.world), SYSTEMCTL=str(self.systemctl))
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+def fakes(tmp_path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def run(cmd, env=None, check=False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, check=check, timeout=120)
+
+
+# --- shell scripts ------------------------------------------------------------------------------
+def shell_scripts() -> List[Path]:
+    return sorted(p for pattern in ("*.sh", "deploy/*.sh", "tools/*.sh") for p in REPO.glob(pattern))
+
+
+def test_every_deployment_script_is_found():
+    assert {START, CANCEL, INSTALL, BUNDLE} <= set(shell_scripts())
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
+def test_shell_script_is_shellcheck_clean(script):
+    done = run([need_tool("shellcheck"), "--external-sources", script])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("script", [START, CANCEL, INSTALL, BUNDLE], ids=lambda p: p.name)
+def test_scripts_are_strict_and_executable(script):
+    assert os.access(script, os.X_OK)
+    assert "set -euo pipefail" in script.read_text()
+    done = run([script, "--help"])
+    assert done.returncode == 0 and "Usage:" in done.stdout
+
+
+# --- the unit -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def staged_root(tmp_path_factory) -> Path:
+    """A real install (from this checkout) into a folder, with systemctl skipped."""
+    root = tmp_path_factory.mktemp("root")
+    env = {k: v for k, v in os.environ.items() if k != "SYSTEMCTL"}
+    done = run([INSTALL, "--root", root], env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root
+
+
+@pytest.mark.parametrize("name", ["atvm-run-watcher@.service", INSTANCE], ids=["template", "instance"])
+def test_unit_verifies_without_any_warning(staged_root, name):
+    analyze = need_tool("systemd-analyze")
+    done = run([analyze, "verify", staged_root / "etc/systemd/system" / name])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_unit_runs_the_installed_watcher(staged_root):
+    settings = unit_settings(UNIT.read_text())
+    argv = settings["ExecStart"][0].split()
+    interpreter, script = argv[0], argv[1]
+    assert Path(interpreter).is_absolute() and os.access(staged_root / script.lstrip("/"), os.X_OK)
+    # "=%I": the unescaped name, glued to its option so a leading '-' is never an option
+    assert argv[2:] == ["watch", "--build-name=%I"]
+    env_file = settings["EnvironmentFile"][0].lstrip("-")
+    assert (staged_root / env_file.lstrip("/")).is_file()
+
+
+def test_unit_restart_policy_matches_the_watcher_exit_codes():
+    s = unit_settings(UNIT.read_text())
+    assert s["Type"] == ["exec"] and s["Restart"] == ["on-failure"]
+    never = {int(x) for v in s["RestartPreventExitStatus"] for x in v.split()}
+    assert never == {2, 3, 4, 5, 6}  # refused, config, rejected, uncertain, already watched
+    assert "SuccessExitStatus" not in s  # 1 and 75 stay failures, so they are restarted
+
+    def seconds(value: str) -> float:
+        units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+        m = re.fullmatch(r"([\d.]+)\s*([a-z]*)", value)
+        assert m, value
+        return float(m.group(1)) * units[m.group(2) or "s"]
+
+    burst = int(s["StartLimitBurst"][0])
+    # the limit can only trip if `burst` restarts fit inside the interval
+    assert burst * seconds(s["RestartSec"][0]) < seconds(s["StartLimitIntervalSec"][0])
+
+
+def test_unit_keeps_what_the_watcher_must_read_and_tags_the_journal():
+    s = unit_settings(UNIT.read_text())
+    assert s.get("PrivateTmp", ["no"]) == ["no"]  # /tmp/.log is the run's evidence
+    assert s["ProtectHome"] == ["read-only"]  # the automation root lives under /root
+    assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"]
+    assert s["LogExtraFields"] == ["ATVM_BUILD=%I"]
+    assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(s["Environment"])
+    assert s["StateDirectory"] == ["atvm-run-watcher/%I"]
+
+
+def test_unit_exposure_score_is_low_and_recorded_in_install_md():
+    analyze = need_tool("systemd-analyze")
+    done = run([analyze, "security", "--offline=true", f"--threshold={int(EXPOSURE_THRESHOLD * 10)}", UNIT])
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
+    assert m, done.stdout + done.stderr
+    assert done.returncode == 0 and float(m.group(1)) <= EXPOSURE_THRESHOLD, done.stdout
+    assert f"exposure level {m.group(1)}" in (REPO / "INSTALL.md").read_text(), "update INSTALL.md's score"
+
+
+# --- installer ----------------------------------------------------------------------------------
+def install(root: Path, fakes: Fakes, *args: str) -> subprocess.CompletedProcess:
+    return run([INSTALL, "--root", root, *args], env=fakes.env())
+
+
+def tree(path: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_fresh_install_lays_out_the_controller(tmp_path, fakes):
+    root = tmp_path / "root"
+    done = install(root, fakes)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pkg = root / "opt/atvm-watcher-service"
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh"):
+        assert mode(pkg / name) == 0o755
+    assert (pkg / "vm-inventory.md").read_bytes() == (REPO / "inventory/vm-inventory.md").read_bytes()
+    modules = {p.name for p in (REPO / "atvm_watcher").glob("*.py")}
+    assert {p.name for p in (pkg / "atvm_watcher").glob("*.py")} == modules
+    assert list((pkg / "atvm_watcher/__pycache__").glob("settings.*.pyc")), "not precompiled"
+    assert (root / "etc/systemd/system/atvm-run-watcher@.service").read_bytes() == UNIT.read_bytes()
+    env_file = root / "etc/atvm-run-watcher.env"
+    assert mode(env_file) == 0o600
+    assert env_file.read_bytes() == (REPO / "deploy/atvm-run-watcher.env.example").read_bytes()
+    assert (root / "var/lib/atvm-run-watcher").is_dir()
+    assert ["daemon-reload"] in fakes.calls("systemctl")
+    assert ["cat", "atvm-run-watcher@.service"] in fakes.calls("systemctl")
+
+
+def test_reinstall_is_idempotent_and_never_touches_the_secret(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert install(root, fakes).returncode == 0
+    pkg, env_file = root / "opt/atvm-watcher-service", root / "etc/atvm-run-watcher.env"
+    env_file.write_text(f"MATTERMOST_ATVM_WEBHOOK={SECRET}\n")
+    env_file.chmod(0o644)  # an operator's slip: group/others could read the secret
+    state = root / "var/lib/atvm-run-watcher/some-build/state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"state": "COMPLETED"}')
+    first = tree(pkg)
+
+    done = install(root, fakes)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert env_file.read_text() == f"MATTERMOST_ATVM_WEBHOOK={SECRET}\n" and mode(env_file) == 0o600
+    assert "644 -> 600" in done.stdout
+    assert tree(pkg) == first
+    assert state.read_text() == '{"state": "COMPLETED"}'
+    assert not list(pkg.parent.glob("atvm-watcher-service.*")), "staging leftovers"
+
+
+def test_legacy_root_install_is_stopped_and_kept_as_a_dated_backup(tmp_path, fakes):
+    root = tmp_path / "root"
+    legacy = root / "root/atvm-watcher-service"
+    legacy.mkdir(parents=True)
+    (legacy / "atvm_run_watcher.py").write_text("# legacy\n")
+    (root / "root/other-file").write_text("untouched\n")
+    old_unit, new_unit = "atvm-run-watcher@old\\x2dbuild.service", "atvm-run-watcher@new.service"
+    fakes.set_world(active={
+        old_unit: "{ path=/usr/bin/python3 ; argv[]=/usr/bin/python3 /root/atvm-watcher-service/atvm_run_watcher.py }",
+        new_unit: "{ path=/usr/bin/python3 ; argv[]=/usr/bin/python3 /opt/atvm-watcher-service/atvm_run_watcher.py }",
+    })
+    done = install(root, fakes)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    stops = [c for c in fakes.calls("systemctl") if c[0] == "stop"]
+    assert stops == [["stop", "--", old_unit]]  # only the watcher running the legacy code
+    backups = list((root / "root").glob("atvm-watcher-service.bak-*"))
+    assert len(backups) == 1 and re.fullmatch(r"atvm-watcher-service\.bak-\d{8}-\d{6}", backups[0].name)
+    assert (backups[0] / "atvm_run_watcher.py").read_text() == "# legacy\n"
+    assert not legacy.exists()
+    assert sorted(p.name for p in (root / "root").iterdir()) == [backups[0].name, "other-file"]
+    assert (root / "root/other-file").read_text() == "untouched\n"
+    assert old_unit in done.stdout  # the operator is told what to start again
+    assert (root / "opt/atvm-watcher-service/atvm_run_watcher.py").exists()
+
+
+def test_uninstall_keeps_state_and_secrets_purge_removes_them(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert install(root, fakes).returncode == 0
+    state = root / "var/lib/atvm-run-watcher/b1/state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{}")
+    fakes.set_world(active={"atvm-run-watcher@b1.service": "/opt/atvm-watcher-service/atvm_run_watcher.py"})
+
+    done = install(root, fakes, "--uninstall")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (root / "opt/atvm-watcher-service").exists()
+    assert not (root / "etc/systemd/system/atvm-run-watcher@.service").exists()
+    assert state.exists() and (root / "etc/atvm-run-watcher.env").exists()
+    calls = fakes.calls("systemctl")
+    assert ["stop", "--", "atvm-run-watcher@b1.service"] in calls
+    assert calls.index(["stop", "--", "atvm-run-watcher@b1.service"]) < len(calls) - 1
+    assert calls[-1] == ["daemon-reload"]
+
+    done = install(root, fakes, "--uninstall", "--purge")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (root / "var/lib/atvm-run-watcher").exists()
+    assert not (root / "etc/atvm-run-watcher.env").exists()
+
+
+def test_purge_alone_is_refused(tmp_path, fakes):
+    done = install(tmp_path / "root", fakes, "--purge")
+    assert done.returncode != 0 and "--uninstall" in done.stderr
+    assert not (tmp_path / "root/opt").exists()
+
+
+# --- bundle -------------------------------------------------------------------------------------
+def test_bundle_holds_everything_the_installer_needs(tmp_path):
+    done = run([BUNDLE, "--out", tmp_path, "--version", "t1"], check=True)
+    tarball = Path(done.stdout.strip().splitlines()[-1])
+    assert tarball == tmp_path / "atvm-watcher-t1.tar.gz"
+    subprocess.run(["tar", "-xzf", str(tarball), "-C", str(tmp_path)], check=True)
+    top = tmp_path / "atvm-watcher-t1"
+    assert (top / "VERSION").read_text() == "t1\n"
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh",
+                 "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
+                 "inventory/vm-inventory.md", "INSTALL.md"):
+        assert (top / name).is_file(), name
+    assert not list(top.rglob("__pycache__")) and not list(top.rglob("tests"))
+    # the unpacked bundle installs on its own
+    fakes = Fakes(tmp_path)
+    done = run([top / "deploy/install.sh", "--root", tmp_path / "root"], env=fakes.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "root/opt/atvm-watcher-service/VERSION").read_text() == "t1\n"
+
+
+def test_bundle_is_reproducible(tmp_path):
+    a = run([BUNDLE, "--out", tmp_path / "a", "--version", "r"], check=True).stdout.strip()
+    b = run([BUNDLE, "--out", tmp_path / "b", "--version", "r"], check=True).stdout.strip()
+    assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+REQUEST_ARGS = ["--template", "T1", "--config-family", "fc", "--migration-style", "live",
+                "--integration-plugin", "vmware", "--scope-description", "a scope, with spaces"]
+
+
+def helper(script: Path, fakes: Fakes, *args: str, rc: int = 0) -> subprocess.CompletedProcess:
+    return run([script, *args], env=fakes.env(PYTHON=str(fakes.python), FAKE_PY_RC=str(rc)))
+
+
+def test_start_records_the_request_then_starts_the_escaped_instance(fakes):
+    done = helper(START, fakes, "--build-name", "e2e-redhat9.6-ubuntu24.04-w2k25-fc", *REQUEST_ARGS, "--categorize")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [record] = fakes.calls("python")
+    assert record[0] == str(START.parent / "atvm_run_watcher.py") and record[1] == "record-request"
+    assert record[2:] == ["--build-name=e2e-redhat9.6-ubuntu24.04-w2k25-fc", "--template=T1", "--config-family=fc",
+                          "--migration-style=live", "--integration-plugin=vmware",
+                          "--scope-description=a scope, with spaces", "--categorize"]
+    unit = INSTANCE
+    assert fakes.calls("systemctl") == [["is-active", unit], ["reset-failed", unit], ["start", unit]]
+    assert f"Started {unit}" in done.stdout and f"journalctl -u '{unit}' -f" in done.stdout
+
+
+@pytest.mark.parametrize("state", ["active", "activating"])
+def test_start_refuses_a_second_watcher(fakes, state):
+    fakes.set_world(is_active=state)
+    done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS)
+    assert done.returncode == 6 and "already" in done.stdout
+    assert fakes.calls("python") == [] and ["start", "atvm-run-watcher@b1.service"] not in fakes.calls("systemctl")
+
+
+@pytest.mark.parametrize("rc, says", [(2, ""), (6, "already being watched"), (7, "--rerun")])
+def test_start_stops_when_the_request_is_refused(fakes, rc, says):
+    done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS, rc=rc)
+    assert done.returncode == rc and says in done.stdout
+    assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+
+
+def test_start_never_takes_a_name_for_an_option(fakes):
+    done = helper(START, fakes, "--build-name", "-rf", *REQUEST_ARGS, rc=2)
+    assert done.returncode == 2
+    assert fakes.calls("python")[0][2] == "--build-name=-rf"
+    assert fakes.calls("systemctl") == [["is-active", "atvm-run-watcher@\\x2drf.service"]]
+
+
+@pytest.mark.parametrize("args", [[], ["--build-name"], ["--build-name", ""], ["--bogus"]])
+def test_start_usage_errors(fakes, args):
+    done = helper(START, fakes, *args)
+    assert done.returncode == 2 and "--help" in done.stderr
+    assert fakes.calls() == []
+
+
+def test_cancel_marks_then_stops_a_running_instance(fakes):
+    fakes.set_world(is_active="active")
+    done = helper(CANCEL, fakes, "--build-name", "b1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fakes.calls("python") == [[str(CANCEL.parent / "atvm_run_watcher.py"), "cancel", "--build-name=b1"]]
+    assert fakes.calls("systemctl") == [["is-active", "atvm-run-watcher@b1.service"],
+                                        ["stop", "atvm-run-watcher@b1.service"]]
+    with open(fakes.log) as log:  # the marker is written before the stop, so nothing can post in between
+        assert json.loads(log.readline())[0] == "python"
+
+
+def test_cancel_leaves_a_stopped_instance_alone(fakes):
+    done = helper(CANCEL, fakes, "--build-name", "b1")
+    assert done.returncode == 0 and "not running" in done.stdout
+    assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+
+
+def test_cancel_refused_name_changes_nothing(fakes):
+    done = helper(CANCEL, fakes, "--build-name", "../etc", rc=2)
+    assert done.returncode == 2 and fakes.calls("systemctl") == []
+
+
+def test_start_with_the_real_cli_refuses_a_bad_name_before_writing(tmp_path, fakes):
+    state_root = tmp_path / "state"
+    env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
+                    PYTHON=sys.executable)
+    done = run([START, "--build-name", "bad name", *REQUEST_ARGS], env=env)
+    assert done.returncode == 2 and "refused" in (done.stdout + done.stderr)
+    assert not state_root.exists() or not any(state_root.iterdir())
+    assert ["start", "atvm-run-watcher@bad\\x20name.service"] not in fakes.calls("systemctl")
