@@ -102,6 +102,10 @@ def dispatch(args: argparse.Namespace) -> int:
     from .watcher import run_watch
 
     if args.command == "watch":
+        if not settings.webhook and not args.dry_run:
+            raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
+                              f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "
+                              "nothing could be posted")
         return run_watch(settings, _request(args, settings), args.dry_run, args.at_least_once)
     if args.command == "record-request":
         return ops.record_request(settings, _request(args, settings), args.rerun)

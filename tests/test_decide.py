@@ -1,0 +1,260 @@
+"""Every row of the decision rules, as a table over evidence snapshots (the pure core: no I/O, no clock)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Tuple
+
+import pytest
+
+from atvm_watcher.decide import Limits, decide
+from atvm_watcher.evidence import LogFacts, OutcomeFile, Report, ScopeEvidence, Snapshot
+from atvm_watcher.procs import Liveness
+from atvm_watcher.reports import ReportResult, parse_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reports"
+T0 = 1_700_000_000.0  # the watcher's start
+LIMITS = Limits(hung_after=3600, start_timeout=1800, gone_grace=60, settle=2)
+
+ALIVE = Liveness(True, 4242, T0 - 10, T0, "process scan")
+GONE = Liveness(False, None, None, None, "none")
+GONE_AFTER_SEEN = Liveness(False, 4242, T0 - 10, T0 + 5, "process scan")
+
+
+def fixture_report(case: str, name: str = "mochawesome.json", mtime: float = T0 + 50) -> Report:
+    data = (FIXTURES / case / name).read_bytes()
+    return Report(mtime, len(data), parse_report(f"/r/{case}/{name}", data))
+
+
+def raw_report(data: bytes, mtime: float = T0 + 50, name: str = "x.json") -> Report:
+    return Report(mtime, len(data), parse_report(f"/r/{name}", data))
+
+
+def log(mtime: float = T0 + 60, banner: bool = False, summary: Optional[str] = None, failed: int = 0,
+        total: int = 0) -> LogFacts:
+    return LogFacts("/l/B.log", 1000, mtime, banner, summary, failed, total)
+
+
+def outcome(text: str, mtime: float = T0 + 60, name: str = "B.exit") -> OutcomeFile:
+    return OutcomeFile(f"/l/{name}", mtime, text)
+
+
+def scope(group: Optional[str] = None, log_=None, reports=(), status=None, exit_=None) -> ScopeEvidence:
+    return ScopeEvidence(group, log_, tuple(reports), status, exit_)
+
+
+def snap(now: float, parent: ScopeEvidence, launcher: Liveness = GONE, groups: Tuple[ScopeEvidence, ...] = (),
+         existed: bool = False) -> Snapshot:
+    return Snapshot("B", bool(groups), now, T0, existed, launcher, parent, groups)
+
+
+FINISHED = log(banner=True, summary="passed")
+NOW = T0 + 100
+
+# (id, snapshot, expected state, expected rule)
+ROWS = [
+    # finished = outcome file or the (Run Finished) banner; failed = reports / summary / non-zero exit < 128
+    ("banner-all-passed", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("pass")])), "COMPLETED", "log-banner"),
+    ("banner-no-reports", snap(NOW, scope(log_=FINISHED)), "COMPLETED", "log-banner"),
+    ("banner-failed-summary", snap(NOW, scope(log_=log(banner=True, summary="failed", failed=1, total=3))),
+     "FAILED", "log-banner"),
+    ("banner-report-failure", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("fail")])), "FAILED",
+     "log-banner"),
+    ("failed-before-hook", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("failed-hook")])), "FAILED",
+     "log-banner"),
+    ("junit-failure", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("fail", "junit.xml")])), "FAILED",
+     "log-banner"),
+    ("junit-failed-hook", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("failed-hook", "junit.xml")])),
+     "FAILED", "log-banner"),
+    ("all-pending-passPercent-null", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("pending")])),
+     "COMPLETED", "log-banner"),
+    ("empty-spec-results-false", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("empty")])), "COMPLETED",
+     "log-banner"),
+    ("mixed-fixture", snap(NOW, scope(log_=FINISHED, reports=[fixture_report("mixed")])), "FAILED", "log-banner"),
+    ("exit-0", snap(NOW, scope(log_=log(), exit_=outcome("0"), reports=[fixture_report("pass")])), "COMPLETED",
+     "exit-code"),
+    ("exit-0-but-report-failed", snap(NOW, scope(exit_=outcome("0"), reports=[fixture_report("fail")])), "FAILED",
+     "exit-code"),
+    ("exit-1", snap(NOW, scope(exit_=outcome("1"))), "FAILED", "exit-code"),
+    ("exit-127", snap(NOW, scope(exit_=outcome("127"))), "FAILED", "exit-code"),
+    ("exit-128-killed", snap(NOW, scope(log_=FINISHED, exit_=outcome("128"))), "TERMINATED", "exit-signal"),
+    ("exit-137-killed", snap(NOW, scope(exit_=outcome("137"))), "TERMINATED", "exit-signal"),
+    ("exit-garbage-settled", snap(NOW, scope(exit_=outcome("banana", mtime=NOW - 10))), "UNKNOWN",
+     "exit-unreadable"),
+    ("exit-empty-still-writing", snap(NOW, scope(exit_=outcome("", mtime=NOW - 0.5)), ALIVE), "RUNNING",
+     "exit-settling"),
+    # the status file is authoritative: its word wins over every other piece of evidence
+    ("status-completed", snap(NOW, scope(status=outcome("COMPLETED", name="B.status"))), "COMPLETED", "status-file"),
+    ("status-failed", snap(NOW, scope(status=outcome("failed", name="B.status"))), "FAILED", "status-file"),
+    ("status-cancelled", snap(NOW, scope(status=outcome("CANCELLED", name="B.status"))), "CANCELLED",
+     "status-file"),
+    ("status-terminated", snap(NOW, scope(status=outcome("TERMINATED", name="B.status"))), "TERMINATED",
+     "status-file"),
+    ("status-hung", snap(NOW, scope(status=outcome("HUNG", name="B.status")), ALIVE), "HUNG", "status-file"),
+    ("status-unknown", snap(NOW, scope(status=outcome("UNKNOWN", name="B.status"))), "UNKNOWN", "status-file"),
+    ("status-wins-over-exit", snap(NOW, scope(status=outcome("COMPLETED", name="B.status"), exit_=outcome("1"))),
+     "COMPLETED", "status-file"),
+    ("status-garbage", snap(NOW, scope(status=outcome("MAYBE", mtime=NOW - 10, name="B.status"))), "UNKNOWN",
+     "status-unreadable"),
+    # the banner alone, with the launcher still alive, waits briefly for the summary line
+    ("banner-no-summary-alive-fresh", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True)), ALIVE), "RUNNING",
+     "banner-settling"),
+    ("banner-no-summary-alive-settled", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True)), ALIVE),
+     "COMPLETED", "log-banner"),
+    ("banner-no-summary-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True))), "COMPLETED",
+     "log-banner"),
+    # half-written reports are "not yet"; unreadable ones after the run finished are UNKNOWN unless failure is known
+    ("half-written-report-waits", snap(NOW, scope(log_=FINISHED, reports=[raw_report(b'{"stats": {"tes',
+                                                                                     mtime=NOW - 0.5)])),
+     "RUNNING", "report-settling"),
+    ("half-written-report-settled", snap(NOW, scope(log_=FINISHED, reports=[raw_report(b'{"stats": {"tes')])),
+     "UNKNOWN", "report-unreadable"),
+    ("corrupt-report-but-known-failure", snap(NOW, scope(exit_=outcome("1"), reports=[raw_report(b"\x00\xff")])),
+     "FAILED", "exit-code"),
+    ("not-a-report-ignored", snap(NOW, scope(log_=FINISHED, reports=[raw_report(b"{}")])), "COMPLETED",
+     "log-banner"),
+    # liveness: HUNG, TERMINATED, UNKNOWN, waiting
+    ("alive-progressing", snap(NOW, scope(log_=log(mtime=NOW - 30)), ALIVE), "RUNNING", "launcher-alive"),
+    ("alive-no-progress", snap(T0 + 4000, scope(log_=log(mtime=T0 + 10)), ALIVE), "HUNG", "no-progress"),
+    ("alive-no-files-too-long", snap(T0 + 4000, scope(), ALIVE), "HUNG", "no-progress"),
+    ("gone-within-grace", snap(NOW, scope(log_=log(mtime=NOW - 30)), GONE), "RUNNING", "launcher-gone-grace"),
+    ("gone-past-grace", snap(NOW, scope(log_=log(mtime=NOW - 61)), GONE), "TERMINATED", "launcher-gone"),
+    ("seen-then-gone-no-files", snap(T0 + 100, scope(), GONE_AFTER_SEEN), "TERMINATED", "launcher-gone"),
+    ("seen-then-gone-recently", snap(T0 + 30, scope(), GONE_AFTER_SEEN), "RUNNING", "launcher-gone-grace"),
+    ("nothing-yet", snap(T0 + 100, scope()), "WAITING", "waiting-for-start"),
+    ("nothing-by-start-timeout", snap(T0 + 1800, scope()), "UNKNOWN", "no-evidence"),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+def test_decision_rules(row):
+    _, snapshot, state, rule = row
+    verdict = decide(snapshot, LIMITS).run
+    assert (verdict.state, verdict.rule) == (state, rule), verdict.reason
+
+
+def test_cancel_marker_wins():
+    verdict = decide(snap(NOW, scope(log_=FINISHED)), LIMITS, cancelled=True).run
+    assert (verdict.state, verdict.rule) == ("CANCELLED", "cancelled-marker")
+
+
+def test_counts_and_titles_come_from_reports():
+    verdict = decide(snap(NOW, scope(log_=FINISHED, reports=[fixture_report("fail"), fixture_report("pass")])),
+                     LIMITS).run
+    assert verdict.counts.failed == 1 and verdict.counts.passed == 3
+    assert len(verdict.failed_titles) == 1
+
+
+def test_both_reporters_count_tests_once():
+    both = [fixture_report("fail"), fixture_report("fail", "junit.xml")]
+    verdict = decide(snap(NOW, scope(log_=FINISHED, reports=both)), LIMITS).run
+    only = decide(snap(NOW, scope(log_=FINISHED, reports=both[:1])), LIMITS).run
+    assert verdict.counts == only.counts and verdict.failed_titles == only.failed_titles
+
+
+# --- reports and files older than the run's start belong to an earlier run -------------------
+
+
+def test_old_failed_report_is_ignored_when_launcher_start_is_known():
+    old = fixture_report("fail", mtime=T0 - 3600)
+    verdict = decide(snap(NOW, scope(log_=FINISHED, reports=[old, fixture_report("pass")]), GONE_AFTER_SEEN),
+                     LIMITS).run
+    assert verdict.state == "COMPLETED"
+    assert any("older than this run's start" in i for i in verdict.ignored)
+
+
+def test_old_files_ignored_relative_to_watcher_start_when_none_existed():
+    old_log = log(mtime=T0 - 3600, banner=True, summary="failed", failed=1, total=1)
+    verdict = decide(snap(T0 + 10, scope(log_=old_log, exit_=outcome("1", mtime=T0 - 3600)), ALIVE), LIMITS).run
+    assert verdict.state == "RUNNING"
+    assert len(verdict.ignored) == 2
+
+
+def test_run_start_falls_back_to_earliest_own_file_of_a_finished_build():
+    # Watcher started after the run ended, no launcher: the run's own files are this run.
+    s = snap(T0 + 10, scope(log_=log(mtime=T0 - 600, banner=True, summary="passed"),
+                            reports=[fixture_report("pass", mtime=T0 - 650), fixture_report("fail", mtime=T0 - 9000)]),
+             existed=True)
+    d = decide(s, LIMITS)
+    assert d.run.state == "COMPLETED" and "earliest" in d.run_start_rule
+    assert d.run.run_start == T0 - 600
+
+
+def test_old_exit_file_does_not_finish_a_new_run():
+    s = snap(NOW, scope(log_=log(mtime=NOW - 1), exit_=outcome("0", mtime=ALIVE.started_at - 100)), ALIVE)
+    assert decide(s, LIMITS).run.state == "RUNNING"
+
+
+# --- categorized runs ------------------------------------------------------------------------
+
+
+def group(name: str, exit_text: Optional[str] = None, mtime: float = T0 + 60, reports=()) -> ScopeEvidence:
+    return scope(group=name, log_=log(mtime=mtime), exit_=outcome(exit_text, mtime, f"B/{name}.exit")
+                 if exit_text is not None else None, reports=reports)
+
+
+def cat(now: float, parent: ScopeEvidence, groups, launcher=ALIVE) -> Snapshot:
+    return Snapshot("B", True, now, T0, False, launcher, parent, tuple(groups))
+
+
+def states(decision):
+    return decision.run.state, [(g.group, g.state) for g in decision.groups]
+
+
+def test_categorized_first_group_done_second_running():
+    d = decide(cat(NOW, scope(), [group("linux", "0"), group("windows", mtime=NOW - 1)]), LIMITS)
+    assert states(d) == ("RUNNING", [("linux", "COMPLETED"), ("windows", "RUNNING")])
+
+
+def test_categorized_parent_exit_finishes_and_aggregates():
+    d = decide(cat(NOW, scope(exit_=outcome("1", NOW - 5)),
+                   [group("linux", "0"), group("windows", "1", reports=[fixture_report("fail")])], GONE), LIMITS)
+    assert states(d) == ("FAILED", [("linux", "COMPLETED"), ("windows", "FAILED")])
+    assert d.groups[1].counts.failed == 1
+
+
+def test_categorized_launcher_gone_all_groups_terminal():
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", "0", T0 + 30)], GONE), LIMITS)
+    assert states(d) == ("COMPLETED", [("linux", "COMPLETED"), ("windows", "COMPLETED")])
+
+
+def test_categorized_launcher_gone_group_unfinished_is_terminated():
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", None, T0 + 30)], GONE), LIMITS)
+    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "TERMINATED")])
+
+
+def test_categorized_hung_parent_hangs_open_groups():
+    d = decide(cat(T0 + 5000, scope(), [group("linux", "0", T0 + 20), group("windows", None, T0 + 30)]), LIMITS)
+    assert states(d) == ("HUNG", [("linux", "COMPLETED"), ("windows", "HUNG")])
+
+
+def test_categorized_group_killed_by_signal():
+    d = decide(cat(NOW, scope(), [group("linux", "137")]), LIMITS)
+    assert d.groups[0].state == "TERMINATED"
+
+
+def test_categorized_parent_exit_waits_while_a_group_still_changes():
+    d = decide(cat(NOW, scope(exit_=outcome("0", NOW - 0.1)), [group("linux", None, NOW - 0.5)], GONE), LIMITS)
+    assert d.run.state == "RUNNING" and d.run.rule == "groups-settling"
+
+
+def test_categorized_cancel():
+    d = decide(cat(NOW, scope(), [group("linux", "0"), group("windows")]), LIMITS, cancelled=True)
+    assert states(d) == ("CANCELLED", [("linux", "COMPLETED"), ("windows", "CANCELLED")])
+
+
+def test_categorized_no_groups_no_evidence_is_unknown():
+    d = decide(cat(T0 + 1800, scope(), [], GONE), LIMITS)
+    assert d.run.state == "UNKNOWN"
+
+
+def test_subrun_duration_starts_when_previous_ended():
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", "0", T0 + 50)], GONE), LIMITS)
+    first, second = d.groups
+    assert first.run_start == T0 and second.run_start == T0 + 20  # no launcher seen: the watcher start
+
+
+def test_decision_is_pure_same_input_same_output():
+    s = cat(NOW, scope(), [group("linux", "0"), group("windows")])
+    assert decide(s, LIMITS) == decide(replace(s), LIMITS)

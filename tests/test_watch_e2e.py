@@ -1,0 +1,234 @@
+"""End to end: the real watcher (a subprocess) against a real launcher process writing real files.
+
+Every state of the contract's table is reached from files on disk, categorized and not, and
+handled as the table says: one post for COMPLETED/FAILED, none for the rest, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import HOOK_TOKEN
+
+
+REQUEST = ["--template", "tmpl-a", "--config-family", "fam-b", "--migration-style", "live",
+           "--integration-plugin", "plug-c", "--scope-description", "scope d"]
+
+
+def finish(proc, timeout: float = 60):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def state_of(world, build, group=None):
+    path = world.build_dir(build) / ("subruns/" + group if group else "") / "state.json"
+    return json.loads(path.read_text())
+
+
+def test_completed_run_posts_once_and_exits_0(world):
+    build = "e2e-redhat9.6-ubuntu24.04-w2k25-fc"
+    launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "0.1")
+    code, _, err = finish(world.start_watcher("--build-name", build, *REQUEST))
+    assert code == 0, err
+    assert launcher.wait(10) == 0
+    posts = world.receiver.posts
+    assert len(posts) == 1
+    post = posts[0]
+    assert "COMPLETED" in post["text"] and build in post["text"]
+    att = post["attachments"][0]
+    assert att["color"] == "#2eb886" and "COMPLETED" in att["fallback"]
+    fields = {f["title"]: f["value"] for f in att["fields"]}
+    assert fields["Template"] == "`tmpl-a`" and fields["Integration plugin"] == "`plug-c`"
+    assert fields["Tests"].startswith("9 passed, 0 failed")
+    assert "rh96-src" in fields["VMs under test"] and "w2k25-tgt" in fields["VMs under test"]
+    st = state_of(world, build)
+    assert st["state"] == "COMPLETED" and st["delivery"] == "posted"
+    assert (world.build_dir(build) / "posted.marker").exists()
+    assert "state COMPLETED" in err and "delivery posted" in err
+
+
+def test_failed_run_posts_failed_with_titles(world):
+    build = "e2e-ubuntu22.04-fail"
+    world.launch(build, "--outcome", "fail", "--step-seconds", "0.1")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    (post,) = world.receiver.posts
+    att = post["attachments"][0]
+    assert "FAILED" in post["text"] and att["color"] == "#d00000"
+    fields = {f["title"]: f["value"] for f in att["fields"]}
+    assert fields["Failed tests (1)"].startswith("- `main migration 3 cuts over")
+    assert state_of(world, build)["state"] == "FAILED"
+
+
+def test_categorized_run_posts_once_per_subrun_then_exits(world):
+    build = "e2e-cat-run"
+    world.launch(build, "--group", "linux:pass", "--group", "windows:fail", "--step-seconds", "0.1")
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    assert code == 0, err
+    posts = world.receiver.posts
+    assert [("COMPLETED" in p["text"], "linux" in p["text"], "(#1)" in p["text"]) for p in posts[:1]] == [
+        (True, True, True)]
+    assert len(posts) == 2 and "FAILED" in posts[1]["text"] and "windows (#2)" in posts[1]["text"]
+    assert state_of(world, build, "linux")["state"] == "COMPLETED"
+    assert state_of(world, build, "windows")["state"] == "FAILED"
+    parent = state_of(world, build)
+    assert parent["state"] == "FAILED" and parent["groups"] == ["linux", "windows"]
+
+
+def test_launcher_killed_is_terminated_without_post(world):
+    build = "e2e-killed"
+    world.launch(build, "--die", "--step-seconds", "0.1")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert world.receiver.posts == [] and world.receiver.requests == []
+    assert state_of(world, build)["state"] == "TERMINATED"
+
+
+def test_exit_code_of_a_signal_is_terminated(world):
+    build = "e2e-sig"
+    world.log_dir.joinpath(f"{build}.log").write_text("Running: a.cy.js\n")
+    world.log_dir.joinpath(f"{build}.exit").write_text("137\n")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert state_of(world, build)["state"] == "TERMINATED" and world.receiver.requests == []
+
+
+def test_hung_launcher_is_hung_without_post(world):
+    build = "e2e-hung"
+    launcher = world.launch(build, "--hang")
+    code, _, err = finish(world.start_watcher("--build-name", build, env={"ATVM_HUNG_AFTER_SECONDS": "1.5"}))
+    assert code == 0, err
+    assert launcher.poll() is None  # still alive: hung, not gone
+    assert state_of(world, build)["state"] == "HUNG" and world.receiver.requests == []
+
+
+def test_no_evidence_is_unknown_after_start_timeout(world):
+    code, _, err = finish(world.start_watcher("--build-name", "e2e-never-started",
+                                              env={"ATVM_START_TIMEOUT_SECONDS": "0.5"}))
+    assert code == 0, err
+    assert state_of(world, "e2e-never-started")["state"] == "UNKNOWN" and world.receiver.requests == []
+
+
+def test_status_file_is_authoritative(world):
+    build = "e2e-status-word"
+    world.launch(build, "--outcome", "fail", "--outcome-file", "status", "--step-seconds", "0.05")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert "FAILED" in world.receiver.posts[0]["text"] and "status-file" in err
+
+
+def test_cancel_while_running_never_posts(world):
+    build = "e2e-cancel-me"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.4")
+    watcher = world.start_watcher("--build-name", build)
+    deadline = time.time() + 20
+    while not (world.build_dir(build) / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    out = world.cli("cancel", "--build-name", build, check=True).stdout
+    assert "cancelled build" in out
+    code, _, err = finish(watcher)
+    assert code == 0, err
+    assert world.receiver.requests == []
+    assert state_of(world, build)["state"] == "CANCELLED"
+    assert (world.build_dir(build) / "cancelled.marker").exists()
+
+
+def test_restart_on_finished_build_does_nothing(world):
+    build = "e2e-restart"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05")
+    assert finish(world.start_watcher("--build-name", build))[0] == 0
+    assert len(world.receiver.posts) == 1
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0 and "already finished" in err
+    assert len(world.receiver.requests) == 1
+
+
+def test_watcher_started_on_an_already_finished_run_posts_once(world):
+    build = "e2e-late-watcher"
+    launcher = world.launch(build, "--outcome", "fail", "--step-seconds", "0.02")
+    launcher.wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert len(world.receiver.posts) == 1 and "FAILED" in world.receiver.posts[0]["text"]
+
+
+def test_reports_of_an_earlier_run_are_ignored(world):
+    build = "e2e-rerun"
+    old = world.report_dir / build / "old"
+    old.mkdir(parents=True)
+    src = os.path.join(os.path.dirname(__file__), "fixtures", "reports", "fail", "mochawesome.json")
+    stale = old / "mochawesome_old.json"
+    stale.write_bytes(open(src, "rb").read())
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert "COMPLETED" in world.receiver.posts[0]["text"]
+
+
+def test_pid_file_liveness(world):
+    build = "e2e-pidfile"
+    world.launch(build, "--pid-file", "--outcome", "pass", "--step-seconds", "0.05")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert len(world.receiver.posts) == 1
+
+
+def test_dry_run_posts_and_records_nothing(world):
+    build = "e2e-dry"
+    world.launch(build, "--outcome", "fail", "--step-seconds", "0.05")
+    code, out, err = finish(world.start_watcher("--build-name", build, "--dry-run"))
+    assert code == 0, err
+    assert world.receiver.requests == []
+    assert '"attachments"' in out and "FAILED" in out
+    assert not (world.build_dir(build) / "state.json").exists()
+
+
+def test_recorded_request_feeds_the_watcher(world):
+    build = "e2e-recorded"
+    world.cli("record-request", "--build-name", build, "--categorize", *REQUEST, check=True)
+    world.launch(build, "--group", "only:pass", "--step-seconds", "0.05")
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    (post,) = world.receiver.posts
+    assert "sub-run only (#1)" in post["text"]
+    assert any(f["value"] == "`fam-b`" for f in post["attachments"][0]["fields"])
+
+
+def test_missing_webhook_is_a_configuration_error(world):
+    res = world.cli("watch", "--build-name", "e2e-nohook", env={"MATTERMOST_ATVM_WEBHOOK": ""})
+    assert res.returncode == 3 and "MATTERMOST_ATVM_WEBHOOK is not set" in res.stderr
+    assert not (world.build_dir("e2e-nohook")).exists()
+
+
+def test_second_watcher_on_same_build_exits_6(world):
+    build = "e2e-two"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.3")
+    first = world.start_watcher("--build-name", build)
+    deadline = time.time() + 20
+    while not (world.build_dir(build) / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 6 and "already watching" in err
+    assert finish(first)[0] == 0
+    assert len(world.receiver.posts) == 1
+
+
+def test_inspect_and_status_explain(world):
+    build = "e2e-explain"
+    world.launch(build, "--outcome", "fail", "--step-seconds", "0.02").wait(20)
+    text = world.cli("inspect", "--build-name", build, check=True).stdout
+    assert "would decide now: FAILED" in text and "rule exit-code" in text and "evidence read" in text
+    data = json.loads(world.cli("inspect", "--build-name", build, "--json", check=True).stdout)
+    assert data["decision"]["state"] == "FAILED" and data["decision"]["counts"]["failed"] == 1
+    assert finish(world.start_watcher("--build-name", build))[0] == 0
+    status = json.loads(world.cli("status", "--json", check=True).stdout)
+    (row,) = status["builds"]
+    assert row["build_name"] == build and row["state"] == "FAILED" and row["delivery"] == "posted"
+    assert build in world.cli("status", check=True).stdout
+    for output in (text, json.dumps(data), json.dumps(status)):
+        assert HOOK_TOKEN not in output
