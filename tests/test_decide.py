@@ -11,7 +11,7 @@ import pytest
 from atvm_watcher.decide import Limits, decide
 from atvm_watcher.evidence import LogFacts, OutcomeFile, Report, ScopeEvidence, Snapshot
 from atvm_watcher.procs import Liveness
-from atvm_watcher.reports import ReportResult, parse_report
+from atvm_watcher.reports import parse_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 T0 = 1_700_000_000.0  # the watcher's start

@@ -10,10 +10,7 @@ import json
 import os
 import time
 
-import pytest
-
 from conftest import HOOK_TOKEN
-
 
 REQUEST = ["--template", "tmpl-a", "--config-family", "fam-b", "--migration-style", "live",
            "--integration-plugin", "plug-c", "--scope-description", "scope d"]
