@@ -10,12 +10,11 @@ from typing import Any, Dict, List, Optional
 
 from .buildname import BUILD_NAME_RE
 from .decide import decide
-from .delivery import SENDING, UNCERTAIN
 from .evidence import EvidenceReader, ScopeEvidence, Snapshot
 from .request import Request
 from .settings import Settings
 from .statedir import TERMINAL_STATES, BuildDir, RunDir, read_json, utc_now_iso, write_json_atomic
-from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, limits_of
+from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, delivery_status, limits_of
 
 ARCHIVE = ".archive"
 
@@ -81,14 +80,12 @@ def cancel(settings: Settings, build: str) -> int:
 
 
 def _delivery(run: RunDir, record: Optional[Dict[str, Any]]) -> str:
-    if run.is_posted():
-        return "posted"
-    phase = run.read_delivery().get("phase")
-    if phase in (SENDING, UNCERTAIN):
+    status = delivery_status(run)
+    if status == "uncertain":
         return "DELIVERY-UNCERTAIN"
-    if phase:
-        return phase
-    return "-" if (record or {}).get("state") not in ("COMPLETED", "FAILED") else "not-posted"
+    if status == "none":
+        return "not-posted" if (record or {}).get("state") in ("COMPLETED", "FAILED") else "-"
+    return status
 
 
 def build_status(bd: BuildDir) -> Dict[str, Any]:

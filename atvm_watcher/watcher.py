@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import asdict
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,6 +28,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 EXIT_REJECTED, EXIT_UNCERTAIN, EXIT_LOCKED, EXIT_FINISHED, EXIT_RETRY = 4, 5, 6, 7, 75
 EXIT_FOR = {"uncertain": EXIT_UNCERTAIN, "rejected": EXIT_REJECTED, "not-sent": EXIT_RETRY}
 EXIT_RANK = (EXIT_RETRY, EXIT_UNCERTAIN, EXIT_REJECTED)  # restartable first: a restart resends what is safe
+PARENT = ""  # scope key of the plain run / categorized parent; sub-runs use their group name
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -45,12 +45,22 @@ def verdict_record(v: Verdict, build: str, position: Optional[int] = None) -> Di
     return rec
 
 
+def delivery_status(run: RunDir) -> str:
+    """posted | uncertain | rejected | not-sent | none, from the markers (the truth), not state.json."""
+    if run.is_posted():
+        return "posted"
+    phase = run.read_delivery().get("phase")
+    if phase in (SENDING, UNCERTAIN):
+        return "uncertain"
+    return {NOT_SENT: "not-sent", REJECTED: "rejected"}.get(phase, "none")
+
+
 def needs_delivery(run: RunDir, record: Optional[Dict[str, Any]], at_least_once: bool) -> bool:
     """A recorded COMPLETED/FAILED whose post is not settled (restart after a crash or a failed send)."""
-    if not record or record.get("state") not in POSTED_STATES or run.is_posted():
+    if not record or record.get("state") not in POSTED_STATES:
         return False
-    phase = run.read_delivery().get("phase")
-    return phase in (None, NOT_SENT, REJECTED) or (at_least_once and phase in (SENDING, UNCERTAIN))
+    status = delivery_status(run)
+    return status in ("none", "not-sent", "rejected") or (at_least_once and status == "uncertain")
 
 
 class Watcher:
@@ -65,9 +75,9 @@ class Watcher:
         self.stop = False
         self.outcomes: Dict[str, str] = {}  # scope key -> delivery outcome, for the exit code
         self.done: Dict[str, Dict[str, Any]] = {}  # scope key -> terminal record
-        self.seen: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last logged
+        self.logged: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last logged
         self.written: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last written
-        self.pending: List[Tuple[str, RunDir]] = []  # terminal, post still owed (retry later)
+        self.pending: List[Tuple[str, RunDir]] = []  # terminal, post still owed: retried before exit
         self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
                                    settings.post_attempts, settings.post_backoff_seconds,
                                    settings.post_max_wait_seconds, self.at_least_once,
@@ -76,8 +86,8 @@ class Watcher:
     # --- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> int:
-        if self.dry_run:
-            return self._loop(EvidenceReader(*self._reader_args(())))
+        if self.dry_run:  # no lock, no writes: a dry run never changes what the real watcher will do
+            return self._loop(self._reader(()))
         try:
             lock = self.build.acquire_watch_lock()
         except Locked as exc:
@@ -90,7 +100,7 @@ class Watcher:
             os.close(lock)
 
     def _install_signals(self) -> None:
-        def handler(signum, _frame):
+        def handler(_signum, _frame):
             self.stop = True
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,20 +108,23 @@ class Watcher:
 
     def _run_locked(self) -> int:
         parent = self._load_parent()
+        groups = self._restore_subruns(tuple((parent or {}).get("groups") or ()))
         if parent and parent.get("state") in TERMINAL_STATES:
             return self._already_finished(parent)
         if self.build.is_cancelled():
-            return self._cancelled()
-        groups = tuple(parent.get("groups") or ()) if parent else ()
-        self._restore_subruns(groups)
-        self._write(self.build, {**(parent or {}), "build_name": self.req.build_name, "state": "WAITING",
-                                 "rule": "watcher-started", "request": self.req.to_json(),
-                                 "watcher_pid": os.getpid(), "categorized": self.req.categorize})
+            return self._cancelled(groups)
+        self._write(self.build, {**self._parent_base(), "state": "WAITING", "rule": "watcher-started",
+                                 "reason": "the watcher started", "groups": list(groups)})
         self.log.info("watching (categorized=%s, poll %gs)", self.req.categorize, self.s.poll_seconds)
-        return self._loop(EvidenceReader(*self._reader_args(groups)))
+        return self._loop(self._reader(groups))
 
-    def _reader_args(self, groups: Tuple[str, ...]):
-        return (self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize, self.clock(), groups)
+    def _reader(self, groups: Tuple[str, ...]) -> EvidenceReader:
+        return EvidenceReader(self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize,
+                              self.clock(), groups)
+
+    def _parent_base(self) -> Dict[str, Any]:
+        return {"build_name": self.req.build_name, "categorized": self.req.categorize,
+                "request": self.req.to_json(), "watcher_pid": os.getpid()}
 
     def _load_parent(self) -> Optional[Dict[str, Any]]:
         data, problem = self.build.read_state()
@@ -129,43 +142,49 @@ class Watcher:
                     "reason": "rebuilt from posted.marker"}
         return data
 
-    def _restore_subruns(self, groups: Tuple[str, ...]) -> None:
-        for g in set(groups) | set(self.build.subrun_names()):
+    def _restore_subruns(self, recorded: Tuple[str, ...]) -> Tuple[str, ...]:
+        """Terminal sub-runs stay final; returns the known groups in their recorded order."""
+        found: Dict[str, int] = {}
+        for g in set(recorded) | set(self.build.subrun_names()):
             run = self.build.subrun(g)
             rec, _ = run.read_state()
             if rec is None and run.is_posted():
                 marker, _ = read_json(run.posted_marker)
                 rec = {"state": (marker or {}).get("state", "COMPLETED"), "group": g}
+            position = (rec or {}).get("position")
+            found[g] = position if isinstance(position, int) else 10**6
             if rec and rec.get("state") in TERMINAL_STATES:
                 self.done[g] = rec
                 if needs_delivery(run, rec, self.at_least_once):
                     self.pending.append((g, run))
                 elif rec.get("state") in POSTED_STATES:
-                    self.outcomes[g] = self._settled(run)
-
-    def _settled(self, run: RunDir) -> str:
-        if run.is_posted():
-            return "posted"
-        phase = run.read_delivery().get("phase")
-        return "uncertain" if phase in (SENDING, UNCERTAIN) else ("rejected" if phase == REJECTED else "posted")
+                    self.outcomes[g] = delivery_status(run)
+        order = list(recorded) + sorted((g for g in found if g not in recorded), key=lambda g: (found[g], g))
+        return tuple(order)
 
     def _already_finished(self, parent: Dict[str, Any]) -> int:
         state = parent.get("state")
-        if not self.req.categorize and needs_delivery(self.build, parent, self.at_least_once):
-            self.log.info("state %s recorded earlier but its post is not settled; delivering now", state)
-            self._deliver_recorded("", self.build)
-            return self._exit_code()
-        self._restore_subruns(tuple(parent.get("groups") or ()))
-        for key, run in list(self.pending):
-            self._deliver_recorded(key, run)
         if not self.req.categorize and state in POSTED_STATES:
-            self.outcomes[""] = self._settled(self.build)
-        self.log.info("build already finished (%s); nothing more to do", state)
+            self.done[PARENT] = parent
+            if needs_delivery(self.build, parent, self.at_least_once):
+                self.log.info("state %s was recorded but its post is not settled; delivering now", state)
+                self.pending.append((PARENT, self.build))
+            else:
+                self.outcomes[PARENT] = delivery_status(self.build)
+        if self.pending:
+            self._retry_pending()
+        else:
+            self.log.info("build already finished (%s); nothing more to do", state)
         return self._exit_code()
 
-    def _cancelled(self) -> int:
-        self._write(self.build, {"build_name": self.req.build_name, "state": "CANCELLED",
-                                 "rule": "cancelled-marker", "reason": "cancelled.marker is present"})
+    def _cancelled(self, groups: Tuple[str, ...]) -> int:
+        for g in groups:
+            if g not in self.done:
+                self._write(self.build.subrun(g), {"build_name": self.req.build_name, "group": g,
+                                                  "state": "CANCELLED", "rule": "cancelled-marker",
+                                                  "reason": "cancelled.marker is present"})
+        self._write(self.build, {**self._parent_base(), "state": "CANCELLED", "rule": "cancelled-marker",
+                                 "reason": "cancelled.marker is present", "groups": list(groups)})
         self.log.info("cancelled: nothing will be posted")
         return EXIT_OK
 
@@ -176,52 +195,52 @@ class Watcher:
         pause = sleeper(lambda: self.stop)
         while True:
             if not self.dry_run and self.build.is_cancelled():
-                self._cancel_open_scopes(reader)
-                return self._cancelled()
+                return self._cancelled(reader.group_order)
             decision = decide(reader.snapshot(self.clock()), limits)
             self._handle(decision, reader.group_order)
             if decision.run.terminal:
-                return self._finish(decision)
+                return self._finish(decision, reader.group_order)
             if not pause(self.s.poll_seconds):
-                self.log.info("stop requested; the run is not finished, nothing posted for it")
+                self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return EXIT_OK
 
     def _handle(self, decision: Decision, order: Tuple[str, ...]) -> None:
         if not self.req.categorize:
-            self._scope("", self.build, decision.run, None)
+            self._scope(PARENT, self.build, decision.run, None)
             return
         for v in decision.groups:
-            self._scope(v.group or "", self.build.subrun(v.group or ""), v, order.index(v.group) + 1)
-        self._note(("parent", decision.run))
+            self._scope(v.group or "?", self.build.subrun(v.group or "?"), v, order.index(v.group) + 1)
+        self._note("parent", decision.run)
         if not decision.run.terminal:
-            self._write_parent(decision, order)
+            self._write_if_changed(PARENT, self.build, {**verdict_record(decision.run, self.req.build_name),
+                                                        **self._parent_base(), "groups": list(order)})
 
-    def _note(self, item: Tuple[str, Verdict]) -> None:
-        key, v = item
-        if self.seen.get(key) != (v.state, v.rule):
-            self.seen[key] = (v.state, v.rule)
-            sub = None if key in ("", "parent") else key
-            self.log.logger.log(20 if v.state not in ("HUNG", "UNKNOWN", "TERMINATED") else 30,
-                                "state %s (%s): %s", v.state, v.rule, v.reason,
-                                extra={"build": self.req.build_name, "subrun": sub})
-            if self.dry_run:
-                self.out(f"[dry-run] {self.req.build_name}{'/' + sub if sub else ''}: {v.state} ({v.rule})")
+    def _note(self, key: str, v: Verdict) -> None:
+        """Log a scope's state when it changes: one line per change, never one per poll."""
+        if self.logged.get(key) == (v.state, v.rule):
+            return
+        self.logged[key] = (v.state, v.rule)
+        sub = None if key in (PARENT, "parent") else key
+        level = 30 if v.state in ("HUNG", "UNKNOWN", "TERMINATED") else 20
+        log.get(self.req.build_name, sub).log(level, "state %s (%s): %s", v.state, v.rule, v.reason)
+        if self.dry_run:
+            self.out(f"[dry-run] {self.req.build_name}{'/' + sub if sub else ''}: {v.state} ({v.rule})")
 
     def _scope(self, key: str, run: RunDir, v: Verdict, position: Optional[int]) -> None:
         if key in self.done:
             return
-        self._note((key, v))
-        if not v.terminal:
-            if key and (run.path.exists() or v.state == "RUNNING") and not self.dry_run:
-                self._write_if_changed(key, run, verdict_record(v, self.req.build_name, position))
-            return
+        self._note(key or "parent", v)
         record = verdict_record(v, self.req.build_name, position)
+        if key == PARENT:
+            record.update(self._parent_base())
+        if not v.terminal:
+            self._write_if_changed(key, run, record)
+            return
         if v.state in POSTED_STATES:
-            payload = render(v, self.req, self._context(position))
-            record["message"] = payload
+            record["message"] = render(v, self.req, self._context(position))
         if self.dry_run:
             self.done[key] = record
-            if v.state in POSTED_STATES:
+            if "message" in record:
                 self.out(json.dumps(record["message"], indent=2, ensure_ascii=False))
             return
         try:
@@ -231,21 +250,17 @@ class Watcher:
             return
         self.done[key] = record
         if record["state"] in POSTED_STATES:
-            self._deliver(key, run, record["message"], v.state)
+            self._deliver(key, run, record["message"], record["state"])
 
     def _write_if_changed(self, key: str, run: RunDir, record: Dict[str, Any]) -> None:
         sig = (record["state"], record["rule"])
-        if self.written.get(key) != sig:
+        if self.written.get(key) == sig:
+            return
+        try:
             self._write(run, record)
             self.written[key] = sig
-
-    def _write_parent(self, decision: Decision, order: Tuple[str, ...]) -> None:
-        record = verdict_record(decision.run, self.req.build_name)
-        record.update(groups=list(order), categorized=True, request=self.req.to_json(), watcher_pid=os.getpid())
-        try:
-            self._write_if_changed("parent", self.build, record)
         except StateError as exc:
-            self.log.error("cannot record state: %s", exc)
+            self.log.error("cannot record state %s: %s", record["state"], exc)
 
     def _write(self, run: RunDir, record: Dict[str, Any]) -> Dict[str, Any]:
         """Write under the lock cancel takes: once cancelled.marker exists, an unposted scope is CANCELLED."""
@@ -269,59 +284,51 @@ class Watcher:
 
     def _deliver(self, key: str, run: RunDir, payload: Dict[str, Any], state: str) -> None:
         log_ = log.get(self.req.build_name, key or None)
-        if not self.s.webhook:
-            self.outcomes[key] = "not-sent"
-            log_.error("MATTERMOST_ATVM_WEBHOOK is not set: %s not posted", state)
-            return
         try:
             result = self.deliverer.deliver(run, payload, state)
         except StateError as exc:
-            result = Result("not-sent", f"intent record could not be written ({exc}); nothing sent")
+            result = Result("not-sent", f"the intent record could not be written ({exc}); nothing was sent")
         self.outcomes[key] = result.outcome
         level = 20 if result.outcome in ("posted", "cancelled") else 40
-        extra = f" [{result.error_id}]" if result.error_id else ""
-        log_.log(level, "delivery %s after %d attempt(s): %s%s", result.outcome, result.attempts, result.detail, extra)
+        error_id = f" [{result.error_id}]" if result.error_id else ""
+        log_.log(level, "delivery %s after %d attempt(s): %s%s", result.outcome, result.attempts, result.detail,
+                 error_id)
         self.build.append_event({"subrun": key or None, "delivery": result.outcome, "detail": result.detail,
                                  "error_id": result.error_id})
         if result.outcome == "not-sent":
             self.pending.append((key, run))
 
-    def _deliver_recorded(self, key: str, run: RunDir) -> None:
-        rec, _ = run.read_state()
-        if rec and isinstance(rec.get("message"), dict):
-            self._deliver(key, run, rec["message"], rec["state"])
-        else:
-            self.outcomes[key] = "not-sent"
-            log.get(self.req.build_name, key or None).error("recorded message missing; cannot deliver")
-
     def _retry_pending(self) -> None:
         pending, self.pending = self.pending, []
         for key, run in pending:
-            self._deliver_recorded(key, run)
+            rec, _ = run.read_state()
+            if rec and isinstance(rec.get("message"), dict) and rec.get("state") in POSTED_STATES:
+                self._deliver(key, run, rec["message"], rec["state"])
+            else:
+                self.outcomes[key] = "not-sent"
+                log.get(self.req.build_name, key or None).error("the recorded message is missing; cannot deliver")
 
-    def _cancel_open_scopes(self, reader: EvidenceReader) -> None:
-        for g in reader.group_order:
-            if g not in self.done:
-                self._write(self.build.subrun(g), {"build_name": self.req.build_name, "group": g,
-                                                  "state": "CANCELLED", "rule": "cancelled-marker"})
-
-    def _finish(self, decision: Decision) -> int:
+    def _finish(self, decision: Decision, order: Tuple[str, ...]) -> int:
         if self.pending and not self.dry_run:
             self._retry_pending()
-        if not self.dry_run:
-            record = verdict_record(decision.run, self.req.build_name)
-            record.update(groups=list(self.done if self.req.categorize else ()), categorized=self.req.categorize,
-                          request=self.req.to_json(), delivery=self._summary())
-            if not self.req.categorize:
-                record.update(self.done.get("", {}))
-                record["delivery"] = self._summary()
+        if not self.dry_run and self.req.categorize:
+            record = {**verdict_record(decision.run, self.req.build_name), **self._parent_base(),
+                      "groups": list(order), "delivery": self._summary()}
             try:
                 self._write(self.build, record)
             except StateError as exc:
                 self.log.error("cannot record the final state: %s", exc)
+        elif not self.dry_run and PARENT in self.done:
+            self._record_delivery(PARENT, self.build)
         code = self._exit_code()
         self.log.info("finished: %s; exit %d", decision.run.state, code)
         return code
+
+    def _record_delivery(self, key: str, run: RunDir) -> None:
+        try:
+            self._write(run, {**self.done[key], "delivery": self._summary()})
+        except StateError as exc:
+            self.log.error("cannot record the delivery outcome: %s", exc)
 
     def _summary(self) -> str:
         if not self.outcomes:
@@ -342,14 +349,3 @@ def run_watch(settings: Settings, request: Request, dry_run: bool, at_least_once
     except StateError as exc:
         log.get(request.build_name).error("state directory problem: %s", exc)
         return EXIT_INTERNAL
-
-
-def main_guard(fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one clear line, no secret, systemd restarts
-        print(f"ERROR internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_INTERNAL
-
