@@ -74,8 +74,10 @@ def fields_for(verdict: Verdict, request: Request, ctx: Context) -> List[Dict[st
     def field(title: str, value: str, short: bool = True) -> Dict[str, Any]:
         return {"title": title, "value": value, "short": short}
 
-    vms = ", ".join(defuse(v, 200) for v in ctx.vm_labels) or (
-        f"unknown ({defuse(ctx.inventory_problem, 200)})" if ctx.inventory_problem else "none matched in the inventory")
+    vms = ", ".join(defuse(v, 200) for v in ctx.vm_labels)
+    if ctx.inventory_problem:
+        vms = (vms + "; " if vms else "") + f"inventory could not be read fully: {defuse(ctx.inventory_problem, 300)}"
+    vms = vms or "none matched in the inventory"
     rows = [field("Build", code(request.build_name, 300))]
     if verdict.group:
         rows.append(field("Sub-run", f"{code(verdict.group, 200)} (#{ctx.position})"))
