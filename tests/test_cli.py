@@ -1,0 +1,188 @@
+"""The pinned command-line surface, as a user meets it: help, refusals, record/cancel/status/check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, WATCHER
+
+from atvm_watcher.settings import ConfigError, load, parse_env_file
+
+COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request"]
+
+
+def test_top_level_help_from_any_directory(tmp_path):
+    res = subprocess.run([sys.executable, str(WATCHER), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0
+    for command in COMMANDS:
+        assert command in res.stdout
+    assert "75" in res.stdout  # exit codes are documented
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(world, command):
+    res = world.cli(command, "--help")
+    assert res.returncode == 0 and "usage:" in res.stdout
+
+
+def test_watch_help_lists_the_pinned_flags(world):
+    text = world.cli("watch", "--help").stdout
+    for flag in ("--build-name", "--categorize", "--template", "--config-family", "--migration-style",
+                 "--integration-plugin", "--scope-description", "--dry-run"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("command", ["watch", "inspect", "cancel", "record-request", "status"])
+def test_bad_build_name_refused_before_anything_is_written(world, command):
+    res = world.cli(command, "--build-name", "../../etc")
+    assert res.returncode == 2 and "refused" in res.stderr
+    assert list(world.state_root.iterdir()) == []
+
+
+def test_record_request_then_finished_then_rerun(world):
+    build = "e2e-cli-rec"
+    assert world.cli("record-request", "--build-name", build, "--template", "t1").returncode == 0
+    recorded = json.loads((world.build_dir(build) / "request.json").read_text())
+    assert recorded["template"] == "t1" and recorded["categorize"] is False
+    (world.build_dir(build) / "state.json").write_text(json.dumps({"state": "COMPLETED"}))
+    res = world.cli("record-request", "--build-name", build)
+    assert res.returncode == 7 and "already finished (COMPLETED)" in res.stdout
+    res = world.cli("record-request", "--build-name", build, "--rerun", "--template", "t2")
+    assert res.returncode == 0 and "archived" in res.stdout
+    assert json.loads((world.build_dir(build) / "request.json").read_text())["template"] == "t2"
+    assert not (world.build_dir(build) / "state.json").exists()
+    assert list((world.state_root / ".archive").iterdir())
+
+
+def test_cancel_unknown_and_finished_builds_change_nothing(world):
+    res = world.cli("cancel", "--build-name", "never-seen")
+    assert res.returncode == 0 and "unknown" in res.stdout
+    assert not world.build_dir("never-seen").exists()
+    done = world.build_dir("done-build")
+    done.mkdir()
+    (done / "state.json").write_text(json.dumps({"state": "FAILED"}))
+    res = world.cli("cancel", "--build-name", "done-build")
+    assert res.returncode == 0 and "already finished (FAILED)" in res.stdout
+    assert not (done / "cancelled.marker").exists()
+    assert json.loads((done / "state.json").read_text())["state"] == "FAILED"
+
+
+def test_cancel_before_the_watcher_starts_means_it_never_posts(world):
+    build = "e2e-cancel-first"
+    world.cli("record-request", "--build-name", build, check=True)
+    world.cli("cancel", "--build-name", build, check=True)
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.02").wait(20)
+    res = world.cli("watch", "--build-name", build)
+    assert res.returncode == 0 and world.receiver.requests == []
+    assert json.loads((world.build_dir(build) / "state.json").read_text())["state"] == "CANCELLED"
+
+
+def test_status_shows_uncertain_delivery(world):
+    bd = world.build_dir("e2e-unsure")
+    bd.mkdir()
+    (bd / "state.json").write_text(json.dumps({"state": "COMPLETED"}))
+    (bd / "delivery.json").write_text(json.dumps({"phase": "sending"}))
+    assert "DELIVERY-UNCERTAIN" in world.cli("status", check=True).stdout
+    (bd / "state.json").write_text("{corrupt")
+    row = json.loads(world.cli("status", "--json", check=True).stdout)["builds"][0]
+    assert row["state"] == "CORRUPT" and row["delivery"] == "DELIVERY-UNCERTAIN"
+
+
+def test_status_with_nothing_watched(world):
+    assert "no watched builds" in world.cli("status", check=True).stdout
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+def installed_world(world):
+    units = Path(world.env["ATVM_UNIT_DIR"])
+    units.mkdir(exist_ok=True)
+    shutil.copy(REPO / "deploy" / "atvm-run-watcher@.service", units)
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    env_file.write_text(f"MATTERMOST_ATVM_WEBHOOK={world.receiver.url}\n")
+    env_file.chmod(0o600)
+    return env_file
+
+
+def test_check_passes_on_a_good_install(world):
+    installed_world(world)
+    res = world.cli("check", env={"MATTERMOST_ATVM_WEBHOOK": ""})
+    # the process environment wins: an empty webhook there hides the file's value
+    assert res.returncode == 3 and "MATTERMOST_ATVM_WEBHOOK is not set" in res.stdout
+    env = {k: v for k, v in world.env.items() if k != "MATTERMOST_ATVM_WEBHOOK"}
+    res = subprocess.run([sys.executable, str(WATCHER), "check"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    assert "check: all good" in res.stdout and world.receiver.hook_id not in res.stdout + res.stderr
+
+
+def test_check_fails_on_a_readable_env_file_and_says_how_to_fix_it(world):
+    env_file = installed_world(world)
+    env_file.chmod(0o644)
+    res = world.cli("check")
+    assert res.returncode == 3 and "chmod 600" in res.stdout
+
+
+def test_check_fails_without_the_unit(world):
+    res = world.cli("check")
+    assert res.returncode == 3 and "not installed" in res.stdout
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_env_file_parsing():
+    text = "# comment\nexport A=1\nB='two words'\nC=\"3\"\n bad line\nD=\nE = 5\n"
+    assert parse_env_file(text) == {"A": "1", "B": "two words", "C": "3", "D": "", "E": "5"}
+
+
+def test_process_environment_wins_over_env_file(tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("MATTERMOST_ATVM_CHANNEL=from-file\nATVM_POLL_SECONDS=0.5\n")
+    env_file.chmod(0o600)
+    s = load({"ATVM_WATCHER_ENV_FILE": str(env_file), "MATTERMOST_ATVM_CHANNEL": "from-env"})
+    assert s.channel == "from-env" and s.poll_seconds == 0.5
+
+
+@pytest.mark.parametrize("name,value", [("ATVM_POLL_SECONDS", "fast"), ("ATVM_HUNG_AFTER_SECONDS", "-1"),
+                                        ("ATVM_GONE_GRACE_SECONDS", "nan"), ("ATVM_POST_ATTEMPTS", "0"),
+                                        ("ATVM_DELIVERY", "twice"), ("MATTERMOST_ATVM_WEBHOOK", "ftp://x/y")])
+def test_bad_settings_are_configuration_errors(tmp_path, name, value):
+    with pytest.raises(ConfigError) as err:
+        load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), name: value})
+    assert name in str(err.value)
+
+
+def test_bad_setting_exits_3_with_a_clear_message(world):
+    res = world.cli("watch", "--build-name", "b1", env={"ATVM_POLL_SECONDS": "soon"})
+    assert res.returncode == 3 and "ATVM_POLL_SECONDS" in res.stderr
+
+
+def test_fractional_seconds_are_accepted(tmp_path):
+    s = load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), "ATVM_POLL_SECONDS": "0.25",
+              "ATVM_HUNG_AFTER_SECONDS": "1.5", "ATVM_START_TIMEOUT_SECONDS": "2.5", "ATVM_GONE_GRACE_SECONDS": "0.75"})
+    assert (s.poll_seconds, s.hung_after_seconds, s.start_timeout_seconds, s.gone_grace_seconds) == (
+        0.25, 1.5, 2.5, 0.75)
+
+
+def test_defaults_are_the_contracts(tmp_path):
+    s = load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none")})
+    assert str(s.state_root) == "/var/lib/atvm-run-watcher" and str(s.log_dir) == "/tmp/.log"
+    assert str(s.report_dir) == "/root/cdc-e2e-cyp-12.17.4/cypress/cmcReporter"
+    assert (s.hung_after_seconds, s.start_timeout_seconds, s.gone_grace_seconds) == (3600, 1800, 60)
+    assert s.inventory.name == "vm-inventory.md" and s.inventory.exists()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATVM_", "MATTERMOST_"))}
+    res = subprocess.run([sys.executable, str(WATCHER), "demo", "--speed", "10"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("=== Mattermost post #") == 2
+    assert "2 post(s) received" in res.stdout
