@@ -40,5 +40,5 @@ for c in "${cases[@]}"; do
 done
 
 echo "made ${cases[*]} in $out with:"
-echo "$versions" | sed 's/^/  /'
+while IFS= read -r line; do echo "  $line"; done <<<"$versions"
 echo "  node@$(node --version | tr -d v) npm@$(npm --version)"
