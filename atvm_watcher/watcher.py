@@ -56,11 +56,21 @@ def delivery_status(run: RunDir) -> str:
 
 
 def needs_delivery(run: RunDir, record: Optional[Dict[str, Any]], at_least_once: bool) -> bool:
-    """A recorded COMPLETED/FAILED whose post is not settled (restart after a crash or a failed send)."""
+    """Should a restarted watcher (re)send this recorded scope's post?
+
+    Only where we left a post owed: ``delivery: pending`` (decided, then the watcher stopped before
+    any attempt) or an attempt that certainly made no post. A terminal state.json without that
+    (also one written by hand) is final: nothing is sent. at-least-once also resends what is
+    uncertain or was rejected.
+    """
     if not record or record.get("state") not in POSTED_STATES:
         return False
     status = delivery_status(run)
-    return status in ("none", "not-sent", "rejected") or (at_least_once and status == "uncertain")
+    if status == "posted":
+        return False
+    if status in ("uncertain", "rejected"):
+        return at_least_once
+    return status == "not-sent" or record.get("delivery") in ("pending", "not-sent")
 
 
 class Watcher:
@@ -157,25 +167,37 @@ class Watcher:
                 self.done[g] = rec
                 if needs_delivery(run, rec, self.at_least_once):
                     self.pending.append((g, run))
-                elif rec.get("state") in POSTED_STATES:
-                    self.outcomes[g] = delivery_status(run)
+                elif rec.get("delivery") == "pending":
+                    self._report_interrupted(g, run, rec)
         order = list(recorded) + sorted((g for g in found if g not in recorded), key=lambda g: (found[g], g))
         return tuple(order)
 
     def _already_finished(self, parent: Dict[str, Any]) -> int:
+        """A terminal build is final: only a post we left owed (or at-least-once) is sent now."""
         state = parent.get("state")
-        if not self.req.categorize and state in POSTED_STATES:
+        if not self.req.categorize and needs_delivery(self.build, parent, self.at_least_once):
             self.done[PARENT] = parent
-            if needs_delivery(self.build, parent, self.at_least_once):
-                self.log.info("state %s was recorded but its post is not settled; delivering now", state)
-                self.pending.append((PARENT, self.build))
-            else:
-                self.outcomes[PARENT] = delivery_status(self.build)
-        if self.pending:
-            self._retry_pending()
-        else:
+            self.pending.append((PARENT, self.build))
+        elif not self.req.categorize and parent.get("delivery") == "pending":
+            self._report_interrupted(PARENT, self.build, parent)
+        if not self.pending and not self.outcomes:
             self.log.info("build already finished (%s); nothing more to do", state)
+            return EXIT_OK
+        if self.pending:
+            self.log.info("build finished (%s) with a post still owed; delivering it now", state)
+            self._retry_pending()
         return self._exit_code()
+
+    def _report_interrupted(self, key: str, run: RunDir, record: Dict[str, Any]) -> None:
+        """The watcher before us stopped during its attempt: report the outcome once, never resend."""
+        outcome = delivery_status(run)
+        self.done[key] = record
+        self.outcomes[key] = outcome
+        if outcome == "uncertain":
+            log.get(self.req.build_name, key or None).error(
+                "delivery uncertain: the previous watcher stopped while its request was in flight; not resent "
+                "(at-most-once; check the channel, --at-least-once resends)")
+        self._record_delivery(key, run, outcome)
 
     def _cancelled(self, groups: Tuple[str, ...]) -> int:
         for g in groups:
@@ -238,6 +260,7 @@ class Watcher:
             return
         if v.state in POSTED_STATES:
             record["message"] = render(v, self.req, self._context(position))
+            record["delivery"] = "pending"  # a restart finds the post owed and sends it
         if self.dry_run:
             self.done[key] = record
             if "message" in record:
@@ -297,16 +320,27 @@ class Watcher:
                                  "error_id": result.error_id})
         if result.outcome == "not-sent":
             self.pending.append((key, run))
+        self._record_delivery(key, run, result.outcome)
 
     def _retry_pending(self) -> None:
         pending, self.pending = self.pending, []
         for key, run in pending:
             rec, _ = run.read_state()
             if rec and isinstance(rec.get("message"), dict) and rec.get("state") in POSTED_STATES:
+                self.done[key] = rec
                 self._deliver(key, run, rec["message"], rec["state"])
             else:
                 self.outcomes[key] = "not-sent"
                 log.get(self.req.build_name, key or None).error("the recorded message is missing; cannot deliver")
+
+    def _record_delivery(self, key: str, run: RunDir, outcome: str) -> None:
+        if key not in self.done:
+            return
+        self.done[key] = {**self.done[key], "delivery": outcome}
+        try:
+            self.done[key] = self._write(run, self.done[key])
+        except StateError as exc:
+            self.log.error("cannot record the delivery outcome: %s", exc)
 
     def _finish(self, decision: Decision, order: Tuple[str, ...]) -> int:
         if self.pending and not self.dry_run:
@@ -318,17 +352,9 @@ class Watcher:
                 self._write(self.build, record)
             except StateError as exc:
                 self.log.error("cannot record the final state: %s", exc)
-        elif not self.dry_run and PARENT in self.done:
-            self._record_delivery(PARENT, self.build)
         code = self._exit_code()
         self.log.info("finished: %s; exit %d", decision.run.state, code)
         return code
-
-    def _record_delivery(self, key: str, run: RunDir) -> None:
-        try:
-            self._write(run, {**self.done[key], "delivery": self._summary()})
-        except StateError as exc:
-            self.log.error("cannot record the delivery outcome: %s", exc)
 
     def _summary(self) -> str:
         if not self.outcomes:

@@ -229,3 +229,49 @@ def test_inspect_and_status_explain(world):
     assert build in world.cli("status", check=True).stdout
     for output in (text, json.dumps(data), json.dumps(status)):
         assert HOOK_TOKEN not in output
+
+
+def test_hand_made_terminal_state_is_final(world):
+    """state.json terminal (however it got there) means: do nothing, exit 0, post nothing."""
+    build = "e2e-final"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.02").wait(20)
+    bd = world.build_dir(build)
+    bd.mkdir()
+    (bd / "state.json").write_text(json.dumps({"state": "COMPLETED"}))
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0 and "already finished" in err
+    assert world.receiver.requests == []
+
+
+def test_post_left_owed_is_sent_by_the_restarted_watcher(world):
+    """Decided and recorded, then the watcher died before any attempt: the restart posts it, once."""
+    build = "e2e-owed"
+    world.launch(build, "--outcome", "fail", "--step-seconds", "0.02").wait(20)
+    assert finish(world.start_watcher("--build-name", build))[0] == 0
+    bd = world.build_dir(build)
+    state = json.loads((bd / "state.json").read_text())
+    for name in ("posted.marker", "delivery.json"):
+        (bd / name).unlink()
+    (bd / "state.json").write_text(json.dumps({**state, "delivery": "pending"}))
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    assert len(world.receiver.posts) == 2  # the first run's post, and the owed one re-sent by the restart
+    assert (bd / "posted.marker").exists()
+
+
+def test_restart_after_death_mid_request_reports_uncertain_once(world):
+    build = "e2e-midflight"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.02").wait(20)
+    assert finish(world.start_watcher("--build-name", build))[0] == 0
+    bd = world.build_dir(build)
+    state = json.loads((bd / "state.json").read_text())
+    (bd / "posted.marker").unlink()
+    (bd / "delivery.json").write_text(json.dumps({"phase": "sending", "attempts": 1}))
+    (bd / "state.json").write_text(json.dumps({**state, "delivery": "pending"}))
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 5 and "delivery uncertain" in err
+    assert json.loads((bd / "state.json").read_text())["delivery"] == "uncertain"
+    assert finish(world.start_watcher("--build-name", build))[0] == 0  # reported once; final since
+    assert len(world.receiver.requests) == 1
+    code, _, _ = finish(world.start_watcher("--build-name", build, "--at-least-once"))
+    assert code == 0 and len(world.receiver.posts) == 2  # the operator chose at-least-once
