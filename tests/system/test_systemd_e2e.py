@@ -271,6 +271,28 @@ def test_cancelled_run_posts_nothing(box, receiver):
     assert posts_for(receiver, build) == []
 
 
+def test_install_md_smoke_test(box, receiver):
+    """INSTALL.md step 5: a fake build started and cancelled, an already-finished build inspected."""
+    fake = "smoke-test-do-not-post"
+    assert start_watcher(box, fake).returncode == 0
+    wait_until("the fake build's watcher", lambda: state_of(box, fake).get("state"))
+    assert journal_of(box, fake).strip()
+    assert "Stopped" in box.run(CANCEL, "--build-name", fake).stdout
+    assert "CANCELLED" in box.run("python3", WATCHER, "status", "--build-name", fake).stdout
+    assert wait_unit_done(box, unit_of(box, fake))["ActiveState"] == "inactive"
+
+    finished = "e2e-finished-before-watch-ol9"
+    sim = launch_run(box, finished, "--outcome", "fail")
+    wait_until("the run to end", lambda: box.unit_props(sim, ["ActiveState"]).get("ActiveState") != "active")
+    assert "FAILED" in box.run("python3", WATCHER, "inspect", "--build-name", finished).stdout
+    dry = box.run("python3", WATCHER, "watch", "--build-name", finished, "--dry-run", *REQUEST, check=False)
+    assert dry.returncode == 0 and "FAILED" in dry.stdout, dry.stdout + dry.stderr
+    assert posts_for(receiver, fake) == [] and posts_for(receiver, finished) == []
+
+    again = start_watcher(box, "e2e-redhat9.6-ubuntu24.04-w2k25-fc")  # watched and posted earlier
+    assert again.returncode == 7 and "--rerun" in again.stdout, again.stdout + again.stderr
+
+
 def test_sigkill_after_the_post_is_restarted_and_never_posts_twice(box, receiver):
     """The post is made, the answer is late, the watcher dies: the restarted one must not resend."""
     build = "e2e-sigkill-ubuntu22.04-w2k16"
