@@ -85,6 +85,7 @@ class Container:
         self.log_path = log_path
         self.nspawn: Optional[subprocess.Popen] = None
         self.init_pid: Optional[int] = None
+        self._lock = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def boot(self, timeout: float = 60.0) -> None:
@@ -92,6 +93,9 @@ class Container:
                 "--volatile=overlay", "-b"]
         if not _host_runs_systemd():
             args.insert(-1, "--keep-unit")  # no bus to ask for a scope: stay in our own cgroup
+        # A second nspawn on the same folder fails ("currently busy"): concurrent runs take turns.
+        self._lock = open(self.rootfs.parent / "nspawn.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         with open(self.log_path, "wb") as log:
             self.nspawn = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
@@ -148,6 +152,14 @@ class Container:
             raise ContainerError(f"systemd-nspawn exited with {self.nspawn.returncode}\n{self.log_tail()}")
 
     def shutdown(self) -> None:
+        try:
+            self._stop()
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
+                self._lock = None
+
+    def _stop(self) -> None:
         """poweroff; else SIGTERM to nspawn (clean stop); else SIGKILL nspawn and the orphaned init."""
         if self.nspawn is None or self.nspawn.poll() is not None:
             return
