@@ -89,6 +89,18 @@ def _request(args: argparse.Namespace, settings) -> Request:
     return base.merged(overrides)
 
 
+def unsafe_env_file(path) -> Optional[str]:
+    """The env file holds the webhook secret: one readable by group or others is refused."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"env file {path} has mode {mode & 0o7777:04o}; it holds the webhook secret and must not be "
+                f"readable by group or others: run 'chmod 600 {path}' (the watcher refuses to run until then)")
+    return None
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
@@ -104,6 +116,9 @@ def dispatch(args: argparse.Namespace) -> int:
     from .watcher import run_watch
 
     if args.command == "watch":
+        unsafe = unsafe_env_file(settings.env_file)
+        if unsafe:  # under systemd the values arrive via EnvironmentFile= anyway: refuse all the same
+            raise ConfigError(unsafe)
         if not settings.webhook and not args.dry_run:
             raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
                               f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "

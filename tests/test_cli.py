@@ -186,3 +186,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("=== Mattermost post #") == 2
     assert "2 post(s) received" in res.stdout
+
+
+def test_watch_refuses_an_env_file_readable_by_others_even_with_the_values_in_the_environment(world):
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    env_file.write_text(f"MATTERMOST_ATVM_WEBHOOK={world.receiver.url}\n")
+    env_file.chmod(0o644)
+    res = world.cli("watch", "--build-name", "e2e-unsafe-env")  # the webhook is also in the environment
+    assert res.returncode == 3 and "chmod 600" in res.stderr
+    assert world.receiver.hook_id not in res.stderr + res.stdout
+    assert not world.build_dir("e2e-unsafe-env").exists()
