@@ -196,3 +196,16 @@ def test_watch_refuses_an_env_file_readable_by_others_even_with_the_values_in_th
     assert res.returncode == 3 and "chmod 600" in res.stderr
     assert world.receiver.hook_id not in res.stderr + res.stdout
     assert not world.build_dir("e2e-unsafe-env").exists()
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_env_example():
+    import re
+
+    source = (REPO / "atvm_watcher" / "settings.py").read_text()
+    names = set(re.findall(r'"((?:ATVM|MATTERMOST)_[A-Z_]+)"', source))
+    assert {"MATTERMOST_ATVM_WEBHOOK", "ATVM_POLL_SECONDS", "ATVM_GONE_GRACE_SECONDS"} <= names
+    readme = (REPO / "README.md").read_text()
+    example = (REPO / "deploy" / "atvm-run-watcher.env.example").read_text()
+    for name in names:
+        assert f"`{name}`" in readme, name
+        assert name in example, name
