@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -73,6 +74,14 @@ class World:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
+
+    def wait_for_state(self, build: str, timeout: float = 20) -> None:
+        """Until the watcher has written its first state.json (it holds its lock by then)."""
+        path = self.build_dir(build) / "state.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert time.monotonic() < deadline, f"no {path} after {timeout}s"
+            time.sleep(0.05)
 
     def cleanup(self) -> None:
         for proc in self.procs:

@@ -122,9 +122,7 @@ def test_cancel_while_running_never_posts(world):
     build = "e2e-cancel-me"
     world.launch(build, "--outcome", "pass", "--step-seconds", "0.4")
     watcher = world.start_watcher("--build-name", build)
-    deadline = time.time() + 20
-    while not (world.build_dir(build) / "state.json").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    world.wait_for_state(build)
     out = world.cli("cancel", "--build-name", build, check=True).stdout
     assert "cancelled build" in out
     code, _, err = finish(watcher)
@@ -206,9 +204,7 @@ def test_second_watcher_on_same_build_exits_6(world):
     build = "e2e-two"
     world.launch(build, "--outcome", "pass", "--step-seconds", "0.3")
     first = world.start_watcher("--build-name", build)
-    deadline = time.time() + 20
-    while not (world.build_dir(build) / "state.json").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    world.wait_for_state(build)
     code, _, err = finish(world.start_watcher("--build-name", build))
     assert code == 6 and "already watching" in err
     assert finish(first)[0] == 0
