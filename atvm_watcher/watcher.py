@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import inventory, log
+from .buildname import check_group_name
 from .decide import Decision, Limits, Verdict, decide
 from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result, sleeper
 from .evidence import EvidenceReader
@@ -73,6 +74,14 @@ def needs_delivery(run: RunDir, record: Optional[Dict[str, Any]], at_least_once:
     return status == "not-sent" or record.get("delivery") in ("pending", "not-sent")
 
 
+def recorded_groups(parent: Optional[Dict[str, Any]]) -> Tuple[str, ...]:
+    """Sub-run names from state.json, trusting only well-formed ones (the file may be damaged)."""
+    groups = (parent or {}).get("groups")
+    if not isinstance(groups, list):
+        return ()
+    return tuple(dict.fromkeys(g for g in groups if isinstance(g, str) and check_group_name(g)))
+
+
 class Watcher:
     def __init__(self, settings: Settings, request: Request, dry_run: bool = False,
                  at_least_once: bool = False, clock: Callable[[], float] = time.time,
@@ -118,7 +127,7 @@ class Watcher:
 
     def _run_locked(self) -> int:
         parent = self._load_parent()
-        groups = self._restore_subruns(tuple((parent or {}).get("groups") or ()))
+        groups = self._restore_subruns(recorded_groups(parent))
         if parent and parent.get("state") in TERMINAL_STATES:
             return self._already_finished(parent)
         if self.build.is_cancelled():
@@ -155,7 +164,7 @@ class Watcher:
     def _restore_subruns(self, recorded: Tuple[str, ...]) -> Tuple[str, ...]:
         """Terminal sub-runs stay final; returns the known groups in their recorded order."""
         found: Dict[str, int] = {}
-        for g in set(recorded) | set(self.build.subrun_names()):
+        for g in set(recorded) | {g for g in self.build.subrun_names() if check_group_name(g)}:
             run = self.build.subrun(g)
             rec, _ = run.read_state()
             if rec is None and run.is_posted():

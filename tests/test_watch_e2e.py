@@ -271,3 +271,23 @@ def test_restart_after_death_mid_request_reports_uncertain_once(world):
     assert len(world.receiver.requests) == 1
     code, _, _ = finish(world.start_watcher("--build-name", build, "--at-least-once"))
     assert code == 0 and len(world.receiver.posts) == 2  # the operator chose at-least-once
+
+
+def test_damaged_state_fields_are_not_trusted(world):
+    build = "e2e-damaged"
+    bd = world.build_dir(build)
+    bd.mkdir()
+    (bd / "state.json").write_text(json.dumps({"state": 5, "groups": "abc", "categorized": "yes"}))
+    world.launch(build, "--group", "linux:pass", "--step-seconds", "0.02").wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    assert code == 0, err
+    assert [p["text"].split("sub-run ")[1] for p in world.receiver.posts] == ["linux (#1)"]
+    assert state_of(world, build)["groups"] == ["linux"]
+
+
+def test_inspect_and_status_write_nothing(world):
+    world.launch("e2e-readonly", "--outcome", "pass", "--step-seconds", "0.02").wait(20)
+    world.cli("inspect", "--build-name", "e2e-readonly", check=True)
+    world.cli("inspect", "--build-name", "e2e-readonly", "--json", "--categorize", check=True)
+    world.cli("status", "--build-name", "e2e-readonly", check=True)
+    assert list(world.state_root.iterdir()) == []
