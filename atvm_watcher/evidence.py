@@ -9,8 +9,9 @@ Default layout for build B (CONTRACT.md, "Where the run's evidence is"):
     $ATVM_LOG_DIR/B/g.log  g.status  g.exit          group g of a categorized run
     $ATVM_REPORT_DIR/B/g/**                          group g's reports
 
-It is incremental so that a poll costs the same at 1 MiB and at 1 GiB of log: logs are read
-from a remembered offset, reports are re-parsed only when their size or mtime changed.
+It is incremental so that a poll costs the same at 1 MiB and at 1 GiB of log and stays small at
+10,000 reports: logs are read from a remembered offset, reports are re-parsed only when they changed,
+and not every report is stat-ed on every poll (see ReportScanner; figures in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
@@ -30,6 +31,12 @@ from .reports import MAX_REPORT_BYTES, ReportResult, parse_report
 LOG_FIRST_READ_WINDOW = 16 * 1024 * 1024  # the banner and summary are at the end of a log
 LOG_CHUNK = 1024 * 1024
 MAX_LINE = 64 * 1024
+TAIL_CHECK = 64
+# Report scanning (see ReportScanner); docs/PERFORMANCE.md has what these cost and buy.
+YOUNG_SECONDS = 30.0
+SWEEP_SECONDS = 60.0
+RACY_SECONDS = 2.0
+THOROUGH_SECONDS = 60.0
 BANNER = "(Run Finished)"
 PASSED_RE = re.compile(r"All specs passed!")
 FAILED_RE = re.compile(r"(\d+) of (\d+) failed")
@@ -87,21 +94,27 @@ class Snapshot:
 
 
 class LogTail:
-    """Reads a log incrementally, remembering the offset; copes with truncation and rotation."""
+    """Reads a log from a remembered offset: a quiet poll costs one stat, a busy one reads only what was appended.
+
+    The cost of a poll does not depend on the log's size. The first read covers the last
+    LOG_FIRST_READ_WINDOW bytes only: Cypress prints its banner and summary at the end. A new inode
+    (rotation) or a smaller size (truncation) starts over; so does a log that was truncated and grew
+    past the offset again between two polls (copytruncate), noticed because the TAIL_CHECK bytes before
+    the offset are re-read with every read and no longer match.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.inode: Optional[Tuple[int, int]] = None
-        self.offset = 0
-        self.carry = b""
+        self._start(0)
+
+    def _start(self, offset: int) -> None:
+        self.offset = offset
+        self.carry = b""  # an incomplete last line, completed by the next read
+        self.tail = b""  # the TAIL_CHECK bytes before offset, as read
         self.banner = False
         self.summary: Optional[str] = None
         self.failed_specs = self.total_specs = 0
-
-    def _reset(self, ident: Tuple[int, int], size: int) -> None:
-        self.__init__(self.path)  # type: ignore[misc]
-        self.inode = ident
-        self.offset = max(0, size - LOG_FIRST_READ_WINDOW)
 
     def facts(self) -> Optional[LogFacts]:
         try:
@@ -110,7 +123,8 @@ class LogTail:
             return None
         ident = (st.st_dev, st.st_ino)
         if ident != self.inode or st.st_size < self.offset:
-            self._reset(ident, st.st_size)
+            self.inode = ident
+            self._start(max(0, st.st_size - LOG_FIRST_READ_WINDOW))
         if st.st_size > self.offset:
             self._read_new(st.st_size)
         return LogFacts(str(self.path), st.st_size, st.st_mtime, self.banner, self.summary,
@@ -119,28 +133,37 @@ class LogTail:
     def _read_new(self, size: int) -> None:
         try:
             with open(self.path, "rb") as fh:
+                if self.tail and not self._same_history(fh):
+                    self._start(max(0, size - LOG_FIRST_READ_WINDOW))
                 fh.seek(self.offset)
                 while self.offset < size:
                     chunk = fh.read(min(LOG_CHUNK, size - self.offset))
                     if not chunk:
                         break
                     self.offset += len(chunk)
+                    self.tail = (self.tail + chunk[-TAIL_CHECK:])[-TAIL_CHECK:]
                     self._scan(chunk)
         except OSError:
             return  # unreadable right now; the next poll tries again
 
+    def _same_history(self, fh) -> bool:
+        fh.seek(self.offset - len(self.tail))
+        return fh.read(len(self.tail)) == self.tail
+
     def _scan(self, chunk: bytes) -> None:
         data = self.carry + chunk
-        cut = data.rfind(b"\n")
-        lines, self.carry = (data[: cut + 1], data[cut + 1 :]) if cut >= 0 else (b"", data)
-        if len(self.carry) > MAX_LINE:  # an endless line: keep its tail only
-            self.carry = self.carry[-MAX_LINE:]
-        if b"(Run Finished)" in lines:
-            self.banner = True
-            self.summary = None  # a later Cypress run in the same log: its own summary counts
-        if not self.banner:
-            return
-        text = lines.decode("utf-8", "replace")
+        cut = data.rfind(b"\n") + 1
+        self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only
+        # The incomplete last line is searched too (a summary printed without a newline still counts);
+        # it is searched again once complete, which gives the same answer.
+        at = data.rfind(BANNER.encode())
+        if at >= 0:
+            self.banner, self.summary = True, None  # a later Cypress run in the same log: its own summary counts
+            data = data[at:]
+        if self.banner:
+            self._find_summary(data.decode("utf-8", "replace"))
+
+    def _find_summary(self, text: str) -> None:
         if PASSED_RE.search(text):
             self.summary = "passed"
         for m in FAILED_RE.finditer(text):
@@ -160,50 +183,176 @@ def read_outcome(path: Path) -> Optional[OutcomeFile]:
     return OutcomeFile(str(path), st.st_mtime, first[0].strip() if first else "")
 
 
+def parse_file(path: str, size: int) -> ReportResult:
+    if size > MAX_REPORT_BYTES:
+        return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
+    return parse_report(path, data)
+
+
+@dataclass
+class _Seen:
+    """A report file as last stat-ed, and what parsing it gave."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    parsed_at: float  # wall clock, compared with the file's mtime
+    report: Report
+
+    def same(self, st: os.stat_result) -> bool:
+        return self.ino == st.st_ino and self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
+
+
 class ReportScanner:
-    """Finds report files under a folder; re-parses one only when its size or mtime changed."""
+    """The report files under a folder, kept parsed at a cost per poll that barely grows with their number.
+
+    Stat-ing every file on every poll costs about 50 ms at 10,000 reports. Instead, on each poll:
+    every known folder is stat-ed, and one whose inode or mtime changed is listed again (adding,
+    removing or renaming a file changes its folder's mtime); files modified in the last YOUNG_SECONDS
+    are stat-ed again (reporters write in bursts); the others are stat-ed round-robin, each at least
+    once per SWEEP_SECONDS, which bounds how late an old report rewritten in place is noticed; and
+    while the scope's finish evidence is new (``thorough``), every file is stat-ed, so a verdict never
+    rests on a stale stat. A file is parsed again when its inode, size or mtime changed, or when it
+    was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside one timestamp tick).
+    """
 
     def __init__(self, root: Path, skip_dirs: Tuple[str, ...] = ()):
-        self.root = root
-        self.skip_dirs = skip_dirs
-        self.cache: Dict[str, Report] = {}
+        self.root = str(root)
+        self.skip_dirs = skip_dirs  # top-level folders that belong to someone else (e.g. sub-runs)
+        self.folders: Dict[str, Tuple[int, int, float]] = {}  # folder -> (inode, mtime_ns, listed at)
+        self.subfolders: Dict[str, Tuple[str, ...]] = {}
+        self.names: Dict[str, Set[str]] = {}  # folder -> its report files
+        self.files: Dict[str, _Seen] = {}
+        self.young: Set[str] = set()
+        self.order: List[str] = []  # sorted paths: the result's order and the sweep's
+        self.cursor = 0
+        self.budget = 0.0
+        self.last_scan: Optional[float] = None
+        self.reports: Tuple[Report, ...] = ()
+        self.changed = self.relisted = False
+        self.checked: Set[str] = set()  # paths stat-ed during the current scan
 
-    def scan(self, exclude: Tuple[str, ...] = ()) -> Tuple[Report, ...]:
-        found: Dict[str, Report] = {}
-        for path, st in self._walk(self.root, top=True, exclude=exclude):
-            old = self.cache.get(path)
-            if old and old.size == st.st_size and old.mtime == st.st_mtime:
-                found[path] = old
-            else:
-                found[path] = Report(st.st_mtime, st.st_size, self._parse(path, st.st_size))
-        self.cache = found
-        return tuple(found[p] for p in sorted(found))
+    def scan(self, now: Optional[float] = None, thorough: bool = False) -> Tuple[Report, ...]:
+        now = time.time() if now is None else now
+        self.checked = set()
+        self._visit_folders()
+        for path in self._due(now, thorough):
+            if path not in self.checked:
+                self._check(path, now)
+        if self.relisted:
+            self.order = sorted(self.files)
+        if self.changed or self.relisted:
+            self.reports = tuple(self.files[p].report for p in self.order)
+        self.changed = self.relisted = False
+        self.last_scan = now
+        return self.reports
 
-    def _walk(self, folder: Path, top: bool, exclude: Tuple[str, ...]):
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            return
-        for entry in entries:
+    def _visit_folders(self) -> None:
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not (top and entry.name in exclude):
-                        yield from self._walk(Path(entry.path), False, exclude)
-                elif entry.name.endswith((".json", ".xml")) and entry.is_file(follow_symlinks=False):
-                    yield entry.path, entry.stat(follow_symlinks=False)
+                st = os.stat(folder)
+            except OSError:
+                self._forget_folder(folder)
+                continue
+            known = self.folders.get(folder)
+            if known is None or known[:2] != (st.st_ino, st.st_mtime_ns) or known[2] - st.st_mtime < RACY_SECONDS:
+                listed_at = time.time()
+                if self._list(folder):
+                    self.folders[folder] = (st.st_ino, st.st_mtime_ns, listed_at)
+            stack.extend(self.subfolders.get(folder, ()))
+
+    def _list(self, folder: str) -> bool:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return False
+        subs: List[str] = []
+        found: Dict[str, int] = {}
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if not (folder == self.root and e.name in self.skip_dirs):
+                        subs.append(e.path)
+                elif e.name.endswith((".json", ".xml")) and e.is_file(follow_symlinks=False):
+                    found[e.path] = e.inode()  # from the directory listing itself: no stat
             except OSError:
                 continue
+        for gone in set(self.subfolders.get(folder, ())) - set(subs):
+            self._forget_folder(gone)
+        self.subfolders[folder] = tuple(subs)
+        for gone in self.names.get(folder, set()) - found.keys():
+            self._drop(gone)
+        self.names[folder] = set(found)
+        for path, ino in found.items():
+            seen = self.files.get(path)
+            if seen is None or seen.ino != ino:  # new, or replaced by a rename
+                self._check(path, None)
+        return True
 
-    @staticmethod
-    def _parse(path: str, size: int) -> ReportResult:
-        if size > MAX_REPORT_BYTES:
-            return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
+    def _forget_folder(self, folder: str) -> None:
+        for sub in self.subfolders.pop(folder, ()):
+            self._forget_folder(sub)
+        for path in self.names.pop(folder, set()):
+            self._drop(path)
+        self.folders.pop(folder, None)
+
+    def _drop(self, path: str) -> None:
+        if self.files.pop(path, None) is not None:
+            self.relisted = True
+        self.young.discard(path)
+
+    def _due(self, now: float, thorough: bool) -> List[str]:
+        if thorough:
+            return list(self.files)
+        n = len(self.order)
+        if self.last_scan is not None and n:
+            self.budget = min(float(n), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
+        take = int(self.budget)
+        self.budget -= take
+        due = list(self.young)
+        if take:
+            self.cursor %= n
+            due += self.order[self.cursor : self.cursor + take]
+            due += self.order[: max(0, self.cursor + take - n)]
+            self.cursor += take
+        return due
+
+    def _check(self, path: str, now: Optional[float]) -> None:
+        self.checked.add(path)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_REPORT_BYTES + 1)
-        except OSError as exc:
-            return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
-        return parse_report(path, data)
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            self._drop(path)
+            return
+        seen = self.files.get(path)
+        if seen is None or not seen.same(st) or seen.parsed_at - st.st_mtime < RACY_SECONDS:
+            parsed_at = time.time()
+            report = Report(st.st_mtime, st.st_size, parse_file(path, st.st_size))
+            if seen is None:
+                self.relisted = True
+            self.files[path] = _Seen(st.st_ino, st.st_size, st.st_mtime_ns, parsed_at, report)
+            self.changed = True
+        if st.st_mtime > (time.time() if now is None else now) - YOUNG_SECONDS:
+            self.young.add(path)
+        else:
+            self.young.discard(path)
+
+
+def finish_time(log: Optional[LogFacts], status: Optional[OutcomeFile],
+                exit_: Optional[OutcomeFile]) -> Optional[float]:
+    """When the scope's finish evidence last changed, if it has any."""
+    times = [f.mtime for f in (status, exit_) if f is not None]
+    if log is not None and log.finished_banner:
+        times.append(log.mtime)
+    return max(times) if times else None
 
 
 class Scope:
@@ -215,14 +364,13 @@ class Scope:
         self.scanner = ReportScanner(reports)
         self.status_path, self.exit_path = status, exit_file
 
-    def evidence(self, read_reports: bool = True, exclude: Tuple[str, ...] = ()) -> ScopeEvidence:
-        return ScopeEvidence(
-            group=self.group,
-            log=self.tail.facts(),
-            reports=self.scanner.scan(exclude) if read_reports else (),
-            status=read_outcome(self.status_path),
-            exit=read_outcome(self.exit_path),
-        )
+    def evidence(self, now: float, read_reports: bool = True) -> ScopeEvidence:
+        log, status, exit_ = self.tail.facts(), read_outcome(self.status_path), read_outcome(self.exit_path)
+        reports: Tuple[Report, ...] = ()
+        if read_reports:
+            finished = finish_time(log, status, exit_)
+            reports = self.scanner.scan(now, thorough=finished is not None and now - finished < THOROUGH_SECONDS)
+        return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
 
     def any_file_exists(self) -> bool:
         return any(p.exists() for p in (self.tail.path, self.status_path, self.exit_path))
@@ -285,8 +433,8 @@ class EvidenceReader:
             watcher_started_at=self.watcher_started_at,
             files_existed_at_start=self.files_existed_at_start,
             launcher=self.launcher.check(now),
-            parent=self.parent.evidence(read_reports=not self.categorized),
-            groups=tuple(s.evidence() for s in self.groups.values()),
+            parent=self.parent.evidence(now, read_reports=not self.categorized),
+            groups=tuple(s.evidence(now) for s in self.groups.values()),
         )
 
     @property

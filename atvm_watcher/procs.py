@@ -1,8 +1,9 @@
 """Is the launcher alive? Read from /proc: a pid file first, else a scan of argv for the build name.
 
-Once a launcher is found it is re-checked by pid alone (cheap); the full /proc scan runs only
-while no launcher is known. A pid is trusted only while its start time matches what was seen,
-so a recycled pid never keeps a dead run "alive".
+Once a launcher is found it is re-checked by pid alone (one small read); the /proc scan runs only
+while no launcher is known, and even then reads only the argv of processes it has not ruled out
+yet (see ArgvScanner). A pid is trusted only while its start time matches what was seen, so a
+recycled pid never keeps a dead run "alive".
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
-PROC = Path("/proc")
+PROC = "/proc"  # a plain string: paths under it are built on every poll; tests point it at a fake tree
 SELF_MARKERS = (b"atvm_run_watcher", b"atvm-run-watcher")  # the watcher and its helpers
 TOKEN_SPLIT = re.compile(rb"[=/:,\s\x00]+")
 PIDFILE_SLACK = 2.0  # seconds: a pid file is written after its process started
+DEAD = ("Z", "X", "x")
+# While no launcher is known, a process whose argv lacks the build name is not read again, except
+# during RECHECK_NEW_SECONDS after it was first seen (between fork and exec a child still shows its
+# parent's argv) and on a full rescan every RESCAN_SECONDS (a process that exec's or rewrites its argv
+# later). RESCAN_SECONDS bounds how late such a launcher is found: keep it well under the gone grace.
+RECHECK_NEW_SECONDS = 2.0
+RESCAN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,24 +46,25 @@ def _clock_ticks() -> int:
 
 
 CLK_TCK = _clock_ticks()
-_boot_time: Optional[float] = None
+_boot_times: Dict[str, float] = {}
 
 
 def boot_time() -> float:
-    global _boot_time
-    if _boot_time is None:
+    if PROC not in _boot_times:
         try:
-            uptime = float((PROC / "uptime").read_text().split()[0])
-            _boot_time = time.time() - uptime
+            with open(f"{PROC}/uptime", "rb") as fh:
+                uptime = float(fh.read().split()[0])
+            _boot_times[PROC] = time.time() - uptime
         except (OSError, ValueError, IndexError):
-            _boot_time = 0.0
-    return _boot_time
+            _boot_times[PROC] = 0.0
+    return _boot_times[PROC]
 
 
 def process_start(pid: int) -> Optional[Tuple[float, str]]:
     """(start time as epoch seconds, state letter) or None when there is no such process."""
     try:
-        raw = (PROC / str(pid) / "stat").read_bytes()
+        with open(f"{PROC}/{pid}/stat", "rb") as fh:
+            raw = fh.read()
     except OSError:
         return None
     try:
@@ -69,7 +78,7 @@ def process_start(pid: int) -> Optional[Tuple[float, str]]:
 
 def alive(pid: int, started_at: Optional[float] = None) -> bool:
     info = process_start(pid)
-    if info is None or info[1] in ("Z", "X", "x"):
+    if info is None or info[1] in DEAD:
         return False
     return started_at is None or abs(info[0] - started_at) < 0.5
 
@@ -78,35 +87,67 @@ def argv_has_token(cmdline: bytes, token: bytes) -> bool:
     return token in TOKEN_SPLIT.split(cmdline)
 
 
-def iter_pids() -> Iterator[int]:
+def is_candidate(cmdline: bytes, token: bytes) -> bool:
+    """Does this argv name the build as a whole token, and is it not the watcher or one of its helpers?"""
+    if token not in cmdline or any(m in cmdline for m in SELF_MARKERS):
+        return False
+    return argv_has_token(cmdline, token)
+
+
+def list_pids() -> List[int]:
     try:
         names = os.listdir(PROC)
     except OSError:
-        return
-    for name in names:
-        if name.isdigit():
-            yield int(name)
+        return []
+    return [int(n) for n in names if n.isdigit()]
+
+
+def read_cmdline(pid: int) -> bytes:
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+class ArgvScanner:
+    """Finds the oldest live process naming the build in its argv, reading each argv once, not every poll."""
+
+    def __init__(self, build: str, exclude: Iterable[int] = ()):
+        self.token = build.encode()
+        self.exclude = frozenset(exclude)
+        self.passed: Dict[int, float] = {}  # pid -> when first seen; its argv did not name the build
+        self.full_at: Optional[float] = None
+
+    def find(self, now: float) -> Optional[int]:
+        full = self.full_at is None or not 0 <= now - self.full_at < RESCAN_SECONDS
+        if full:
+            self.full_at = now
+        passed: Dict[int, float] = {}  # pids gone from /proc drop out here, so a reused pid is read afresh
+        best: Optional[Tuple[float, int]] = None
+        for pid in list_pids():
+            first = self.passed.get(pid)
+            if first is not None and not full and now - first >= RECHECK_NEW_SECONDS:
+                passed[pid] = first
+                continue
+            info = None if pid in self.exclude else self._launcher_info(pid)
+            if info is None:
+                passed[pid] = now if first is None else first
+            elif best is None or info[0] < best[0]:
+                best = (info[0], pid)
+        self.passed = passed
+        return best[1] if best else None
+
+    def _launcher_info(self, pid: int) -> Optional[Tuple[float, str]]:
+        if not is_candidate(read_cmdline(pid), self.token):
+            return None
+        info = process_start(pid)
+        return info if info and info[1] not in DEAD else None
 
 
 def find_by_argv(build: str, exclude: Tuple[int, ...]) -> Optional[int]:
     """Oldest live process whose argv holds the build name as a whole token (not us, not helpers)."""
-    token = build.encode()
-    best: Optional[Tuple[float, int]] = None
-    for pid in iter_pids():
-        if pid in exclude:
-            continue
-        try:
-            cmdline = (PROC / str(pid) / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if not cmdline or token not in cmdline or any(m in cmdline for m in SELF_MARKERS):
-            continue
-        if not argv_has_token(cmdline, token):
-            continue
-        info = process_start(pid)
-        if info and info[1] not in ("Z", "X", "x") and (best is None or info[0] < best[0]):
-            best = (info[0], pid)
-    return best[1] if best else None
+    return ArgvScanner(build, exclude).find(time.time())
 
 
 def read_pid_file(path: Path) -> Tuple[Optional[int], Optional[float], str]:
@@ -134,6 +175,7 @@ class LauncherTracker:
         self.last_seen: Optional[float] = None
         self.source = "none"
         self.exclude = (os.getpid(), os.getppid())
+        self.scanner = ArgvScanner(build, self.exclude)
 
     def check(self, now: float) -> Liveness:
         if self.pid is not None and alive(self.pid, self.started_at):
@@ -143,12 +185,12 @@ class LauncherTracker:
         source = "pid file"
         if pid is not None:
             info = process_start(pid)
-            if info is None or info[1] in ("Z", "X", "x"):
+            if info is None or info[1] in DEAD:
                 pid = None
             elif pid_mtime is not None and info[0] > pid_mtime + PIDFILE_SLACK:
                 note, pid = f"pid {pid} from the pid file belongs to a newer process (pid reused)", None
         if pid is None:
-            pid, source = find_by_argv(self.build, self.exclude), "process scan"
+            pid, source = self.scanner.find(now), "process scan"
         if pid is None:
             return Liveness(False, self.pid, self.started_at, self.last_seen, self.source, note)
         info = process_start(pid)

@@ -1,0 +1,348 @@
+"""The evidence adapter's incremental readers: what they may skip, and that skipping never loses a change.
+
+LogTail reads only appended bytes; ReportScanner does not stat every report on every poll. Each
+test builds files in tmp_path and drives time through the ``now`` the watcher would pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from atvm_watcher import evidence
+from atvm_watcher.evidence import EvidenceReader, LogTail, ReportScanner
+from atvm_watcher.simulate import mochawesome_report
+
+OLD = time.time() - 3600  # an mtime well outside every "recent" window
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("ab") as fh:
+        fh.write(text.encode())
+
+
+# --- LogTail ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "B.log"
+    path.write_text("  (Run Starting)\n")
+    return path
+
+
+def test_banner_and_summary_are_read_as_they_are_appended(log):
+    tail = LogTail(log)
+    assert not tail.facts().finished_banner
+    append(log, "  Running: a.cy.js (1 of 2)\n\n  (Run Finished)\n")
+    facts = tail.facts()
+    assert facts.finished_banner and facts.summary is None
+    append(log, "    ✖  1 of 2 failed (50%)   00:03   6   5   1   -   -\n")
+    facts = tail.facts()
+    assert (facts.summary, facts.failed_specs, facts.total_specs) == ("failed", 1, 2)
+    assert tail.offset == log.stat().st_size
+
+
+def test_a_line_split_across_two_reads_is_seen_once_complete(log):
+    tail = LogTail(log)
+    append(log, "  (Run Fin")
+    assert not tail.facts().finished_banner
+    append(log, "ished)\n    ✔  All specs pas")
+    facts = tail.facts()
+    assert facts.finished_banner and facts.summary is None
+    append(log, "sed!   00:03   6   6\n")
+    assert tail.facts().summary == "passed"
+
+
+def test_a_summary_without_a_final_newline_counts(log):
+    tail = LogTail(log)
+    append(log, "  (Run Finished)\n    ✖  2 of 3 failed (66%)")
+    facts = tail.facts()
+    assert (facts.summary, facts.failed_specs, facts.total_specs) == ("failed", 2, 3)
+
+
+def test_only_the_summary_after_the_last_banner_counts(log):
+    tail = LogTail(log)
+    append(log, "    ✓ reports 1 of 2 failed disks correctly\n  (Run Finished)\n    ✔  All specs passed!\n")
+    assert tail.facts().summary == "passed"
+    append(log, "  (Run Starting)\n  (Run Finished)\n")
+    assert tail.facts().summary is None  # a later Cypress run in the same log: its summary is still due
+    append(log, "    ✖  1 of 4 failed (25%)\n")
+    assert tail.facts().summary == "failed"
+
+
+def test_old_bytes_are_never_read_again(log):
+    """Cost of a poll independent of the log's size: rewriting the start of the log goes unseen."""
+    append(log, "x" * 4096 + "\n")
+    tail = LogTail(log)
+    tail.facts()
+    with log.open("r+b") as fh:
+        fh.write(b"  (Run Finished)\n")  # inside what was already read
+    append(log, "one more line\n")
+    assert not tail.facts().finished_banner
+
+
+def test_first_read_covers_only_the_window_at_the_end(log, monkeypatch):
+    monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 1000)
+    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n" + "filler line\n" * 200)
+    size = log.stat().st_size
+    tail = LogTail(log)
+    facts = tail.facts()
+    assert not facts.finished_banner  # it was more than the window before the end
+    assert tail.offset == size
+    append(log, "  (Run Finished)\n    ✔  All specs passed!\n")
+    assert tail.facts().summary == "passed"
+
+    fresh = LogTail(log)
+    assert fresh.facts().summary == "passed"  # within the window of a newly opened log
+
+
+def test_rotation_starts_over_on_the_new_file(log):
+    tail = LogTail(log)
+    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n")
+    assert tail.facts().summary == "failed"
+    log.rename(log.with_name("B.log.1"))
+    log.write_text("  (Run Starting)\n")
+    facts = tail.facts()
+    assert not facts.finished_banner and facts.summary is None
+    assert facts.size == log.stat().st_size
+
+
+def test_truncation_starts_over(log):
+    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n")
+    tail = LogTail(log)
+    assert tail.facts().summary == "failed"
+    log.write_text("new\n")  # same inode, smaller
+    facts = tail.facts()
+    assert not facts.finished_banner
+    assert tail.offset == 4
+
+
+def test_truncated_and_regrown_past_the_offset_between_polls_starts_over(log):
+    """copytruncate: same inode, larger size than before, but different bytes before the old offset."""
+    append(log, "  Running: a.cy.js (1 of 2)\n" * 5)
+    tail = LogTail(log)
+    tail.facts()
+    old_offset = tail.offset
+    log.write_text("  (Run Finished)\n    ✔  All specs passed!\n" + "after the run\n" * 10)
+    assert log.stat().st_size > old_offset > log.read_text().index("passed")
+    assert tail.facts().summary == "passed"
+
+
+def test_an_endless_line_keeps_memory_bounded(log):
+    tail = LogTail(log)
+    append(log, "y" * (3 * evidence.MAX_LINE))
+    tail.facts()
+    assert len(tail.carry) <= evidence.MAX_LINE
+    append(log, " (Run Finished)\n")
+    assert tail.facts().finished_banner
+
+
+def test_a_missing_log_has_no_facts(tmp_path):
+    assert LogTail(tmp_path / "absent.log").facts() is None
+
+
+# --- ReportScanner ------------------------------------------------------------------------------------
+
+
+def report_bytes(failed: bool, spec: str = "a.cy.js") -> bytes:
+    return json.dumps(mochawesome_report(spec, "suite", ["one", "two"], failed), indent=2).encode()
+
+
+def write(path: Path, data: bytes, mtime: float = OLD) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def settle(*folders: Path) -> None:
+    """Give folders an old mtime, as a run's folders have long after they were created."""
+    for folder in folders:
+        os.utime(folder, (OLD, OLD))
+
+
+def failures(reports) -> List[int]:
+    return [r.result.failed for r in reports]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "reports" / "B"
+    for i in range(3):
+        write(folder / f"mochawesome_{i:03d}.json", report_bytes(False, f"s{i}.cy.js"))
+    settle(folder)
+    return folder
+
+
+def test_reports_are_found_recursively_and_in_path_order(root):
+    write(root / "sub" / "junit.xml", b"<testsuites><testsuite tests='1'><testcase name='t'/></testsuite></testsuites>")
+    write(root / "notes.txt", b"not a report")
+    settle(root / "sub", root)
+    reports = ReportScanner(root).scan(OLD + 10)
+    assert [Path(r.result.path).name for r in reports] == [f"mochawesome_{i:03d}.json" for i in range(3)] + [
+        "junit.xml"]
+    assert {r.result.status for r in reports} == {"ok"}
+
+
+def test_an_unchanged_poll_returns_the_same_tuple(root):
+    scanner = ReportScanner(root)
+    first = scanner.scan(time.time())
+    assert scanner.scan(time.time() + 1) is first
+
+
+def test_an_added_report_is_seen_on_the_next_poll(root):
+    scanner = ReportScanner(root)
+    now = time.time()
+    assert len(scanner.scan(now)) == 3
+    write(root / "deeper" / "mochawesome_009.json", report_bytes(True))  # new folder, new file
+    reports = scanner.scan(now + 1)
+    assert len(reports) == 4 and sum(failures(reports)) == 1
+
+
+def test_removed_reports_and_folders_disappear(root):
+    write(root / "sub" / "m.json", report_bytes(True))
+    scanner = ReportScanner(root)
+    now = time.time()
+    assert len(scanner.scan(now)) == 4
+    (root / "mochawesome_000.json").unlink()
+    (root / "sub" / "m.json").unlink()
+    (root / "sub").rmdir()
+    assert [Path(r.result.path).name for r in scanner.scan(now + 1)] == ["mochawesome_001.json",
+                                                                         "mochawesome_002.json"]
+
+
+def test_a_young_report_rewritten_in_place_is_seen_on_the_next_poll(root):
+    now = time.time()
+    young = write(root / "mochawesome_003.json", b'{"stats": {', mtime=now)  # half-written
+    scanner = ReportScanner(root)
+    assert [r.result.status for r in scanner.scan(now)][-1] == "incomplete"
+    young.write_bytes(report_bytes(True))
+    assert failures(scanner.scan(now + 1))[-1] == 1
+
+
+def test_an_old_report_rewritten_in_place_is_seen_within_the_sweep(root):
+    scanner = ReportScanner(root)
+    now = time.time()
+    scanner.scan(now)
+    write(root / "mochawesome_001.json", report_bytes(True, "s1.cy.js"), mtime=OLD + 1)  # old mtime: not young
+    seen_at = None
+    for step in range(1, int(evidence.SWEEP_SECONDS) + 2):
+        if sum(failures(scanner.scan(now + step))) == 1:
+            seen_at = step
+            break
+    assert seen_at is not None and seen_at <= evidence.SWEEP_SECONDS + 1
+
+
+def test_a_quiet_poll_does_not_stat_every_report(tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    data = report_bytes(False)
+    for i in range(600):
+        write(folder / f"r{i:04d}.json", data)
+    settle(folder)
+    scanner = ReportScanner(folder)
+    now = time.time()
+    scanner.scan(now)
+    calls = []
+    real_stat = os.stat
+    monkeypatch.setattr(evidence.os, "stat", lambda *a, **k: calls.append(a[0]) or real_stat(*a, **k))
+    scanner.scan(now + 1)
+    assert len(calls) <= 1 + 600 / evidence.SWEEP_SECONDS + 1  # the folder, and this poll's share of the sweep
+    calls.clear()
+    scanner.scan(now + 2, thorough=True)
+    assert len(calls) == 601
+
+
+def test_a_report_replaced_by_rename_is_seen_on_the_next_poll(root):
+    scanner = ReportScanner(root)
+    now = time.time()
+    scanner.scan(now)
+    tmp = write(root.parent / "tmp.json", report_bytes(True, "s2.cy.js"))
+    os.replace(tmp, root / "mochawesome_002.json")  # new inode, old mtime, same name
+    assert failures(scanner.scan(now + 1)) == [0, 0, 1]
+
+
+def test_a_file_added_in_the_same_timestamp_tick_as_the_listing_is_still_found(tmp_path):
+    folder = tmp_path / "racy"
+    write(folder / "a.json", report_bytes(False))
+    scanner = ReportScanner(folder)
+    now = time.time()
+    assert len(scanner.scan(now)) == 1
+    mtime_ns = folder.stat().st_mtime_ns  # recent: listed within RACY_SECONDS of its mtime
+    write(folder / "b.json", report_bytes(True))
+    os.utime(folder, ns=(mtime_ns, mtime_ns))  # as if created within the same tick: mtime unchanged
+    assert len(scanner.scan(now + 1)) == 2
+
+
+def test_a_same_size_rewrite_within_the_same_tick_is_parsed_again(tmp_path):
+    folder = tmp_path / "same"
+    path = write(folder / "a.json", report_bytes(False), mtime=time.time())
+    scanner = ReportScanner(folder)
+    now = time.time()
+    assert failures(scanner.scan(now)) == [0]
+    st = path.stat()
+    changed = report_bytes(False).replace(b'"failures": 0', b'"failures": 1')
+    assert len(changed) == st.st_size
+    path.write_bytes(changed)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime, same inode
+    assert failures(scanner.scan(now + 1)) == [1]
+
+
+def test_symlinks_are_not_followed(root, tmp_path):
+    outside = write(tmp_path / "elsewhere" / "x.json", report_bytes(True))
+    (root / "link.json").symlink_to(outside)
+    (root / "linkdir").symlink_to(outside.parent)
+    assert len(ReportScanner(root).scan(time.time())) == 3
+
+
+def test_a_missing_folder_has_no_reports_until_it_appears(tmp_path):
+    folder = tmp_path / "later"
+    scanner = ReportScanner(folder)
+    assert scanner.scan(time.time()) == ()
+    write(folder / "a.json", report_bytes(False))
+    assert len(scanner.scan(time.time() + 1)) == 1
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
+    assert scanner.scan(time.time() + 2) == ()
+
+
+def test_skip_dirs_leaves_top_level_folders_out(root):
+    write(root / "linux" / "m.json", report_bytes(True))
+    assert len(ReportScanner(root, skip_dirs=("linux",)).scan(time.time())) == 3
+
+
+# --- EvidenceReader: finish evidence makes the next poll thorough ------------------------------------------
+
+
+def test_fresh_finish_evidence_rereads_every_report(tmp_path):
+    log_dir, report_dir = tmp_path / "log", tmp_path / "reports"
+    for i in range(200):
+        write(report_dir / "B" / f"m{i:03d}.json", report_bytes(False, f"s{i}.cy.js"))
+    settle(report_dir / "B")
+    write(log_dir / "B.log", b"  (Run Starting)\n")
+    reader = EvidenceReader("B", log_dir, report_dir, False, time.time())
+    now = time.time()
+    reader.snapshot(now)
+    write(report_dir / "B" / "m150.json", report_bytes(True, "s150.cy.js"), mtime=OLD + 1)
+    (log_dir / "B.exit").write_text("0\n")  # finish evidence, just written
+    snap = reader.snapshot(now + 1)
+    assert sum(r.result.failed for r in snap.parent.reports) == 1
+
+
+def test_categorized_groups_keep_their_reports_apart(tmp_path):
+    log_dir, report_dir = tmp_path / "log", tmp_path / "reports"
+    write(log_dir / "B" / "linux.log", b"x\n", mtime=time.time() - 20)
+    write(log_dir / "B" / "windows.log", b"x\n", mtime=time.time() - 10)
+    write(report_dir / "B" / "linux" / "m.json", report_bytes(False))
+    write(report_dir / "B" / "windows" / "m.json", report_bytes(True))
+    reader = EvidenceReader("B", log_dir, report_dir, True, time.time())
+    snap = reader.snapshot()
+    assert reader.group_order == ("linux", "windows")
+    assert snap.parent.reports == ()
+    assert [failures(g.reports) for g in snap.groups] == [[0], [1]]

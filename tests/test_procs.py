@@ -1,0 +1,268 @@
+"""Launcher liveness: argv token matching, the cached /proc scan, pid files (reuse, zombies).
+
+Most cases run against a fake /proc tree in tmp_path (``procs.PROC`` points at it), so pid reuse,
+zombies and exec-after-fork are plain file edits; a few use real processes to keep the fake honest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from atvm_watcher import procs
+from atvm_watcher.procs import ArgvScanner, LauncherTracker, argv_has_token, is_candidate
+
+B = "e2e-rh9-w2k25-fc"
+
+
+# --- argv token matching ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    [B],
+    ["launch", B],
+    ["launch", f"--build-name={B}"],
+    ["launch", f"/tmp/.log/{B}"],
+    ["launch", f"name:{B}"],
+    ["launch", f"a,{B},c"],
+    ["launch", f"--x=/a/{B}:c"],
+    ["sh", "-c", f"run {B} now"],
+])
+def test_build_name_as_a_whole_token_matches(argv):
+    assert argv_has_token(b"\0".join(a.encode() for a in argv) + b"\0", B.encode())
+
+
+@pytest.mark.parametrize("argv", [
+    ["tail", "-f", f"/tmp/.log/{B}.log"],
+    ["launch", f"{B}-2"],
+    ["launch", f"x{B}"],
+    ["launch", f"{B}_rerun"],
+    ["launch", f"--build-name={B}.old"],
+    ["launch", B[:-1]],
+    [],
+])
+def test_build_name_inside_a_longer_token_does_not_match(argv):
+    assert not argv_has_token(b"\0".join(a.encode() for a in argv), B.encode())
+
+
+@pytest.mark.parametrize("argv", [
+    ["python3", "/opt/atvm-watcher-service/atvm_run_watcher.py", "watch", "--build-name", B],
+    ["/bin/sh", "/opt/atvm-watcher-service/start-atvm-run-watcher.sh", "--build-name", B],
+    ["systemctl", "start", f"atvm-run-watcher@{B}.service"],
+])
+def test_the_watcher_and_its_helpers_are_never_the_launcher(argv):
+    assert not is_candidate(b"\0".join(a.encode() for a in argv), B.encode())
+
+
+# --- a fake /proc ---------------------------------------------------------------------------------------
+
+
+class FakeProc:
+    """A /proc tree: ``uptime``, and per pid a ``stat`` (state, start ticks) and a ``cmdline``."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        root.mkdir()
+        (root / "uptime").write_text("1000.00 1500.00\n")
+        monkeypatch.setattr(procs, "PROC", str(root))
+        self.boot = procs.boot_time()
+
+    def add(self, pid: int, argv, started_at: float, state: str = "S", comm: str = "python3 (x)") -> None:
+        folder = self.root / str(pid)
+        folder.mkdir(exist_ok=True)
+        ticks = round((started_at - self.boot) * procs.CLK_TCK)
+        (folder / "stat").write_text(f"{pid} ({comm}) {state} " + " ".join(["0"] * 18) + f" {ticks} 0 0\n")
+        (folder / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+
+    def remove(self, pid: int) -> None:
+        for f in (self.root / str(pid)).iterdir():
+            f.unlink()
+        (self.root / str(pid)).rmdir()
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
+    return FakeProc(tmp_path / "proc", monkeypatch)
+
+
+def pid_file(tmp_path: Path, pid: int, mtime: Optional[float] = None) -> Path:
+    path = tmp_path / f"{B}.pid"
+    path.write_text(f"{pid}\n")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+# --- the argv scan -------------------------------------------------------------------------------------
+
+
+def test_scan_finds_the_oldest_live_process_naming_the_build(fake):
+    now = time.time()
+    fake.add(4100300, ["launch", "--build-name", B], now - 50)
+    fake.add(4100200, ["launch", "--build-name", B], now - 100)
+    fake.add(4100100, ["launch", "--build-name", B], now - 500, state="Z")  # a zombie is not a launcher
+    fake.add(4100150, ["tail", "-f", f"/tmp/.log/{B}.log"], now - 900)
+    assert ArgvScanner(B).find(now) == 4100200
+
+
+def test_scan_skips_excluded_pids(fake):
+    now = time.time()
+    fake.add(4100200, ["launch", B], now - 100)
+    assert ArgvScanner(B, exclude=(4100200,)).find(now) is None
+
+
+def test_an_argv_that_did_not_match_is_not_read_again_until_the_rescan(fake):
+    now = time.time()
+    fake.add(4100200, ["bash", "wrapper.sh"], now - 100)
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    fake.add(4100200, ["launch", B], now - 100)  # the same process rewrote its argv much later
+    later = now + procs.RECHECK_NEW_SECONDS + 1
+    assert scanner.find(later) is None  # ruled out: not read again on every poll
+    assert scanner.find(now + procs.RESCAN_SECONDS) == 4100200  # the periodic rescan bounds the delay
+
+
+def test_a_new_process_is_read_again_while_it_may_still_exec(fake):
+    now = time.time()
+    fake.add(4100200, ["python3", "-m", "pytest"], now)  # fork: the child still shows its parent's argv
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    fake.add(4100200, ["launch", B], now)  # exec
+    assert scanner.find(now + 1) == 4100200
+
+
+def test_a_reused_pid_is_read_afresh(fake):
+    now = time.time()
+    fake.add(4100200, ["sleep", "100"], now - 100)
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    fake.remove(4100200)
+    assert scanner.find(now + 5) is None
+    fake.add(4100200, ["launch", B], now + 6)  # same pid, new process
+    assert scanner.find(now + 6) == 4100200
+
+
+def test_scan_without_proc_finds_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(procs, "PROC", str(tmp_path / "missing"))
+    assert ArgvScanner(B).find(time.time()) is None
+
+
+# --- the tracker: pid file first, then the scan; pid reuse and zombies -----------------------------------
+
+
+def test_pid_file_names_the_launcher(fake, tmp_path):
+    now = time.time()
+    fake.add(4104242, ["launcher"], now - 30)
+    live = LauncherTracker(B, pid_file(tmp_path, 4104242, now - 29)).check(now)
+    assert (live.alive, live.pid, live.source) == (True, 4104242, "pid file")
+    assert live.started_at == pytest.approx(now - 30, abs=0.05)
+
+
+def test_pid_file_pointing_at_a_zombie_is_not_alive(fake, tmp_path):
+    now = time.time()
+    fake.add(4104242, ["launcher"], now - 30, state="Z")
+    live = LauncherTracker(B, pid_file(tmp_path, 4104242, now - 29)).check(now)
+    assert not live.alive
+
+
+def test_pid_file_whose_pid_now_belongs_to_a_newer_process_is_not_trusted(fake, tmp_path):
+    now = time.time()
+    fake.add(4104242, ["postgres"], now - 10)  # started long after the pid file was written
+    live = LauncherTracker(B, pid_file(tmp_path, 4104242, now - 3600)).check(now)
+    assert not live.alive
+    assert "pid reused" in live.note
+
+
+def test_pid_file_with_garbage_falls_back_to_the_scan(fake, tmp_path):
+    now = time.time()
+    (tmp_path / f"{B}.pid").write_text("not-a-pid\n")
+    fake.add(4100300, ["launch", B], now - 5)
+    live = LauncherTracker(B, tmp_path / f"{B}.pid").check(now)
+    assert (live.alive, live.pid, live.source) == (True, 4100300, "process scan")
+    assert "not a pid" in live.note
+
+
+def test_tracked_launcher_whose_pid_is_reused_is_gone(fake, tmp_path):
+    now = time.time()
+    fake.add(4100300, ["launch", B], now - 100)
+    tracker = LauncherTracker(B, tmp_path / f"{B}.pid")
+    assert tracker.check(now).alive
+    fake.add(4100300, ["unrelated"], now + 10)  # the launcher died; its pid went to another process
+    live = tracker.check(now + 20)
+    assert not live.alive
+    assert live.last_seen_alive == now
+    assert live.started_at == pytest.approx(now - 100, abs=0.05)  # remembered: the run's start
+
+
+def test_tracked_launcher_that_became_a_zombie_is_gone(fake, tmp_path):
+    now = time.time()
+    fake.add(4100300, ["launch", B], now - 100)
+    tracker = LauncherTracker(B, tmp_path / f"{B}.pid")
+    assert tracker.check(now).alive
+    fake.add(4100300, ["launch", B], now - 100, state="Z")
+    assert not tracker.check(now + 1).alive
+
+
+# --- real processes ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spawn():
+    started = []
+
+    def start(*argv: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *argv])
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_state(pid: int, state: str) -> None:
+    for _ in range(500):
+        info = procs.process_start(pid)
+        if info and info[1] == state:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never reached state {state}")
+
+
+def test_real_process_is_found_by_its_argv_and_not_by_a_longer_token(spawn, tmp_path):
+    build = f"bench-{os.getpid()}-real"
+    spawn(f"--log=/tmp/.log/{build}.log")
+    wanted = spawn("--build-name", build)
+    tracker = LauncherTracker(build, tmp_path / f"{build}.pid")
+    deadline = time.time() + 10
+    live = tracker.check(time.time())
+    while live.pid != wanted.pid and time.time() < deadline:  # until the child has exec'd
+        time.sleep(0.02)
+        live = tracker.check(time.time())
+    assert (live.alive, live.pid, live.source) == (True, wanted.pid, "process scan")
+    wanted.kill()
+    wanted.wait()
+    assert not tracker.check(time.time()).alive
+
+
+def test_real_zombie_in_the_pid_file_is_not_alive(tmp_path):
+    child = subprocess.Popen(["true"])
+    try:
+        _wait_state(child.pid, "Z")  # exited, not yet reaped
+        assert not procs.alive(child.pid)
+        live = LauncherTracker("zombie-build", pid_file(tmp_path, child.pid)).check(time.time())
+        assert not live.alive
+    finally:
+        child.wait()
+
+
+def test_own_process_is_excluded(tmp_path):
+    tracker = LauncherTracker("x", tmp_path / "x.pid")
+    assert os.getpid() in tracker.exclude
