@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
@@ -32,6 +33,29 @@ class Result:
     attempts: int = 0
     error_id: str = ""
     status: Optional[int] = None
+
+
+# --- test hook: crash points made reachable on purpose (tests/test_crash_points.py) ---------------
+# Inert unless ATVM_TEST_PAUSE_AT=<point>[@n] and ATVM_TEST_PAUSE_FILE=<path> are both set: the n-th
+# time (default first) this process reaches <point> it writes <path> (holding the run folder) and
+# waits while <path> exists, so a test can SIGKILL it right there or delete <path> to let it go on.
+PAUSE_POINTS = ("before-intent", "intent-written", "response-received", "marker-written")
+_pause_counts: Dict[str, int] = {}
+
+
+def pause_for_test(point: str, run: RunDir) -> None:
+    wanted, flag = os.environ.get("ATVM_TEST_PAUSE_AT", ""), os.environ.get("ATVM_TEST_PAUSE_FILE", "")
+    name, _, nth = wanted.partition("@")
+    if not flag or name != point:
+        return
+    _pause_counts[point] = _pause_counts.get(point, 0) + 1
+    if _pause_counts[point] != int(nth or 1):
+        return
+    with open(flag, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()} {run.path}\n")
+    deadline = time.monotonic() + 120
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def digest(payload: Dict[str, Any]) -> str:
@@ -87,12 +111,15 @@ class Deliverer:
 
     def _attempt(self, run: RunDir, payload: Dict[str, Any], state: str, number: int):
         base = {"attempts": number, "payload_sha256": digest(payload)}
+        pause_for_test("before-intent", run)
         with self.build.state_lock():
             if self.build.is_cancelled():  # re-checked under the lock that cancel also takes
                 return Result("cancelled", "cancelled.marker present: not posted", number - 1), None
             run.write_delivery({**base, "phase": SENDING, "detail": "request about to be sent",
                                 "started_at": utc_now_iso()})
+            pause_for_test("intent-written", run)
             outcome = self.post(self.url, payload, self.timeout)
+            pause_for_test("response-received", run)
             record = {**base, "detail": outcome.detail, "http_status": outcome.status, "error_id": outcome.error_id}
             if outcome.kind == "posted":
                 return self._posted(run, record, state, number), outcome
@@ -111,6 +138,7 @@ class Deliverer:
             # The post exists; delivery.json still says "sending", so no restart will resend it.
             return Result("posted", f"HTTP 200 ok, but posted.marker could not be written: {exc}", number,
                           status=200)
+        pause_for_test("marker-written", run)
         self._record(run, {**record, "phase": POSTED})
         return Result("posted", record["detail"], number, status=200)
 

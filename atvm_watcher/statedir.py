@@ -47,9 +47,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def encode_json(data: Any, **opts: Any) -> bytes:
+    """UTF-8 JSON; a string UTF-8 cannot hold (a lone surrogate from a hostile report title or a
+    non-UTF-8 file name) falls back to \\u escapes instead of crashing the watcher."""
+    try:
+        return json.dumps(data, ensure_ascii=False, **opts).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, ensure_ascii=True, **opts).encode("ascii")
+
+
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
-    body = (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    body = encode_json(data, indent=2, sort_keys=True) + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -85,6 +94,13 @@ def read_json(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     if not isinstance(data, dict):
         return None, f"{path.name} is corrupt (not a JSON object)"
     return data, None
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open {path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,11 @@ class RunDir:
         write_json_atomic(self.posted_marker, info)
 
     def read_delivery(self) -> Dict[str, Any]:
-        data, _ = read_json(self.delivery_file)
+        """The delivery record; one that exists but cannot be read counts as delivery-uncertain:
+        it may have said "sending", and at-most-once must not guess otherwise."""
+        data, problem = read_json(self.delivery_file)
+        if problem:
+            return {"phase": "uncertain", "detail": f"{problem}: an earlier attempt may have posted"}
         return data or {}
 
     def write_delivery(self, data: Dict[str, Any]) -> None:
@@ -173,18 +193,28 @@ class BuildDir(RunDir):
         write_json_atomic(self.cancelled_marker, info)
 
     def append_event(self, event: Dict[str, Any]) -> None:
-        """History for inspect/status; best effort: a full disk must not stop a post."""
-        line = json.dumps({"at": utc_now_iso(), **event}, sort_keys=True, ensure_ascii=False) + "\n"
-        with contextlib.suppress(OSError):
+        """History for inspect/status; best effort: a full disk must not stop a post, and must not
+        leave half a line either (a short write is cut back off)."""
+        line = encode_json({"at": utc_now_iso(), **event}, sort_keys=True) + b"\n"
+        with contextlib.suppress(OSError, StateError):
             self.ensure()
-            with self.events_file.open("a", encoding="utf-8") as fh:
-                fh.write(line)
+            fd = os.open(str(self.events_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    if os.write(fd, line) != len(line):
+                        raise OSError(errno.ENOSPC, "short write")
+                except OSError:
+                    os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
 
     @contextlib.contextmanager
     def state_lock(self, wait: float = STATE_LOCK_WAIT_SECONDS) -> Iterator[None]:
         """Short exclusive section shared by the watcher (check-cancel + post) and cancel."""
         self.ensure()
-        fd = os.open(str(self.path / "state.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(self.path / "state.lock")
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -203,7 +233,7 @@ class BuildDir(RunDir):
         """Hold for the watcher's lifetime; Locked(holder) if another watcher has it."""
         self.ensure()
         path = self.path / "watch.lock"
-        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -211,8 +241,9 @@ class BuildDir(RunDir):
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise Locked(self.watch_lock_holder() or "another process") from None
             raise StateError(f"cannot lock {path}: {exc.strerror}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the pid is for status only; the lock is what counts
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         return fd
 
     def watch_lock_holder(self) -> Optional[str]:

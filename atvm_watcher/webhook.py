@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 MAX_BODY = 64 * 1024
 PERMANENT = {400, 403, 404, 413, 501}
+EPOCH_2001 = 1e9  # an X-RateLimit-Reset this large is a timestamp, not a number of seconds
+_SENDABLE = re.compile(r"[\x21-\x7e]+")  # what http.client can put on a request line unchanged
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,10 @@ class Target:
         except ValueError:
             raise ValueError("webhook URL has a bad port (value not shown)") from None
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._secret = url
+        if not (_SENDABLE.fullmatch(self.path) and _SENDABLE.fullmatch(self.host)):
+            # http.client would refuse it after connecting, which would read as "maybe sent".
+            raise ValueError("webhook URL holds spaces, control or non-ASCII characters (value not shown)")
+        self._secret = url.strip()
 
     def __repr__(self) -> str:
         return f"<webhook on {self.host}>"
@@ -58,10 +64,15 @@ class Target:
     __str__ = __repr__
 
     def redact(self, text: str) -> str:
-        for secret in (self._secret, self.path, self.path.rsplit("/", 1)[-1]):
+        """Servers and proxies echo the request path in error pages: never let it through."""
+        last = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        for secret in (self._secret, self.path, self.path.split("?", 1)[0], last):
             if len(secret) >= 8:
                 text = text.replace(secret, "<webhook>")
         return text
+
+    def redact_outcome(self, outcome: PostOutcome) -> PostOutcome:
+        return replace(outcome, detail=self.redact(outcome.detail), error_id=self.redact(outcome.error_id))
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> Optional[float]:
@@ -71,9 +82,11 @@ def retry_after(headers: Mapping[str, str], now: float) -> Optional[float]:
         if not raw:
             continue
         try:
-            return max(0.0, float(raw))
+            seconds = float(raw)
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None and seconds == seconds:  # NaN is no answer
+            return max(0.0, seconds - now if seconds > EPOCH_2001 else seconds)
         try:
             return max(0.0, parsedate_to_datetime(raw).timestamp() - now)
         except (TypeError, ValueError, IndexError):
@@ -139,7 +152,14 @@ def post(url: str, payload: Dict[str, Any], timeout: float, clock=time.time) -> 
         target = Target(url)
     except ValueError as exc:
         return PostOutcome("rejected", str(exc))
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    try:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON escapes carry it, the server replaces it
+        body = json.dumps(payload).encode("ascii")
+    return target.redact_outcome(_exchange(target, body, timeout, clock))
+
+
+def _exchange(target: Target, body: bytes, timeout: float, clock) -> PostOutcome:
     conn = _connection(target, timeout)
     try:
         conn.connect()
@@ -169,7 +189,7 @@ def post(url: str, payload: Dict[str, Any], timeout: float, clock=time.time) -> 
         return PostOutcome("uncertain", f"no answer within {timeout:g}s after the request was sent")
     except (http.client.HTTPException, OSError, ValueError) as exc:
         why = "no answer in time" if watchdog.finished.is_set() else type(exc).__name__
-        return PostOutcome("uncertain", target.redact(f"connection failed after the request was sent ({why})"))
+        return PostOutcome("uncertain", f"connection failed after the request was sent ({why})")
     finally:
         watchdog.cancel()
         conn.close()
