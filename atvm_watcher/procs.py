@@ -25,8 +25,7 @@ DEAD = ("Z", "X", "x")
 # parent's argv) and on a full rescan every RESCAN_SECONDS (a process that exec's or rewrites its argv
 # later). RESCAN_SECONDS bounds how late such a launcher is found: keep it well under the gone grace.
 RECHECK_NEW_SECONDS = 2.0
-RESCAN_SECONDS = 10.0
-
+RESCAN_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Liveness:
@@ -102,6 +101,15 @@ def list_pids() -> List[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
+def read_last_pid() -> Optional[bytes]:
+    """The pid most recently created (last field of /proc/loadavg), or None where it cannot be read."""
+    try:
+        with open(f"{PROC}/loadavg", "rb") as fh:
+            return fh.read().split()[4]
+    except (OSError, IndexError):
+        return None
+
+
 def read_cmdline(pid: int) -> bytes:
     try:
         with open(f"{PROC}/{pid}/cmdline", "rb") as fh:
@@ -111,21 +119,36 @@ def read_cmdline(pid: int) -> bytes:
 
 
 class ArgvScanner:
-    """Finds the oldest live process naming the build in its argv, reading each argv once, not every poll."""
+    """Finds the oldest live process naming the build in its argv, reading each argv once, not every poll.
+
+    Reading 500 argvs costs about 10 ms, too much for every poll. So a pid whose argv was ruled out
+    is skipped (see RECHECK_NEW_SECONDS, RESCAN_SECONDS), and /proc is not even listed while the last
+    pid the kernel handed out (in /proc/loadavg) is unchanged: then no process was created since.
+    """
 
     def __init__(self, build: str, exclude: Iterable[int] = ()):
         self.token = build.encode()
         self.exclude = frozenset(exclude)
         self.passed: Dict[int, float] = {}  # pid -> when first seen; its argv did not name the build
         self.full_at: Optional[float] = None
+        self.last_pid: Optional[bytes] = None
 
     def find(self, now: float) -> Optional[int]:
         full = self.full_at is None or not 0 <= now - self.full_at < RESCAN_SECONDS
         if full:
             self.full_at = now
-        passed: Dict[int, float] = {}  # pids gone from /proc drop out here, so a reused pid is read afresh
+        last_pid = read_last_pid()
+        if full or last_pid is None or last_pid != self.last_pid:
+            self.last_pid = last_pid
+            return self._scan(list_pids(), now, full, relisted=True)
+        young = [pid for pid, first in self.passed.items() if now - first < RECHECK_NEW_SECONDS]
+        return self._scan(young, now, False, relisted=False)
+
+    def _scan(self, pids: List[int], now: float, full: bool, relisted: bool) -> Optional[int]:
+        # After a listing, pids gone from /proc drop out of ``passed``: a reused pid is read afresh.
+        passed: Dict[int, float] = {} if relisted else self.passed
         best: Optional[Tuple[float, int]] = None
-        for pid in list_pids():
+        for pid in pids:
             first = self.passed.get(pid)
             if first is not None and not full and now - first >= RECHECK_NEW_SECONDS:
                 passed[pid] = first

@@ -64,7 +64,8 @@ def test_the_watcher_and_its_helpers_are_never_the_launcher(argv):
 
 
 class FakeProc:
-    """A /proc tree: ``uptime``, and per pid a ``stat`` (state, start ticks) and a ``cmdline``."""
+    """A /proc tree: ``uptime``, ``loadavg`` (its last field: the newest pid), and per pid a ``stat``
+    (state, start ticks) and a ``cmdline``."""
 
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
         self.root = root
@@ -73,7 +74,10 @@ class FakeProc:
         monkeypatch.setattr(procs, "PROC", str(root))
         self.boot = procs.boot_time()
 
-    def add(self, pid: int, argv, started_at: float, state: str = "S", comm: str = "python3 (x)") -> None:
+    def add(self, pid: int, argv, started_at: float, state: str = "S", comm: str = "python3 (x)",
+            announce: bool = True) -> None:
+        if announce:  # as the kernel does when it hands out a pid
+            (self.root / "loadavg").write_text(f"0.10 0.20 0.30 1/{pid} {pid}\n")
         folder = self.root / str(pid)
         folder.mkdir(exist_ok=True)
         ticks = round((started_at - self.boot) * procs.CLK_TCK)
@@ -122,7 +126,7 @@ def test_an_argv_that_did_not_match_is_not_read_again_until_the_rescan(fake):
     fake.add(4100200, ["bash", "wrapper.sh"], now - 100)
     scanner = ArgvScanner(B)
     assert scanner.find(now) is None
-    fake.add(4100200, ["launch", B], now - 100)  # the same process rewrote its argv much later
+    fake.add(4100200, ["launch", B], now - 100, announce=False)  # the same process rewrote its argv
     later = now + procs.RECHECK_NEW_SECONDS + 1
     assert scanner.find(later) is None  # ruled out: not read again on every poll
     assert scanner.find(now + procs.RESCAN_SECONDS) == 4100200  # the periodic rescan bounds the delay
@@ -133,7 +137,7 @@ def test_a_new_process_is_read_again_while_it_may_still_exec(fake):
     fake.add(4100200, ["python3", "-m", "pytest"], now)  # fork: the child still shows its parent's argv
     scanner = ArgvScanner(B)
     assert scanner.find(now) is None
-    fake.add(4100200, ["launch", B], now)  # exec
+    fake.add(4100200, ["launch", B], now, announce=False)  # exec: same pid
     assert scanner.find(now + 1) == 4100200
 
 
@@ -143,9 +147,30 @@ def test_a_reused_pid_is_read_afresh(fake):
     scanner = ArgvScanner(B)
     assert scanner.find(now) is None
     fake.remove(4100200)
+    fake.add(4100201, ["true"], now + 4)  # pids are handed out in turn: others come before a reuse
     assert scanner.find(now + 5) is None
     fake.add(4100200, ["launch", B], now + 6)  # same pid, new process
     assert scanner.find(now + 6) == 4100200
+
+
+def test_proc_is_not_listed_again_while_no_process_was_created(fake):
+    now = time.time()
+    fake.add(4100200, ["sleep", "100"], now - 100)
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    fake.add(4100300, ["launch", B], now + 4, announce=False)  # invisible: loadavg still names 4100200
+    assert scanner.find(now + 5) is None
+    fake.add(4100301, ["true"], now + 6)
+    assert scanner.find(now + 6) == 4100300
+
+
+def test_without_loadavg_proc_is_listed_on_every_poll(fake):
+    now = time.time()
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    (fake.root / "loadavg").unlink(missing_ok=True)
+    fake.add(4100300, ["launch", B], now + 4, announce=False)
+    assert scanner.find(now + 5) == 4100300
 
 
 def test_scan_without_proc_finds_nothing(tmp_path, monkeypatch):
