@@ -22,7 +22,7 @@ fi
 
 if ! python3 - <<'PY' 2>/dev/null
 import importlib.util, sys
-sys.exit(0 if all(importlib.util.find_spec(m) for m in ("pytest", "hypothesis", "pytest_timeout")) else 1)
+sys.exit(0 if all(importlib.util.find_spec(m) for m in ("pytest", "hypothesis", "pytest_timeout", "vermin")) else 1)
 PY
 then
   echo "install-test-deps: pip install -r requirements-dev.txt"
