@@ -43,7 +43,10 @@ class Target:
     """A parsed webhook URL; ``str()`` and ``repr()`` show only the host."""
 
     def __init__(self, url: str):
-        parts = urlsplit(url.strip())
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError:  # "Invalid IPv6 URL" and the like: say so without the value
+            raise ValueError("webhook URL cannot be parsed (value not shown)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("webhook URL must be http(s)://host/... (value not shown)")
         self.https = parts.scheme == "https"
