@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,8 @@ class LogTail:
             st = os.stat(self.path)
         except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a FIFO or device is no log, and reading one could block
         ident = (st.st_dev, st.st_ino)
         if ident != self.inode or st.st_size < self.offset:
             self.inode = ident
@@ -132,7 +135,8 @@ class LogTail:
 
     def _read_new(self, size: int) -> None:
         try:
-            with open(self.path, "rb") as fh:
+            fd, _ = procs.open_regular(self.path)
+            with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
                 fh.seek(self.offset)
@@ -172,9 +176,7 @@ class LogTail:
 
 def read_outcome(path: Path) -> Optional[OutcomeFile]:
     try:
-        st = os.stat(path)
-        with open(path, "rb") as fh:
-            raw = fh.read(256)
+        raw, st = procs.read_regular(path, 256)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -187,8 +189,7 @@ def parse_file(path: str, size: int) -> ReportResult:
     if size > MAX_REPORT_BYTES:
         return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_REPORT_BYTES + 1)
+        data, _ = procs.read_regular(path, MAX_REPORT_BYTES + 1)
     except OSError as exc:
         return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
     return parse_report(path, data)

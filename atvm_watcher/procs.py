@@ -8,12 +8,14 @@ recycled pid never keeps a dead run "alive".
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 PROC = "/proc"  # a plain string: paths under it are built on every poll; tests point it at a fake tree
 SELF_MARKERS = (b"atvm_run_watcher", b"atvm-run-watcher")  # the watcher and its helpers
@@ -26,6 +28,7 @@ DEAD = ("Z", "X", "x")
 # later). RESCAN_SECONDS bounds how late such a launcher is found: keep it well under the gone grace.
 RECHECK_NEW_SECONDS = 2.0
 RESCAN_SECONDS = 30.0
+LONG_AGO = float("-inf")
 
 @dataclass(frozen=True)
 class Liveness:
@@ -48,11 +51,24 @@ CLK_TCK = _clock_ticks()
 _boot_times: Dict[str, float] = {}
 
 
+def read_proc_file(path: str) -> bytes:
+    """The whole of a small /proc file in three system calls (a Python file object takes nine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def boot_time() -> float:
     if PROC not in _boot_times:
         try:
-            with open(f"{PROC}/uptime", "rb") as fh:
-                uptime = float(fh.read().split()[0])
+            uptime = float(read_proc_file(f"{PROC}/uptime").split()[0])
             _boot_times[PROC] = time.time() - uptime
         except (OSError, ValueError, IndexError):
             _boot_times[PROC] = 0.0
@@ -62,8 +78,7 @@ def boot_time() -> float:
 def process_start(pid: int) -> Optional[Tuple[float, str]]:
     """(start time as epoch seconds, state letter) or None when there is no such process."""
     try:
-        with open(f"{PROC}/{pid}/stat", "rb") as fh:
-            raw = fh.read()
+        raw = read_proc_file(f"{PROC}/{pid}/stat")
     except OSError:
         return None
     try:
@@ -104,16 +119,14 @@ def list_pids() -> List[int]:
 def read_last_pid() -> Optional[bytes]:
     """The pid most recently created (last field of /proc/loadavg), or None where it cannot be read."""
     try:
-        with open(f"{PROC}/loadavg", "rb") as fh:
-            return fh.read().split()[4]
+        return read_proc_file(f"{PROC}/loadavg").split()[4]
     except (OSError, IndexError):
         return None
 
 
 def read_cmdline(pid: int) -> bytes:
     try:
-        with open(f"{PROC}/{pid}/cmdline", "rb") as fh:
-            return fh.read()
+        return read_proc_file(f"{PROC}/{pid}/cmdline")
     except OSError:
         return b""
 
@@ -121,45 +134,59 @@ def read_cmdline(pid: int) -> bytes:
 class ArgvScanner:
     """Finds the oldest live process naming the build in its argv, reading each argv once, not every poll.
 
-    Reading 500 argvs costs about 10 ms, too much for every poll. So a pid whose argv was ruled out
-    is skipped (see RECHECK_NEW_SECONDS, RESCAN_SECONDS), and /proc is not even listed while the last
-    pid the kernel handed out (in /proc/loadavg) is unchanged: then no process was created since.
+    Reading 500 argvs costs milliseconds, too much for every poll. So an entry of /proc whose argv was
+    ruled out is skipped (see RECHECK_NEW_SECONDS, RESCAN_SECONDS), and /proc is not even listed while
+    the last pid the kernel handed out (in /proc/loadavg) is unchanged: then no process was created.
+    Entries are kept as the names /proc lists, so a listing costs set operations, not a Python loop.
     """
 
     def __init__(self, build: str, exclude: Iterable[int] = ()):
         self.token = build.encode()
-        self.exclude = frozenset(exclude)
-        self.passed: Dict[int, float] = {}  # pid -> when first seen; its argv did not name the build
+        self.exclude = frozenset(str(pid) for pid in exclude)
+        self.settled: Set[str] = set()  # ruled out for good (until the next full rescan)
+        self.young: Dict[str, float] = {}  # ruled out for now; first seen at; its argv may still change
         self.full_at: Optional[float] = None
         self.last_pid: Optional[bytes] = None
 
     def find(self, now: float) -> Optional[int]:
         full = self.full_at is None or not 0 <= now - self.full_at < RESCAN_SECONDS
-        if full:
-            self.full_at = now
         last_pid = read_last_pid()
         if full or last_pid is None or last_pid != self.last_pid:
             self.last_pid = last_pid
-            return self._scan(list_pids(), now, full, relisted=True)
-        young = [pid for pid, first in self.passed.items() if now - first < RECHECK_NEW_SECONDS]
-        return self._scan(young, now, False, relisted=False)
+            return self._relist(now, full)
+        return self._check(list(self.young), now)
 
-    def _scan(self, pids: List[int], now: float, full: bool, relisted: bool) -> Optional[int]:
-        # After a listing, pids gone from /proc drop out of ``passed``: a reused pid is read afresh.
-        passed: Dict[int, float] = {} if relisted else self.passed
+    def _relist(self, now: float, full: bool) -> Optional[int]:
+        try:
+            live = set(os.listdir(PROC))
+        except OSError:
+            live = set()
+        self.settled &= live  # entries gone from /proc are forgotten: a reused pid is read afresh
+        self.young = {name: first for name, first in self.young.items() if name in live}
+        if full:
+            self.full_at = now
+            return self._check(live, now, reread=True)
+        return self._check(live - self.settled, now)
+
+    def _check(self, names: Iterable[str], now: float, reread: bool = False) -> Optional[int]:
         best: Optional[Tuple[float, int]] = None
-        for pid in pids:
-            first = self.passed.get(pid)
-            if first is not None and not full and now - first >= RECHECK_NEW_SECONDS:
-                passed[pid] = first
+        for name in names:
+            first = self.young.get(name, LONG_AGO if name in self.settled else now)
+            if not name.isdigit() or name in self.exclude or (not reread and now - first >= RECHECK_NEW_SECONDS):
+                self._settle(name)
                 continue
-            info = None if pid in self.exclude else self._launcher_info(pid)
-            if info is None:
-                passed[pid] = now if first is None else first
-            elif best is None or info[0] < best[0]:
-                best = (info[0], pid)
-        self.passed = passed
+            info = self._launcher_info(int(name))
+            if info is not None and (best is None or info[0] < best[0]):
+                best = (info[0], int(name))
+            elif info is None and now - first >= RECHECK_NEW_SECONDS:
+                self._settle(name)
+            elif info is None:
+                self.young[name] = first
         return best[1] if best else None
+
+    def _settle(self, name: str) -> None:
+        self.young.pop(name, None)
+        self.settled.add(name)
 
     def _launcher_info(self, pid: int) -> Optional[Tuple[float, str]]:
         if not is_candidate(read_cmdline(pid), self.token):
@@ -173,11 +200,39 @@ def find_by_argv(build: str, exclude: Tuple[int, ...]) -> Optional[int]:
     return ArgvScanner(build, exclude).find(time.time())
 
 
+def open_regular(path: Union[str, Path]) -> Tuple[int, os.stat_result]:
+    """An fd for reading a regular file, and its stat. A FIFO or device where a file belongs is an OSError
+    here: opening it for reading the usual way blocks the watcher forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd, st
+
+
+def read_regular(path: Union[str, Path], limit: int) -> Tuple[bytes, os.stat_result]:
+    """Up to ``limit`` bytes from the start of a regular file (see open_regular), and its stat."""
+    fd, st = open_regular(path)
+    try:
+        chunks: List[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
 def read_pid_file(path: Path) -> Tuple[Optional[int], Optional[float], str]:
     """(pid, pid file mtime, note)."""
     try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii", errors="replace").strip()
+        raw, st = read_regular(path, 64)
+        text = raw.decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None, None, ""
     except OSError as exc:

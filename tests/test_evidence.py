@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import List
@@ -315,6 +316,39 @@ def test_a_missing_folder_has_no_reports_until_it_appears(tmp_path):
 def test_skip_dirs_leaves_top_level_folders_out(root):
     write(root / "linux" / "m.json", report_bytes(True))
     assert len(ReportScanner(root, skip_dirs=("linux",)).scan(time.time())) == 3
+
+
+# --- a FIFO where a file belongs: read as a problem, never a blocked watcher --------------------------------
+
+
+@pytest.fixture
+def no_hang():
+    """A blocking open would hang the test for ever: make it fail after a few seconds instead."""
+    def expired(signum, frame):
+        raise TimeoutError("blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_a_fifo_as_outcome_file_is_unreadable_evidence(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "B.exit")
+    outcome = evidence.read_outcome(tmp_path / "B.exit")
+    assert outcome is not None and outcome.problem == "unreadable: not a regular file"
+
+
+def test_a_fifo_as_log_is_no_log(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "B.log")
+    assert LogTail(tmp_path / "B.log").facts() is None
+
+
+def test_a_fifo_among_reports_is_skipped(root, no_hang):
+    os.mkfifo(root / "zz.json")
+    assert len(ReportScanner(root).scan(time.time())) == 3
+    assert evidence.parse_file(str(root / "zz.json"), 0).status == "invalid"
 
 
 # --- EvidenceReader: finish evidence makes the next poll thorough ------------------------------------------

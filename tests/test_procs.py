@@ -7,6 +7,7 @@ zombies and exec-after-fork are plain file edits; a few use real processes to ke
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,6 +165,26 @@ def test_proc_is_not_listed_again_while_no_process_was_created(fake):
     assert scanner.find(now + 6) == 4100300
 
 
+def test_each_argv_is_read_once_per_rescan(fake, monkeypatch):
+    now = time.time()
+    for pid in range(4100100, 4100150):
+        fake.add(pid, ["sleep", "100"], now - 100)
+    reads = []
+    real = procs.read_cmdline
+    monkeypatch.setattr(procs, "read_cmdline", lambda pid: reads.append(pid) or real(pid))
+    scanner = ArgvScanner(B)
+    scanner.find(now)
+    scanner.find(now + 1)  # within RECHECK_NEW_SECONDS: read again, they might still exec
+    scanner.find(now + 2)
+    fake.add(4100150, ["sleep", "100"], now + 3)  # a new process: /proc is listed again
+    scanner.find(now + 3)
+    assert len(reads) == 50 + 50 + 1
+    reads.clear()
+    scanner.find(now + procs.RESCAN_SECONDS)
+    scanner.find(now + procs.RESCAN_SECONDS + 1)
+    assert sorted(reads) == list(range(4100100, 4100151))  # the rescan reads each once, not again after
+
+
 def test_without_loadavg_proc_is_listed_on_every_poll(fake):
     now = time.time()
     scanner = ArgvScanner(B)
@@ -211,6 +232,17 @@ def test_pid_file_with_garbage_falls_back_to_the_scan(fake, tmp_path):
     live = LauncherTracker(B, tmp_path / f"{B}.pid").check(now)
     assert (live.alive, live.pid, live.source) == (True, 4100300, "process scan")
     assert "not a pid" in live.note
+
+
+def test_pid_file_that_is_a_fifo_is_not_read(tmp_path, fake):
+    os.mkfifo(tmp_path / f"{B}.pid")
+    signal.alarm(5)  # a blocking open would hang for ever: let SIGALRM end the test instead
+    try:
+        live = LauncherTracker(B, tmp_path / f"{B}.pid").check(time.time())
+    finally:
+        signal.alarm(0)
+    assert not live.alive
+    assert "not a regular file" in live.note
 
 
 def test_tracked_launcher_whose_pid_is_reused_is_gone(fake, tmp_path):
