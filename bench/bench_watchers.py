@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""Benchmark: how fast and how cheap is a watcher? Run by hand, not by the test suite.
+
+    python3 bench/bench_watchers.py --write docs/PERFORMANCE.md     # about 7 minutes on 2 cores
+
+Every figure comes from real processes: the simulated launcher (atvm_watcher/simulate.py), the
+real watcher (atvm_run_watcher.py watch, default settings), the loopback Mattermost double, and
+the naive alternative (bench/naive_watch.sh: grep + curl in a shell loop). Sections:
+  1 latency      terminal evidence written -> post on the receiver, over N runs
+  2 idle         CPU and memory of watchers on quiet runs (and a naive loop) over a window
+  3 many         N watchers on N runs finishing together
+  4 big          a 1 GiB log and 10,000 reports; the /proc scan with ~500 processes
+  5 naive        the shell loop beside the watcher (figures gathered in 1, 2 and 4)
+It prints the tables and, with --write, puts them between the markers in docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib as bl  # noqa: E402
+from benchlib import World  # noqa: E402
+
+from atvm_watcher import decide as decide_mod  # noqa: E402
+from atvm_watcher import evidence, procs  # noqa: E402
+
+MIB = 1024 * 1024
+UNIT_PYTHON = "/usr/bin/python3"  # ExecStart of deploy/atvm-run-watcher@.service
+PY = UNIT_PYTHON if os.path.exists(UNIT_PYTHON) else sys.executable  # set from --python in main()
+
+
+# --- 1: detection latency --------------------------------------------------------------------------------
+
+
+def bench_latency(tmp: Path, rx: bl.TimedReceiver, runs: int, step: float) -> Dict[str, Any]:
+    world = World.make(tmp, "latency", rx.url, PY)
+    rng = random.Random(20261126)
+    rows = []
+    try:
+        for i in range(runs):
+            rows.append(_one_latency_run(world, rx, f"bench-lat-{i:03d}", step, rng.uniform(0.2, 1.2)))
+    finally:
+        world.stop_all()
+    counts = rx.counts()
+    return {"rows": rows, "once": all(counts.get(("watcher", r["build"])) == 1 for r in rows),
+            "naive_once": all(counts.get(("naive", r["build"])) == 1 for r in rows)}
+
+
+def _one_latency_run(world: World, rx: bl.TimedReceiver, build: str, step: float, delay: float) -> Dict[str, Any]:
+    # The delay before the run's first file puts its end at a random point of the watcher's poll cycle.
+    launcher = world.launcher(build, "--step-seconds", f"{step:g}", "--start-delay", f"{delay:.3f}")
+    watcher = world.watcher(build)
+    naive = world.naive(build)
+    rx.wait_for([("watcher", build), ("naive", build)], timeout=60)
+    code, cpu, rss = bl.reap(watcher, 60)
+    bl.reap(launcher, 30)
+    bl.reap(naive, 10)
+    # The summary is the log's last write and comes before the .exit file: the earliest terminal evidence.
+    finished = (world.log_dir / f"{build}.log").stat().st_mtime_ns / 1e9
+    ours, theirs = rx.arrived.get(("watcher", build)), rx.arrived.get(("naive", build))
+    return {"build": build, "exit": code, "cpu": cpu, "rss": rss,
+            "ours": None if ours is None else ours - finished, "naive": None if theirs is None else theirs - finished}
+
+
+# --- 2: idle cost ------------------------------------------------------------------------------------------
+
+
+def bench_idle(tmp: Path, rx: bl.TimedReceiver, seconds: float, warmup: float, reports: int,
+               process_target: int) -> Dict[str, Any]:
+    world = World.make(tmp, "idle", rx.url, PY)
+    filler = bl.fill_process_table(process_target)
+    try:
+        world.launcher("bench-idle-quiet", "--hang")
+        world.launcher("bench-idle-10k", "--hang")
+        time.sleep(1.0)  # reports written after the launcher started belong to its run
+        now = time.time()
+        bl.write_reports(world.report_dir / "bench-idle-10k", reports, 0, (now - 0.5, now - 0.5))
+        subjects = {
+            "watcher, quiet run (launcher alive, log quiet)": (world.watcher("bench-idle-quiet"), False),
+            f"watcher, quiet run with {reports:,} reports": (world.watcher("bench-idle-10k"), False),
+            f"watcher, run not started yet (argv scan every poll, {bl.process_count()} processes)":
+                (world.watcher("bench-idle-nolauncher"), False),
+            "naive loop (grep + curl every 1 s), same quiet run": (world.naive("bench-idle-quiet"), True),
+        }
+        if os.path.realpath(sys.executable) != os.path.realpath(PY):
+            subjects[f"watcher, quiet run, under {sys.executable} (this checkout's dev Python)"] = (
+                world.watcher("bench-idle-quiet-dev", python=sys.executable), False)
+            world.launcher("bench-idle-quiet-dev", "--hang")
+        return _measure_window(subjects, seconds, warmup)
+    finally:
+        world.stop_all()
+        for p in filler:
+            p.kill()
+            p.wait()
+
+
+def _measure_window(subjects: Dict[str, Any], seconds: float, warmup: float) -> Dict[str, Any]:
+    time.sleep(warmup)  # past startup, the first full report parse and YOUNG_SECONDS
+    start = {name: bl.cpu_seconds(p.pid, kids) for name, (p, kids) in subjects.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    rows = []
+    for name, (p, kids) in subjects.items():
+        alive = p.poll() is None
+        cpu = bl.cpu_seconds(p.pid, kids) - start[name] if alive else float("nan")
+        rows.append({"name": name, "alive": alive, "cpu": cpu, "share": 100 * cpu / elapsed,
+                     "since_start": bl.cpu_seconds(p.pid, kids) if alive else float("nan"),
+                     "hwm": bl.status_kib(p.pid, "VmHWM") if alive and not kids else None})
+    return {"seconds": elapsed, "warmup": warmup, "rows": rows}
+
+
+# --- 3: many watchers -------------------------------------------------------------------------------------
+
+
+def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float) -> Dict[str, Any]:
+    world = World.make(tmp, "many", rx.url, PY)
+    builds = [f"bench-many-{i:03d}" for i in range(n)]
+    begin = time.time() + 12 + 0.15 * n  # every launcher and watcher is up and polling by then
+    try:
+        launchers = [world.launcher(b, "--step-seconds", f"{step:g}", "--start-delay", f"{begin - time.time():.3f}")
+                     for b in builds]
+        watchers = [world.watcher(b) for b in builds]
+        time.sleep(max(0.0, begin - 2 - time.time()))
+        up = sum(1 for w in watchers if w.poll() is None)
+        pss = sum(bl.pss_kib(w.pid) for w in watchers)
+        arrived = rx.wait_for([("watcher", b) for b in builds], timeout=120 + 2 * n)
+        reaped = [bl.reap(w, 60) for w in watchers]
+        for launcher in launchers:
+            bl.reap(launcher, 30)
+    finally:
+        world.stop_all()
+    ends = [(world.log_dir / f"{b}.log").stat().st_mtime_ns / 1e9 for b in builds]
+    lat = [rx.arrived[("watcher", b)] - e for b, e in zip(builds, ends) if ("watcher", b) in rx.arrived]
+    counts = rx.counts()
+    return {"n": n, "up_before_end": up, "all_arrived": arrived, "latencies": lat,
+            "once": sum(1 for b in builds if counts.get(("watcher", b)) == 1),
+            "exit0": sum(1 for code, _, _ in reaped if code == 0), "cpu": [c for _, c, _ in reaped],
+            "rss": [r for _, _, r in reaped], "pss": pss, "spread": max(ends) - min(ends)}
+
+
+# --- 4: big evidence -------------------------------------------------------------------------------------
+
+
+def cpu_of(fn: Callable[[], Any], repeat: int = 1) -> float:
+    """Mean CPU seconds of fn() in this process."""
+    c0 = time.process_time()
+    for _ in range(repeat):
+        fn()
+    return (time.process_time() - c0) / repeat
+
+
+def bench_log_sizes(tmp: Path, sizes: List[int], polls: int) -> List[Dict[str, Any]]:
+    folder = tmp / "biglog"
+    sleeper = subprocess.Popen(["sleep", "3600"])
+    rows = []
+    try:
+        for size in sizes:
+            build = f"bench-log-{size // MIB}m"
+            log = folder / "log" / f"{build}.log"
+            bl.write_log(log, size)
+            (folder / "log" / f"{build}.pid").write_text(f"{sleeper.pid}\n")
+            rows.append(_log_poll_costs(folder, build, log, polls))
+            log.unlink()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    return rows
+
+
+def _log_poll_costs(folder: Path, build: str, log: Path, polls: int) -> Dict[str, Any]:
+    tail = evidence.LogTail(log)
+    first = cpu_of(tail.facts)
+    quiet = cpu_of(tail.facts, polls)
+    grown = 0.0
+    for _ in range(polls):
+        with log.open("ab") as fh:
+            fh.write(b"  cy:xhr  GET /api/v1/jobs/42/status  Status: 200\n")
+        grown += cpu_of(tail.facts)
+    reader = evidence.EvidenceReader(build, folder / "log", folder / "reports", False, time.time())
+    reader.snapshot()
+    snap = cpu_of(reader.snapshot, polls)
+    grep = [_grep_cost(log) for _ in range(3)]
+    return {"size": log.stat().st_size, "first": first, "quiet": quiet, "grown": grown / polls, "snapshot": snap,
+            "grep_cpu": bl.median([g[0] for g in grep]), "grep_wall": bl.median([g[1] for g in grep])}
+
+
+def _grep_cost(log: Path):
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["grep", "-q", "(Run Finished)", str(log)])
+    _, cpu, _ = bl.reap(proc, 120)
+    return cpu, time.monotonic() - t0
+
+
+def bench_reports(tmp: Path, rx: bl.TimedReceiver, count: int, polls: int) -> Dict[str, Any]:
+    world = World.make(tmp, "reports", rx.url, PY)
+    build = "bench-reports-10k"
+    _finished_run(world, build, count)
+    reader = evidence.EvidenceReader(build, world.log_dir, world.report_dir, False, time.time())
+    t0, c0 = time.monotonic(), time.process_time()
+    decision = decide_mod.decide(reader.snapshot(), decide_mod.Limits())
+    first = {"wall": time.monotonic() - t0, "cpu": time.process_time() - c0, "state": decision.run.state,
+             "tests": decision.run.counts.tests, "failed": decision.run.counts.failed}
+    scanner = reader.parent.scanner
+    clock = [time.time()]
+
+    def cheap_poll():
+        clock[0] += 1.0
+        scanner.scan(clock[0])
+
+    snap = reader.snapshot()
+    costs = {"cheap": cpu_of(cheap_poll, polls), "thorough": cpu_of(lambda: scanner.scan(time.time(), True), 5),
+             "full_walk": cpu_of(lambda: _full_walk(world.report_dir / build), 5),
+             "decide": cpu_of(lambda: decide_mod.decide(snap, decide_mod.Limits()), 10)}
+    e2e = _watch_finished_run(world, rx, build)
+    return {"count": count, "first": first, "costs": costs, "e2e": e2e}
+
+
+def _finished_run(world: World, build: str, count: int) -> None:
+    """A run that ended two minutes ago: log, exit file and ``count`` reports, one of them failed."""
+    now = time.time()
+    log = world.log_dir / f"{build}.log"
+    bl.write_log(log, 2 * MIB)
+    with log.open("ab") as fh:
+        fh.write("\n  (Run Finished)\n    ✖  1 of 900 failed (0%)   2:01:07   2700   2699   1\n".encode())
+    bl.write_reports(world.report_dir / build, count, 1, (now - 7200, now - 125))
+    os.utime(world.report_dir / build, (now - 125, now - 125))
+    (world.log_dir / f"{build}.exit").write_text("1\n")
+    os.utime(world.log_dir / f"{build}.exit", (now - 120, now - 120))
+    # The decision rules date the run from the earliest of its own files' mtimes: the log's is set to
+    # the run's start so that every report counts (see docs/PERFORMANCE.md).
+    os.utime(log, (now - 7300, now - 7300))
+
+
+def _full_walk(folder: Path) -> int:
+    n = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            os.stat(os.path.join(dirpath, name))
+            n += 1
+    return n
+
+
+def _watch_finished_run(world: World, rx: bl.TimedReceiver, build: str) -> Dict[str, Any]:
+    subprocess.run(["sync"], check=False)
+    t0 = time.time()
+    watcher = world.watcher(build)
+    rx.wait_for([("watcher", build)], timeout=60)
+    code, cpu, rss = bl.reap(watcher, 60)
+    arrived = rx.arrived.get(("watcher", build))
+    return {"seconds": None if arrived is None else arrived - t0, "exit": code, "cpu": cpu, "rss": rss,
+            "posts": rx.counts().get(("watcher", build), 0)}
+
+
+def bench_proc_scan(process_target: int, repeat: int) -> Dict[str, Any]:
+    """ArgvScanner.find() for a build no process names, with ~process_target processes present."""
+    filler = bl.fill_process_table(process_target)
+    try:
+        present = bl.process_count()
+        t = time.time()
+        full = bl.median([cpu_of(lambda: procs.ArgvScanner("bench-absent", (os.getpid(),)).find(t))
+                          for _ in range(5)])
+        scanner = procs.ArgvScanner("bench-absent", (os.getpid(),))
+        scanner.find(t)
+        later = t + procs.RECHECK_NEW_SECONDS + 1  # past the re-reads of pids first seen at t
+        scanner.find(later)
+        quiet = cpu_of(lambda: scanner.find(later), repeat)
+        created = []
+        for _ in range(20):
+            subprocess.run(["true"], check=True)  # one new pid: /proc is listed again, one argv read
+            created.append(cpu_of(lambda: scanner.find(later)))
+    finally:
+        for p in filler:
+            p.kill()
+            p.wait()
+    listing = bl.median(created)
+    return {"processes": present, "full": full, "quiet": quiet, "created": listing,
+            "per_second": listing + full / procs.RESCAN_SECONDS}
+
+
+def bench_big_live(tmp: Path, rx: bl.TimedReceiver, size: int, seconds: float) -> Dict[str, Any]:
+    """Our watcher and the naive loop on the same quiet run whose log is ``size`` bytes."""
+    world = World.make(tmp, "biglive", rx.url, PY)
+    build = "bench-big-live"
+    launcher = world.spawn(["sleep", "3600"])
+    (world.log_dir / f"{build}.pid").write_text(f"{launcher.pid}\n")
+    bl.write_log(world.log_dir / f"{build}.log", size)
+    subprocess.run(["sync"], check=False)
+    try:
+        subjects = {"watcher": (world.watcher(build), False), "naive loop": (world.naive(build), True)}
+        return _measure_window(subjects, seconds, warmup=3.0)
+    finally:
+        world.stop_all()
+        (world.log_dir / f"{build}.log").unlink()
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+
+
+def ms(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds:  # None or NaN: nothing was measured
+        return "n/a"
+    return f"{seconds * 1000:.2f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
+
+
+def top(values: List[float]) -> float:
+    return max(values) if values else float("nan")
+
+
+def pass_mark(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
+def table(head: List[str], rows: List[List[str]]) -> List[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render(res: Dict[str, Any], args: argparse.Namespace, info: Dict[str, str]) -> str:
+    lines = [f"Measured {info['date']} on {info['cpu']}, {info['memory']} RAM, Linux {info['kernel']}; "
+             f"evidence on {info['fs']}; commit {info['commit']}. Watchers run under {info['python']} "
+             f"(the unit's interpreter, byte-compiled as the installer does); in-process figures under "
+             f"{info['bench_python']}.",
+             "", f"Command: `{info['command']}` ({info['duration']})", ""]
+    for section in (_latency_md, _idle_md, _many_md, _big_md, _naive_md):
+        lines += section(res, args) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _latency_md(res, args) -> List[str]:
+    lat = res["latency"]
+    ours = [r["ours"] for r in lat["rows"] if r["ours"] is not None]
+    med, p95 = bl.median(ours), bl.pct(ours, 95)
+    return ["### 1. Detection latency (default settings: poll 1 s)", "",
+            f"{len(lat['rows'])} plain runs one after another, each a simulated launcher writing 3 specs; the clock "
+            "starts at the mtime of the log's last write (the Cypress summary, which precedes the .exit file) and "
+            "stops when the receiver has the post.", ""] + table(
+        ["", "median", "p95", "max", "target", "result"],
+        [["watcher", ms(med), ms(p95), ms(top(ours)), "median <= 1 s, p95 <= 2 s",
+          pass_mark(med <= 1 and p95 <= 2 and lat["once"] and len(ours) == len(lat["rows"]))]]) + [
+        "", f"Every run posted exactly once: {'yes' if lat['once'] else '**no**'}; watcher exit codes: "
+        f"{sorted({r['exit'] for r in lat['rows']})}; CPU per watcher over its whole life (start-up included): "
+        f"{ms(bl.median([r['cpu'] for r in lat['rows']]))} median."]
+
+
+def _idle_md(res, args) -> List[str]:
+    idle = res["idle"]
+    rows = []
+    for r in idle["rows"]:
+        hwm = f"{r['hwm'] / 1024:.1f} MiB" if r["hwm"] else "-"
+        rows.append([r["name"], f"{r['cpu']:.3f} s", f"{r['share']:.3f} %", hwm,
+                     "" if r["alive"] else "**exited early**"])
+    quiet = idle["rows"][0]
+    ok = quiet["share"] <= 0.2 and quiet["hwm"] is not None and quiet["hwm"] * 1024 <= 25e6
+    return ["### 2. Idle cost", "",
+            f"All four at once over the same {idle['seconds']:.0f} s window, after {idle['warmup']:.0f} s of warm-up "
+            "(start-up, first parse of every report, and the reports' first YOUNG_SECONDS). CPU from "
+            "/proc/<pid>/task/*/schedstat (the naive loop: /proc/<pid>/stat with its reaped children); peak RSS "
+            "is VmHWM since the process started.", ""] + table(
+        ["process", "CPU in window", "of one core", "peak RSS", ""], rows) + [
+        "", f"Target for a quiet run: at most 0.2 % of one core and 25 MB (25,000,000 bytes) peak RSS: "
+        f"{pass_mark(ok)}."]
+
+
+def _many_md(res, args) -> List[str]:
+    m = res["many"]
+    lat = m["latencies"]
+    ok = m["once"] == m["n"] and m["exit0"] == m["n"] and len(lat) == m["n"] and bl.median(lat) <= 1 \
+        and bl.pct(lat, 95) <= 2
+    return [f"### 3. {m['n']} watchers on {m['n']} concurrent runs ({os.cpu_count()} cores)", "",
+            f"{m['n']} simulated launchers timed to start writing together, one watcher each (default settings); "
+            f"their finishes fall within {m['spread']:.2f} s of each other.", ""] + table(
+        ["measure", "value"],
+        [["posted exactly once", f"{m['once']} of {m['n']}"], ["watchers exiting 0", f"{m['exit0']} of {m['n']}"],
+         ["latency median / p95 / max", f"{ms(bl.median(lat))} / {ms(bl.pct(lat, 95))} / {ms(top(lat))}"],
+         ["CPU, all watchers, whole life", f"{sum(m['cpu']):.2f} s ({ms(bl.median(m['cpu']))} each, median)"],
+         ["memory, all watchers: sum of PSS while waiting", f"{m['pss'] / 1024:.0f} MiB"],
+         ["memory, all watchers: sum of peak RSS", f"{sum(m['rss']) / 1024:.0f} MiB "
+          f"({top(m['rss']) / 1024:.1f} MiB the largest)"]]) + [
+        "", f"Every run posted exactly once with latency within the single-run targets: {pass_mark(bool(ok))}."]
+
+
+def _big_md(res, args) -> List[str]:
+    logs, rep, scan = res["logs"], res["reports"], res["procscan"]
+    log_rows = [[f"{r['size'] / MIB:,.0f} MiB", ms(r["first"]), ms(r["quiet"]), ms(r["grown"]), ms(r["snapshot"]),
+                 f"{ms(r['grep_cpu'])} CPU, {ms(r['grep_wall'])} wall"] for r in logs]
+    flat = logs[-1]["grown"] <= 3 * logs[0]["grown"] + 0.0002
+    c = rep["costs"]
+    e2e = rep["e2e"]
+    first_ok = e2e["seconds"] is not None and e2e["seconds"] <= 2 and e2e["posts"] == 1
+    return ["### 4. Big evidence", "", "**The log.** CPU per call, in-process (`LogTail.facts()`, and the whole "
+            "`EvidenceReader.snapshot()` with a live launcher from a pid file); the naive loop's `grep` beside it.",
+            ""] + table(["log size", "first read (last 16 MiB)", "poll, log quiet", "poll, one line appended",
+                         "whole snapshot", "naive: one grep of the log"], log_rows) + [
+        "", f"Poll cost flat from 1 MiB to 1 GiB: {pass_mark(flat)}.", "",
+        f"**{rep['count']:,} report files** (one folder, mochawesome JSON, one failure), run finished two minutes "
+        "before the watcher starts.", ""] + table(
+        ["measure", "value"],
+        [["first classification in-process (reader + decide)",
+          f"{ms(rep['first']['wall'])} wall, {ms(rep['first']['cpu'])} CPU -> {rep['first']['state']}, "
+          f"{rep['first']['tests']:,} tests, {rep['first']['failed']} failed"],
+         ["watcher started -> post on the receiver (target <= 2 s)",
+          f"{ms(e2e['seconds']) if e2e['seconds'] is not None else 'no post'}: {pass_mark(first_ok)}"],
+         ["report scan per later poll (cheap: folders, young files, 1/60 of the rest)", ms(c["cheap"])],
+         ["report scan per poll while finish evidence is new (every file stat-ed)", ms(c["thorough"])],
+         ["for comparison: a full walk stat-ing every file (what each poll cost before)", ms(c["full_walk"])],
+         ["decide() on a snapshot with all these reports (decision code, not the adapter)", ms(c["decide"])]]) + [
+        "", f"**/proc scan while no launcher is known**, {scan['processes']} processes present (in-process, "
+        "`ArgvScanner.find()`):", ""
+    ] + table(["measure", "value"], [
+        ["full scan: every argv read (the first poll, then every "
+         f"{procs.RESCAN_SECONDS:g} s; what every poll cost before)", ms(scan["full"])],
+        ["poll, no process created since the last one (/proc/loadavg unchanged)", ms(scan["quiet"])],
+        ["poll after a process was created (/proc listed, new argv read)", ms(scan["created"])],
+        ["per second at one poll a second, a process created every second", ms(scan["per_second"])]])
+
+
+def _naive_md(res, args) -> List[str]:
+    lat = res["latency"]["rows"]
+    ours = [r["ours"] for r in lat if r["ours"] is not None]
+    naive = [r["naive"] for r in lat if r["naive"] is not None]
+    q_ours, q_naive = res["idle"]["rows"][0], res["idle"]["rows"][-1]
+    big = {r["name"]: r for r in res["biglive"]["rows"]}
+    rows = [
+        ["latency median", ms(bl.median(ours)), ms(bl.median(naive)), ratio(bl.median(naive), bl.median(ours))],
+        ["latency p95", ms(bl.pct(ours, 95)), ms(bl.pct(naive, 95)), ratio(bl.pct(naive, 95), bl.pct(ours, 95))],
+        ["CPU, quiet run, small log", f"{q_ours['share']:.3f} %", f"{q_naive['share']:.3f} %",
+         ratio(q_naive["share"], q_ours["share"])],
+        [f"CPU, quiet run, {res['biglive_size'] / MIB / 1024:g} GiB log", f"{big['watcher']['share']:.3f} %",
+         f"{big['naive loop']['share']:.3f} %", ratio(big["naive loop"]["share"], big["watcher"]["share"])],
+    ]
+    return ["### 5. The naive alternative", "",
+            "`bench/naive_watch.sh`: `grep` the log every second, `curl` the webhook, on the same runs at the same "
+            "time as the watcher (latency: the runs of section 1; CPU: the window of section 2, and a "
+            f"{res['biglive']['seconds']:.0f} s window on a quiet run with a big log).", ""] + table(
+        ["", "watcher", "naive loop", "naive / watcher"], rows) + [
+        "", "The naive loop posts no counts, no failed titles, no VMs, nothing for a killed or hung run, "
+        "and twice if restarted; its CPU grows with the log because every look re-reads all of it."]
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f} x" if b > 0 else "-"
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=20, help="latency runs (default 20)")
+    p.add_argument("--watchers", type=int, default=100, help="concurrent watchers (default 100)")
+    p.add_argument("--idle-seconds", type=float, default=60.0)
+    p.add_argument("--warmup-seconds", type=float, default=evidence.YOUNG_SECONDS + 10)
+    p.add_argument("--reports", type=int, default=10000)
+    p.add_argument("--log-mib", type=int, default=1024, help="the big log, MiB (default 1024)")
+    p.add_argument("--processes", type=int, default=500, help="processes present for the /proc scan")
+    p.add_argument("--python", default=PY, help=f"interpreter for the watcher (default {PY}, as the unit)")
+    p.add_argument("--tmp", help="parent folder for the benchmark's files (default: $TMPDIR or /tmp)")
+    p.add_argument("--quick", action="store_true", help="small numbers, for trying the script out")
+    p.add_argument("--write", metavar="DOC", help="put the tables between the markers in this Markdown file")
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated steps (latency,idle,many,logs,reports,"
+                   "procscan,biglive): print their raw figures, write nothing")
+    args = p.parse_args(argv)
+    if args.only and args.write:
+        p.error("--only prints raw figures; --write needs every section")
+    if args.quick:
+        args.runs, args.watchers, args.idle_seconds, args.warmup_seconds = 4, 10, 5.0, 3.0
+        args.reports, args.log_mib = 1000, 64
+    return args
+
+
+def run_all(args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
+    res: Dict[str, Any] = {}
+    steps = [
+        ("latency", lambda rx: bench_latency(tmp, rx, args.runs, 0.3)),
+        ("idle", lambda rx: bench_idle(tmp, rx, args.idle_seconds, args.warmup_seconds, args.reports,
+                                       args.processes)),
+        ("many", lambda rx: bench_many(tmp, rx, args.watchers, 1.0)),
+        ("logs", lambda rx: bench_log_sizes(tmp, [MIB, args.log_mib * MIB], 500)),
+        ("reports", lambda rx: bench_reports(tmp, rx, args.reports, 100)),
+        ("procscan", lambda rx: bench_proc_scan(args.processes, 200)),
+        ("biglive", lambda rx: bench_big_live(tmp, rx, args.log_mib * MIB, min(20.0, args.idle_seconds))),
+    ]
+    for name, step in steps:
+        if args.only and name not in args.only.split(","):
+            continue
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        with bl.TimedReceiver() as rx:  # one receiver per section: posts never mix
+            res[name] = step(rx)
+    res["biglive_size"] = args.log_mib * MIB
+    return res
+
+
+def write_doc(path: Path, block: str) -> None:
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{block}{end}{tail}", encoding="utf-8")
+
+
+def main(argv: List[str]) -> int:
+    global PY
+    args = parse_args(argv)
+    PY = args.python
+    tmp = bl.temp_root(args.tmp)
+    bl.install(tmp, sorted({PY, sys.executable}))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
+    started = time.monotonic()
+    try:
+        res = run_all(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.only:
+        print(json.dumps(res, indent=1, default=str))
+        return 0
+    info = {**bl.machine(PY), "fs": bl.filesystem_of(tmp), "commit": bl.git_commit(),
+            "date": time.strftime("%Y-%m-%d"), "duration": f"took {(time.monotonic() - started) / 60:.1f} min",
+            "command": "python3 bench/bench_watchers.py " + " ".join(argv)}
+    block = render(res, args, info)
+    print(block)
+    if args.write:
+        write_doc(Path(args.write), block)
+        print(f"bench: wrote {args.write}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
