@@ -22,6 +22,7 @@ import os
 import random
 import re
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,10 +205,22 @@ class Trial:
         return [] if actual == expected else [f"status shows {actual}, expected {expected}"]
 
 
+class SlowReceiver(MattermostDouble):
+    """Takes a while before it creates a post and answers: the issue's slow loopback receiver."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(hook_id=HOOK_TOKEN)
+        self.delay = delay
+
+    def process(self, *args, **kwargs):
+        time.sleep(self.delay)
+        return super().process(*args, **kwargs)
+
+
 def _run_trial(root: Path, number: int, rng: random.Random) -> Optional[str]:
     categorized = rng.random() < 0.5
     crashes = [rng.choice(POINTS) for _ in range(rng.randint(1, 3))]
-    with MattermostDouble(hook_id=HOOK_TOKEN) as receiver:
+    with SlowReceiver(rng.uniform(0.02, 0.15)) as receiver:
         world = World(root, receiver, world_env(root, receiver.url))
         try:
             return Trial(number, world, categorized, crashes, rng).run()
