@@ -263,7 +263,7 @@ class ReportScanner:
                 self._forget_folder(folder)
                 continue
             known = self.folders.get(folder)
-            if known is None or known[:2] != (st.st_ino, st.st_mtime_ns) or known[2] - st.st_mtime < RACY_SECONDS:
+            if known is None or known[:2] != (st.st_ino, st.st_mtime_ns) or racy(known[2], st.st_mtime):
                 listed_at = time.time()
                 if self._list(folder):
                     self.folders[folder] = (st.st_ino, st.st_mtime_ns, listed_at)
@@ -334,17 +334,26 @@ class ReportScanner:
             self._drop(path)
             return
         seen = self.files.get(path)
-        if seen is None or not seen.same(st) or seen.parsed_at - st.st_mtime < RACY_SECONDS:
+        if seen is None or not seen.same(st) or racy(seen.parsed_at, st.st_mtime):
             parsed_at = time.time()
             report = Report(st.st_mtime, st.st_size, parse_file(path, st.st_size))
             if seen is None:
                 self.relisted = True
             self.files[path] = _Seen(st.st_ino, st.st_size, st.st_mtime_ns, parsed_at, report)
             self.changed = True
-        if st.st_mtime > (time.time() if now is None else now) - YOUNG_SECONDS:
+        now = time.time() if now is None else now
+        if now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS:  # far in the future: a skewed clock
             self.young.add(path)
         else:
             self.young.discard(path)
+
+
+def racy(seen_at: float, mtime: float) -> bool:
+    """Was this seen so close to its mtime that a change within the same timestamp tick could hide?
+
+    An mtime well in the future (a skewed clock) is not racy: any later write sets the mtime to now.
+    """
+    return abs(seen_at - mtime) < RACY_SECONDS
 
 
 def finish_time(log: Optional[LogFacts], status: Optional[OutcomeFile],

@@ -294,6 +294,26 @@ def test_a_same_size_rewrite_within_the_same_tick_is_parsed_again(tmp_path):
     assert failures(scanner.scan(now + 1)) == [1]
 
 
+def test_reports_dated_in_the_future_are_not_parsed_on_every_poll(tmp_path, monkeypatch):
+    folder = tmp_path / "skewed"
+    future = time.time() + 86400  # copied from a machine whose clock is a day ahead
+    for i in range(20):
+        write(folder / f"r{i:02d}.json", report_bytes(False), mtime=future)
+    os.utime(folder, (future, future))
+    scanner = ReportScanner(folder)
+    now = time.time()
+    scanner.scan(now)
+    parsed = []
+    real = evidence.parse_file
+    monkeypatch.setattr(evidence, "parse_file", lambda *a: parsed.append(a[0]) or real(*a))
+    calls = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(evidence.os, "scandir", lambda *a: calls.append(a[0]) or real_scandir(*a))
+    for step in range(1, 4):
+        scanner.scan(now + step)
+    assert parsed == [] and calls == []
+
+
 def test_symlinks_are_not_followed(root, tmp_path):
     outside = write(tmp_path / "elsewhere" / "x.json", report_bytes(True))
     (root / "link.json").symlink_to(outside)
