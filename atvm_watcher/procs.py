@@ -30,6 +30,7 @@ RECHECK_NEW_SECONDS = 2.0
 RESCAN_SECONDS = 30.0
 LONG_AGO = float("-inf")
 
+
 @dataclass(frozen=True)
 class Liveness:
     alive: bool
