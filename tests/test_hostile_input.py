@@ -429,21 +429,25 @@ def test_unreadable_delivery_record_is_uncertain_not_resent(world):
     assert code == 5 and world.receiver.posts == [], err
 
 
-@pytest.mark.xfail(strict=True, reason="evidence.read_outcome (and procs.read_pid_file) open a FIFO at the "
-                   "outcome/pid path for reading: the watcher blocks forever and ignores SIGTERM")
-def test_a_fifo_where_the_exit_file_belongs_does_not_hang_the_watcher(world):
+@pytest.mark.parametrize("where", ["{b}.exit", "{b}.status", "{b}.pid", "{b}.log", "../reports/{b}/fifo.json"])
+def test_a_fifo_where_a_file_belongs_never_blocks_the_watcher(world, where):
+    """Opening a FIFO for reading blocks until a writer comes (SIGTERM does not end that wait)."""
     finished(world, "fifo")
-    exit_file = world.log_dir / "fifo.exit"
-    exit_file.unlink()
-    os.mkfifo(exit_file)
+    path = world.log_dir / where.format(b="fifo")
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    if where.endswith(".log"):  # the banner must come from somewhere: a second, readable log of the run
+        (world.log_dir / "fifo.exit").write_text("0\n")
     proc = world.start_watcher("--build-name", "fifo")
     try:
-        code, _, err = finish(proc, timeout=3)
+        code, _, err = finish(proc, timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert code == 0, err
+    assert read_json(world.build_dir("fifo") / "state.json")["state"] == "COMPLETED"  # from what can be read
+    assert len(world.receiver.posts) == 1
 
 
 # --- property tests over the decision ----------------------------------------------------------------
