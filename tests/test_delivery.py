@@ -260,3 +260,20 @@ def test_the_test_hook_is_inert_unless_both_variables_are_set(tmp_path, monkeypa
     delivery.pause_for_test("before-intent", run)  # another point: returns at once
     assert not (tmp_path / "flag").exists()
     assert set(delivery.PAUSE_POINTS) == {"before-intent", "intent-written", "response-received", "marker-written"}
+
+
+def test_every_test_named_in_reliability_md_exists():
+    """RELIABILITY.md is only worth something while each row names a test that runs."""
+    import re
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    named = set(re.findall(r"`(tests/test_\w+\.py::\w+(?:\[[^\]`]+\])?)`", (repo / "RELIABILITY.md").read_text()))
+    modules = sorted({n.split("::")[0] for n in named})
+    listing = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              *modules], cwd=repo, capture_output=True, text=True, timeout=120).stdout
+    collected = set(listing.split())
+    functions = {c.split("[")[0] for c in collected}
+    missing = [n for n in sorted(named) if n not in (collected if "[" in n else functions)]
+    assert len(named) > 80 and missing == []
