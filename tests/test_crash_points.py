@@ -173,7 +173,8 @@ class Trial:
 
     def check(self, code: int, err: str) -> Optional[str]:
         # Exit 5 is reported once, by the first watcher to find the interrupted attempt (see
-        # test_uncertainty_found_by_a_killed_restart_still_sets_the_final_exit_code).
+        # test_uncertainty_found_by_a_killed_restart_still_sets_the_final_exit_code). Once watcher.py
+        # reports every uncertain scope when it finishes, this becomes: 5 if any scope is uncertain.
         expected_code = 5 if not self.surfaced else 0
         total = sum(self.posts.values())
         self.world.receiver.wait_for_posts(total, timeout=10)
