@@ -112,6 +112,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_check()
     settings = load()
     log.setup(settings.webhook)
+    unsafe = unsafe_env_file(settings.env_file)
+    if unsafe and args.command != "watch":
+        print(f"warning: {unsafe}; its settings were not read", file=sys.stderr)
     from . import ops
     from .watcher import run_watch
 
@@ -134,6 +137,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names from disk may not be valid UTF-8
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = parser().parse_args(argv)
     try:
         if getattr(args, "build_name", None) is not None:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable, List, Optional, Tuple
 
-from .evidence import OutcomeFile, Report, ScopeEvidence, Snapshot
+from .evidence import OutcomeFile, Report, ReportSet, ScopeEvidence, Snapshot
 
 STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
 STALE_TOLERANCE = 1.0  # seconds: mtimes and process start times are not perfectly comparable
@@ -66,7 +66,7 @@ class Decision:
 
 
 def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
-    start, how = run_start(snap)
+    start, how = run_start(snap, limits)
     parent, ignored = fresh(snap.parent, start)
     groups = [fresh(g, start) for g in snap.groups]
     if not snap.categorized:
@@ -82,15 +82,41 @@ def _own_files(scope: ScopeEvidence) -> List[float]:
     return [f.mtime for f in (scope.log, scope.status, scope.exit) if f is not None and f.mtime > 0]
 
 
-def run_start(snap: Snapshot) -> Tuple[float, str]:
+def run_start(snap: Snapshot, limits: Limits) -> Tuple[float, str]:
     if snap.launcher.started_at is not None:
         return snap.launcher.started_at, "the launcher process's start time"
+    if snap.recorded_run_start is not None:
+        return snap.recorded_run_start, "the run start an earlier watcher of this run recorded"
     if not snap.files_existed_at_start:
         return snap.watcher_started_at, "the watcher's start (no log or outcome file existed yet)"
-    mtimes = _own_files(snap.parent) + [m for g in snap.groups for m in _own_files(g)]
-    if mtimes:
-        return min(mtimes), "the earliest of the run's own files (no launcher seen)"
+    start = earliest_of_chain(snap, limits.hung_after)
+    if start is not None:
+        return start, "the earliest of the run's own files (no launcher seen)"
     return snap.watcher_started_at, "the watcher's start"
+
+
+def earliest_of_chain(snap: Snapshot, max_gap: float) -> Optional[float]:
+    """The run's earliest file, going back from its newest while no gap exceeds HUNG_AFTER.
+
+    An mtime is a file's last write, so a log's mtime is near the run's end: the run's reports are
+    older than it. A run never stays silent longer than HUNG_AFTER (it would be HUNG), so a longer
+    gap separates this run's files from those an earlier run of the same build left behind.
+    """
+    own = [m for s in (snap.parent, *snap.groups) for m in _own_files(s)]
+    if not own:
+        return None
+    times = sorted(own + [m for s in (snap.parent, *snap.groups) for m in _report_mtimes(s.reports)])
+    start = times[-1]
+    for t in reversed(times[:-1]):
+        if start - t > max_gap:
+            break
+        start = t
+    return start
+
+
+def _report_mtimes(reports) -> Tuple[float, ...]:
+    compute = lambda: tuple(r.mtime for r in reports)  # noqa: E731
+    return reports.memo("mtimes", compute) if isinstance(reports, ReportSet) else compute()
 
 
 def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str, ...]]:
@@ -107,8 +133,21 @@ def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str,
     log = keep(scope.log, scope.log.path, scope.log.mtime) if scope.log else None
     status = keep(scope.status, scope.status.path, scope.status.mtime) if scope.status else None
     exit_ = keep(scope.exit, scope.exit.path, scope.exit.mtime) if scope.exit else None
-    reports = tuple(r for r in scope.reports if keep(r, r.result.path, r.mtime) is not None)
-    return replace(scope, log=log, status=status, exit=exit_, reports=reports), tuple(ignored)
+    reports, dropped = _memo(scope.reports, ("fresh", limit), lambda: _fresh_reports(scope.reports, limit))
+    return replace(scope, log=log, status=status, exit=exit_, reports=reports), tuple(ignored) + dropped
+
+
+def _memo(reports, key, compute):
+    """Reuse what was derived from this very set of reports on an earlier poll (see ReportSet)."""
+    return reports.memo(key, compute) if isinstance(reports, ReportSet) else compute()
+
+
+def _fresh_reports(reports, limit: float):
+    if all(r.mtime >= limit for r in reports):
+        return reports, ()  # the same object: what is derived from it stays memoised
+    kept = ReportSet(r for r in reports if r.mtime >= limit)
+    return kept, tuple(f"{r.result.path}: older than this run's start (earlier run of the same build)"
+                       for r in reports if r.mtime < limit)
 
 
 # --- one scope: a plain run or one sub-run ---------------------------------------------------
@@ -119,29 +158,34 @@ def tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Repo
 
     A failure seen only by the other reporter still counts, so that no failure is ever lost.
     """
-    by_kind = {"mochawesome": (Counts(), []), "junit": (Counts(), [])}
+    return _memo(reports, "tally", lambda: _tally(reports))
+
+
+def _tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Report]]:
+    sums = {"mochawesome": [0, 0, 0, 0, 0], "junit": [0, 0, 0, 0, 0]}  # tests passed failed pending skipped
+    titles: dict = {"mochawesome": [], "junit": []}
     unreadable = []
     for r in reports:
         res = r.result
-        if res.status == "ok" and res.kind in by_kind:
-            counts, titles = by_kind[res.kind]
-            by_kind[res.kind] = (counts + Counts(res.tests, res.passed, res.failed, res.pending, res.skipped),
-                                 titles + list(res.failed_titles))
+        if res.status == "ok" and res.kind in sums:
+            for i, n in enumerate((res.tests, res.passed, res.failed, res.pending, res.skipped)):
+                sums[res.kind][i] += n
+            titles[res.kind].extend(res.failed_titles)
         elif res.status in ("incomplete", "invalid"):
             unreadable.append(r)
-    main, other = by_kind["mochawesome"], by_kind["junit"]
-    if main[0].tests == 0 and main[0].failed == 0:
+    main, other = "mochawesome", "junit"
+    if sums[main][0] == 0 and sums[main][2] == 0:
         main, other = other, main
-    counts, titles = main
-    if counts.failed == 0 and other[0].failed > 0:
-        counts, titles = replace(counts, failed=other[0].failed), other[1]
-    return counts, tuple(titles), unreadable
+    counts, chosen = Counts(*sums[main]), titles[main]
+    if counts.failed == 0 and sums[other][2] > 0:
+        counts, chosen = replace(counts, failed=sums[other][2]), titles[other]
+    return counts, tuple(chosen), unreadable
 
 
 def last_progress(scopes: Iterable[ScopeEvidence], start: float) -> float:
     times = [start]
     for s in scopes:
-        times += _own_files(s) + [r.mtime for r in s.reports]
+        times += _own_files(s) + [max(_report_mtimes(s.reports), default=start)]
     return max(times)
 
 

@@ -22,7 +22,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
@@ -70,6 +70,24 @@ class Report:
     result: ReportResult
 
 
+class ReportSet(tuple):
+    """The reports of one scope, in path order.
+
+    The scanner hands back the very same object while no report changed, so what the decision
+    derives from thousands of reports (totals, the newest mtime, ...) is computed once and memoised
+    on the object instead of on every poll.
+    """
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        cache = self.__dict__
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+
+NO_REPORTS = ReportSet()
+
+
 @dataclass(frozen=True)
 class ScopeEvidence:
     """What one run, or one sub-run of a categorized run, left on disk."""
@@ -92,6 +110,7 @@ class Snapshot:
     launcher: Liveness
     parent: ScopeEvidence
     groups: Tuple[ScopeEvidence, ...] = field(default_factory=tuple)
+    recorded_run_start: Optional[float] = None  # what an earlier watcher of this run decided (state.json)
 
 
 class LogTail:
@@ -234,11 +253,11 @@ class ReportScanner:
         self.cursor = 0
         self.budget = 0.0
         self.last_scan: Optional[float] = None
-        self.reports: Tuple[Report, ...] = ()
+        self.reports: ReportSet = NO_REPORTS
         self.changed = self.relisted = False
         self.checked: Set[str] = set()  # paths stat-ed during the current scan
 
-    def scan(self, now: Optional[float] = None, thorough: bool = False) -> Tuple[Report, ...]:
+    def scan(self, now: Optional[float] = None, thorough: bool = False) -> ReportSet:
         now = time.time() if now is None else now
         self.checked = set()
         self._visit_folders()
@@ -248,7 +267,7 @@ class ReportScanner:
         if self.relisted:
             self.order = sorted(self.files)
         if self.changed or self.relisted:
-            self.reports = tuple(self.files[p].report for p in self.order)
+            self.reports = ReportSet(self.files[p].report for p in self.order)
         self.changed = self.relisted = False
         self.last_scan = now
         return self.reports
@@ -376,7 +395,7 @@ class Scope:
 
     def evidence(self, now: float, read_reports: bool = True) -> ScopeEvidence:
         log, status, exit_ = self.tail.facts(), read_outcome(self.status_path), read_outcome(self.exit_path)
-        reports: Tuple[Report, ...] = ()
+        reports = NO_REPORTS
         if read_reports:
             finished = finish_time(log, status, exit_)
             reports = self.scanner.scan(now, thorough=finished is not None and now - finished < THOROUGH_SECONDS)
@@ -390,8 +409,10 @@ class EvidenceReader:
     """Stateful reader for one build; ``snapshot()`` is called once per poll."""
 
     def __init__(self, build: str, log_dir: Path, report_dir: Path, categorized: bool,
-                 watcher_started_at: float, known_groups: Tuple[str, ...] = ()):
+                 watcher_started_at: float, known_groups: Tuple[str, ...] = (),
+                 recorded_run_start: Optional[float] = None):
         self.build, self.log_dir, self.report_dir = build, log_dir, report_dir
+        self.recorded_run_start = recorded_run_start
         self.categorized = categorized
         self.watcher_started_at = watcher_started_at
         self.parent = Scope(None, log_dir / f"{build}.log", report_dir / build,
@@ -445,6 +466,7 @@ class EvidenceReader:
             launcher=self.launcher.check(now),
             parent=self.parent.evidence(now, read_reports=not self.categorized),
             groups=tuple(s.evidence(now) for s in self.groups.values()),
+            recorded_run_start=self.recorded_run_start,
         )
 
     @property

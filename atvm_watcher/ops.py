@@ -14,7 +14,7 @@ from .evidence import EvidenceReader, ScopeEvidence, Snapshot
 from .request import Request
 from .settings import Settings
 from .statedir import TERMINAL_STATES, BuildDir, RunDir, read_json, utc_now_iso, write_json_atomic
-from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, delivery_status, limits_of
+from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, delivery_status, limits_of, recorded_run_start
 
 ARCHIVE = ".archive"
 
@@ -193,7 +193,8 @@ def inspect(settings: Settings, build: str, categorize: bool, as_json: bool) -> 
     req_data, _ = read_json(bd.request_file)
     categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
     groups = tuple((recorded or {}).get("groups") or ())
-    reader = EvidenceReader(build, settings.log_dir, settings.report_dir, categorized, time.time(), groups)
+    reader = EvidenceReader(build, settings.log_dir, settings.report_dir, categorized, time.time(), groups,
+                            recorded_run_start(recorded))
     info = explain(reader.snapshot(), settings, recorded)
     info["state_problem"] = problem
     info["cancelled"] = bd.is_cancelled()

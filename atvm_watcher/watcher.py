@@ -82,6 +82,11 @@ def recorded_groups(parent: Optional[Dict[str, Any]]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(g for g in groups if isinstance(g, str) and check_group_name(g)))
 
 
+def recorded_run_start(parent: Optional[Dict[str, Any]]) -> Optional[float]:
+    value = (parent or {}).get("run_start")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class Watcher:
     def __init__(self, settings: Settings, request: Request, dry_run: bool = False,
                  at_least_once: bool = False, clock: Callable[[], float] = time.time,
@@ -133,13 +138,15 @@ class Watcher:
         if self.build.is_cancelled():
             return self._cancelled(groups)
         self._write(self.build, {**self._parent_base(), "state": "WAITING", "rule": "watcher-started",
-                                 "reason": "the watcher started", "groups": list(groups)})
+                                 "reason": "the watcher started", "groups": list(groups),
+                                 "run_start": recorded_run_start(parent)})
         self.log.info("watching (categorized=%s, poll %gs)", self.req.categorize, self.s.poll_seconds)
-        return self._loop(self._reader(groups))
+        self._retry_pending()  # sub-runs a stopped watcher decided but did not post
+        return self._loop(self._reader(groups, recorded_run_start(parent)))
 
-    def _reader(self, groups: Tuple[str, ...]) -> EvidenceReader:
+    def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
         return EvidenceReader(self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize,
-                              self.clock(), groups)
+                              self.clock(), groups, run_start)
 
     def _parent_base(self) -> Dict[str, Any]:
         return {"build_name": self.req.build_name, "categorized": self.req.categorize,
@@ -327,7 +334,7 @@ class Watcher:
                  error_id)
         self.build.append_event({"subrun": key or None, "delivery": result.outcome, "detail": result.detail,
                                  "error_id": result.error_id})
-        if result.outcome == "not-sent":
+        if result.outcome == "not-sent" and result.attempts == 0:  # exhausted attempts: exit 75 retries
             self.pending.append((key, run))
         self._record_delivery(key, run, result.outcome)
 
@@ -361,6 +368,9 @@ class Watcher:
                 self._write(self.build, record)
             except StateError as exc:
                 self.log.error("cannot record the final state: %s", exc)
+        for key, record in self.done.items():  # also what an earlier, killed watcher found uncertain
+            if key not in self.outcomes and record.get("state") in POSTED_STATES:
+                self.outcomes[key] = delivery_status(self.build.subrun(key) if key else self.build)
         code = self._exit_code()
         self.log.info("finished: %s; exit %d", decision.run.state, code)
         return code

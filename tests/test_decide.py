@@ -178,7 +178,26 @@ def test_run_start_falls_back_to_earliest_own_file_of_a_finished_build():
              existed=True)
     d = decide(s, LIMITS)
     assert d.run.state == "COMPLETED" and "earliest" in d.run_start_rule
-    assert d.run.run_start == T0 - 600
+    assert d.run.run_start == T0 - 650  # the report written before the log's last write belongs to the run
+    assert len(d.run.ignored) == 1  # the report 2 h older than the rest: more than HUNG_AFTER apart
+
+
+def test_late_watcher_counts_every_report_of_a_long_finished_run():
+    # 30 reports over 2 hours, the log last written 121 s ago: none of them is an earlier run's.
+    reports = [fixture_report("fail" if i == 7 else "pass", mtime=T0 - 7300 + i * 240) for i in range(30)]
+    s = snap(T0, scope(log_=log(mtime=T0 - 121, banner=True, summary="failed", failed=1, total=30),
+                       exit_=outcome("1", mtime=T0 - 120), reports=reports), existed=True)
+    d = decide(s, LIMITS)
+    assert d.run.state == "FAILED" and d.run.ignored == ()
+    assert d.run.counts.tests == 30 * 2 + 0 and d.run.counts.failed == 1 and d.run.failed_titles
+
+
+def test_a_restarted_watcher_keeps_the_recorded_run_start():
+    old = fixture_report("fail", mtime=T0 - 50)
+    s = replace(snap(T0 + 10, scope(log_=FINISHED, reports=[old, fixture_report("pass")]), existed=True),
+                recorded_run_start=T0)
+    d = decide(s, LIMITS)
+    assert d.run.state == "COMPLETED" and d.run.run_start == T0 and "earlier watcher" in d.run_start_rule
 
 
 def test_old_exit_file_does_not_finish_a_new_run():

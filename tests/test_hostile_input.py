@@ -199,8 +199,6 @@ def test_non_utf8_report_name_and_lone_surrogate_title(world):
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="ops.inspect prints json.dumps(ensure_ascii=False): a non-UTF-8 report "
-                   "file name crashes inspect when stdout is strict UTF-8 (any non-C locale)")
 def test_inspect_survives_a_non_utf8_report_name(world):
     finished(world, "inspect-surrogate")
     write_bytes_name(world.report_dir / "inspect-surrogate", b"bad-\xff.json", b"not json")

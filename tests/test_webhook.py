@@ -384,8 +384,6 @@ def test_a_server_echoing_the_url_never_gets_it_recorded(world):
     assert "<webhook>" in record  # the echoed path is shown redacted; no_token_left checks every file
 
 
-@pytest.mark.xfail(strict=True, reason="watcher._finish retries a delivery that just exhausted its attempts: "
-                   "ATVM_POST_ATTEMPTS=3 makes 6 attempts (10 with the default 5) before exit 75")
 def test_post_attempts_bounds_the_attempts_of_one_watcher_run(world):
     finished(world, "attempts")
     url = f"http://127.0.0.1:{closed_port()}/hooks/{HOOK_TOKEN}"
