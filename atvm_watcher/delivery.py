@@ -8,7 +8,6 @@ Retry-After. ``posted.marker`` is written only after HTTP 200 with body ``ok``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -59,6 +58,8 @@ def pause_for_test(point: str, run: RunDir) -> None:
 
 
 def digest(payload: Dict[str, Any]) -> str:
+    import hashlib  # only when a post is due: it is a large import for a waiting watcher
+
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -149,16 +150,3 @@ class Deliverer:
         except StateError:
             # posted.marker (or its absence) stays the truth; a lost delivery.json only loses detail.
             pass
-
-
-def sleeper(stop_requested: Callable[[], bool]) -> Callable[[float], bool]:
-    def sleep(seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while not stop_requested():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            time.sleep(min(left, 0.2))
-        return False
-
-    return sleep

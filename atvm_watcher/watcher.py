@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import time
 from dataclasses import asdict
@@ -18,12 +17,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import inventory, log
 from .buildname import check_group_name
 from .decide import Decision, Limits, Verdict, decide
-from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result, sleeper
+from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result
 from .evidence import EvidenceReader
 from .message import Context, render
 from .request import Request
 from .settings import Settings
 from .statedir import POSTED_STATES, TERMINAL_STATES, BuildDir, Locked, RunDir, StateError, read_json
+from .stop import StopRequest
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 EXIT_REJECTED, EXIT_UNCERTAIN, EXIT_LOCKED, EXIT_FINISHED, EXIT_RETRY = 4, 5, 6, 7, 75
@@ -96,7 +96,7 @@ class Watcher:
         self.clock, self.out = clock, out
         self.build = BuildDir.of(settings.state_root, request.build_name)
         self.log = log.get(request.build_name)
-        self.stop = False
+        self.stop = StopRequest()
         self.outcomes: Dict[str, str] = {}  # scope key -> delivery outcome, for the exit code
         self.done: Dict[str, Dict[str, Any]] = {}  # scope key -> terminal record
         self.logged: Dict[str, Tuple[str, str]] = {}  # scope key -> (state, rule) last logged
@@ -105,11 +105,12 @@ class Watcher:
         self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
                                    settings.post_attempts, settings.post_backoff_seconds,
                                    settings.post_max_wait_seconds, self.at_least_once,
-                                   sleeper(lambda: self.stop))
+                                   self.stop.sleep)
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> int:
+        self._install_signals()
         if self.dry_run:  # no lock, no writes: a dry run never changes what the real watcher will do
             return self._loop(self._reader(()))
         try:
@@ -118,17 +119,12 @@ class Watcher:
             self.log.error("another watcher (%s) is already watching this build; not starting a second", exc.holder)
             return EXIT_LOCKED
         try:
-            self._install_signals()
             return self._run_locked()
         finally:
             os.close(lock)
 
     def _install_signals(self) -> None:
-        def handler(_signum, _frame):
-            self.stop = True
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, handler)
+        self.stop.install()
 
     def _run_locked(self) -> int:
         parent = self._load_parent()
@@ -230,7 +226,6 @@ class Watcher:
 
     def _loop(self, reader: EvidenceReader) -> int:
         limits = limits_of(self.s)
-        pause = sleeper(lambda: self.stop)
         while True:
             if not self.dry_run and self.build.is_cancelled():
                 return self._cancelled(reader.group_order)
@@ -238,7 +233,7 @@ class Watcher:
             self._handle(decision, reader.group_order)
             if decision.run.terminal:
                 return self._finish(decision, reader.group_order)
-            if not pause(self.s.poll_seconds):
+            if not self.stop.sleep(self.s.poll_seconds):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return EXIT_OK
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 from conftest import HOOK_TOKEN
@@ -291,3 +292,16 @@ def test_inspect_and_status_write_nothing(world):
     world.cli("inspect", "--build-name", "e2e-readonly", "--json", "--categorize", check=True)
     world.cli("status", "--build-name", "e2e-readonly", check=True)
     assert list(world.state_root.iterdir()) == []
+
+
+def test_sigterm_stops_a_waiting_watcher_promptly_without_a_post(world):
+    """systemctl stop: the watcher wakes from its poll sleep at once and exits 0; nothing is posted."""
+    build = "e2e-sigterm"
+    world.launch(build, "--hang")
+    watcher = world.start_watcher("--build-name", build, env={"ATVM_POLL_SECONDS": "30"})
+    world.wait_for_state(build)
+    watcher.send_signal(signal.SIGTERM)
+    code, _, err = finish(watcher, timeout=5)  # far less than one 30 s poll interval
+    assert code == 0 and "stop requested" in err
+    assert world.receiver.requests == []
+    assert state_of(world, build)["state"] in ("WAITING", "RUNNING")
