@@ -8,6 +8,7 @@ Retry-After. ``posted.marker`` is written only after HTTP 200 with body ``ok``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -58,8 +59,6 @@ def pause_for_test(point: str, run: RunDir) -> None:
 
 
 def digest(payload: Dict[str, Any]) -> str:
-    import hashlib  # only when a post is due: it is a large import for a waiting watcher
-
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
