@@ -13,7 +13,8 @@ from typing import Iterable, List, Optional, Tuple
 
 from .evidence import OutcomeFile, Report, ReportSet, ScopeEvidence, Snapshot
 
-STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
+STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")  # the terminal states
+POSTED_STATES = ("COMPLETED", "FAILED")  # the only ones ever posted
 STALE_TOLERANCE = 1.0  # seconds: mtimes and process start times are not perfectly comparable
 EXIT_RE = re.compile(r"[+-]?\d{1,6}")
 
@@ -266,7 +267,7 @@ def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_aliv
         return decide_finished(scope, finish, now, limits)
     if verdict is None:
         return None
-    if verdict.state in ("COMPLETED", "FAILED"):  # the launcher's own word: counts for the message
+    if verdict.state in POSTED_STATES:  # the launcher's own word: counts for the message
         counts, titles, _ = tally(scope.reports)
         verdict = replace(verdict, counts=counts, failed_titles=titles)
     return replace(verdict, group=scope.group)
@@ -351,7 +352,7 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
         if v is None or not v.terminal:
             counts, titles, _ = tally(g.reports)
             if verdict.terminal:
-                inherited = "TERMINATED" if verdict.state in ("COMPLETED", "FAILED") else verdict.state
+                inherited = "TERMINATED" if verdict.state in POSTED_STATES else verdict.state
                 v = Verdict(inherited, f"parent-{verdict.state.lower()}",
                             f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
                             group=g.group, counts=counts, failed_titles=titles)
@@ -361,7 +362,7 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
         # Sub-runs run one after another: one starts when the one before it finished.
         previous_end = final_groups[-1].finished_at if final_groups else None
         final_groups.append(replace(v, run_start=max(start, previous_end or start)))
-    if verdict.terminal and verdict.state in ("COMPLETED", "FAILED") and final_groups:
+    if verdict.terminal and verdict.state in POSTED_STATES and final_groups:
         verdict = replace(verdict, state=aggregate(final_groups + ([verdict] if verdict.rule != "groups-done" else [])))
     total = Counts()
     for v in final_groups:

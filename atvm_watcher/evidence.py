@@ -41,7 +41,6 @@ THOROUGH_SECONDS = 60.0
 BANNER = "(Run Finished)"
 PASSED_RE = re.compile(r"All specs passed!")
 FAILED_RE = re.compile(r"(\d+) of (\d+) failed")
-STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,6 @@ class ScopeEvidence:
     reports: Tuple[Report, ...]
     status: Optional[OutcomeFile]
     exit: Optional[OutcomeFile]
-    notes: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
 from .buildname import BUILD_NAME_RE
-from .decide import decide
+from .decide import POSTED_STATES, decide
+from .decide import STATES as TERMINAL_STATES
 from .evidence import EvidenceReader, ScopeEvidence, Snapshot
 from .request import Request
 from .settings import Settings
-from .statedir import TERMINAL_STATES, BuildDir, RunDir, read_json, utc_now_iso, write_json_atomic
+from .statedir import BuildDir, RunDir, read_json, utc_now_iso, write_json_atomic
 from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, delivery_status, limits_of, recorded_run_start
 
 ARCHIVE = ".archive"
@@ -84,7 +85,7 @@ def _delivery(run: RunDir, record: Optional[Dict[str, Any]]) -> str:
     if status == "uncertain":
         return "DELIVERY-UNCERTAIN"
     if status == "none":
-        return "not-posted" if (record or {}).get("state") in ("COMPLETED", "FAILED") else "-"
+        return "not-posted" if (record or {}).get("state") in POSTED_STATES else "-"
     return status
 
 

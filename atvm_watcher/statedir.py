@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
-POSTED_STATES = ("COMPLETED", "FAILED")
 STATE_LOCK_WAIT_SECONDS = 120.0  # longer than one webhook attempt, which runs under the lock
 
 

@@ -16,13 +16,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import inventory, log
 from .buildname import check_group_name
-from .decide import Decision, Limits, Verdict, decide
+from .decide import POSTED_STATES, Decision, Limits, Verdict, decide
+from .decide import STATES as TERMINAL_STATES
 from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result
 from .evidence import EvidenceReader
 from .message import Context, render
 from .request import Request
 from .settings import Settings
-from .statedir import POSTED_STATES, TERMINAL_STATES, BuildDir, Locked, RunDir, StateError, read_json
+from .statedir import BuildDir, Locked, RunDir, StateError, read_json
 from .stop import StopRequest
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
