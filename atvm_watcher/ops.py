@@ -177,7 +177,9 @@ def explain(snap: Snapshot, settings: Settings, recorded: Optional[Dict[str, Any
         "recorded_state": (recorded or {}).get("state"),
         "decision": {"state": d.run.state, "rule": d.run.rule, "reason": d.run.reason,
                      "counts": asdict(d.run.counts), "failed_titles": list(d.run.failed_titles[:20])},
-        "run_start": {"at": utc_now_iso(d.run.run_start) if d.run.run_start else None, "from": d.run_start_rule},
+        # inspect has no watcher: its "watcher's start" is now
+        "run_start": {"at": utc_now_iso(d.run.run_start) if d.run.run_start else None,
+                      "from": d.run_start_rule.replace("the watcher's start", "now, as inspect runs")},
         "launcher": {"alive": launcher.alive, "pid": launcher.pid, "found_by": launcher.source, "note": launcher.note},
         "evidence": _scope_lines(snap.parent),
         "ignored": list(d.run.ignored),
