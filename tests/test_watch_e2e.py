@@ -121,7 +121,7 @@ def test_status_file_is_authoritative(world):
 
 def test_cancel_while_running_never_posts(world):
     build = "e2e-cancel-me"
-    world.launch(build, "--outcome", "pass", "--step-seconds", "0.4")
+    world.launch(build, "--outcome", "pass", "--step-seconds", "2")  # the cancel lands long before the end
     watcher = world.start_watcher("--build-name", build)
     world.wait_for_state(build)
     out = world.cli("cancel", "--build-name", build, check=True).stdout
@@ -203,7 +203,7 @@ def test_missing_webhook_is_a_configuration_error(world):
 
 def test_second_watcher_on_same_build_exits_6(world):
     build = "e2e-two"
-    world.launch(build, "--outcome", "pass", "--step-seconds", "0.3")
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.6")  # the first still runs when the second starts
     first = world.start_watcher("--build-name", build)
     world.wait_for_state(build)
     code, _, err = finish(world.start_watcher("--build-name", build))

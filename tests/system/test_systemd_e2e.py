@@ -262,7 +262,8 @@ def test_cancelled_run_posts_nothing(box, receiver):
     assert again.returncode == 6 and "already" in again.stdout, again.stdout + again.stderr
 
     cancelled = box.run(CANCEL, "--build-name", build)
-    assert "Stopped" in cancelled.stdout, cancelled.stdout
+    # The marker comes first; the watcher may see it and exit by itself before the helper stops it.
+    assert "Stopped" in cancelled.stdout or "not running" in cancelled.stdout, cancelled.stdout
     props = wait_unit_done(box, unit)
     assert props["ActiveState"] == "inactive", props  # stopped on purpose: not "failed"
     box.run("systemctl", "stop", sim_unit, check=False)
@@ -277,7 +278,8 @@ def test_install_md_smoke_test(box, receiver):
     assert start_watcher(box, fake).returncode == 0
     wait_until("the fake build's watcher", lambda: state_of(box, fake).get("state"))
     assert journal_of(box, fake).strip()
-    assert "Stopped" in box.run(CANCEL, "--build-name", fake).stdout
+    out = box.run(CANCEL, "--build-name", fake).stdout
+    assert "cancelled build" in out and ("Stopped" in out or "not running" in out), out
     assert "CANCELLED" in box.run("python3", WATCHER, "status", "--build-name", fake).stdout
     assert wait_unit_done(box, unit_of(box, fake))["ActiveState"] == "inactive"
 
