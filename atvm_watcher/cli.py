@@ -89,18 +89,6 @@ def _request(args: argparse.Namespace, settings) -> Request:
     return base.merged(overrides)
 
 
-def unsafe_env_file(path) -> Optional[str]:
-    """The env file holds the webhook secret: one readable by group or others is refused."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if mode & 0o077:
-        return (f"env file {path} has mode {mode & 0o7777:04o}; it holds the webhook secret and must not be "
-                f"readable by group or others: run 'chmod 600 {path}' (the watcher refuses to run until then)")
-    return None
-
-
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
@@ -112,16 +100,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_check()
     settings = load()
     log.setup(settings.webhook)
-    unsafe = unsafe_env_file(settings.env_file)
-    if unsafe and args.command != "watch":
-        print(f"warning: {unsafe}; its settings were not read", file=sys.stderr)
+    if settings.env_file_unsafe and args.command != "watch":
+        print(f"warning: {settings.env_file_problem}; its settings were not read", file=sys.stderr)
     from . import ops
     from .watcher import run_watch
 
     if args.command == "watch":
-        unsafe = unsafe_env_file(settings.env_file)
-        if unsafe:  # under systemd the values arrive via EnvironmentFile= anyway: refuse all the same
-            raise ConfigError(unsafe)
+        if settings.env_file_unsafe:  # under systemd the values arrive via EnvironmentFile=: refuse all the same
+            raise ConfigError(f"{settings.env_file_problem} (the watcher refuses to run until then)")
         if not settings.webhook and not args.dry_run:
             raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
                               f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "

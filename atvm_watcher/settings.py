@@ -32,6 +32,7 @@ class Settings:
     channel: str
     env_file: Path
     env_file_problem: Optional[str]  # why the env file was not read (missing, unsafe mode, ...)
+    env_file_unsafe: bool  # it exists but group or others can read it: refused
     state_root: Path
     automation_root: Path
     report_dir: Path
@@ -81,24 +82,30 @@ def read_env_file(path: Path) -> Tuple[Dict[str, str], Optional[str]]:
     Refusing is the safer choice for a file holding a webhook secret: a root-owned daemon should
     not fix permissions behind the operator's back; the installer and ``check`` say how to fix it.
     """
+    values, problem, _ = _read_env_file(path)
+    return values, problem
+
+
+def _read_env_file(path: Path) -> Tuple[Dict[str, str], Optional[str], bool]:
+    """(values, problem, unsafe): unsafe when the file exists but group or others can read it."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return {}, f"env file {path} does not exist"
+        return {}, f"env file {path} does not exist", False
     except OSError as exc:
-        return {}, f"env file {path} cannot be read: {exc.strerror}"
+        return {}, f"env file {path} cannot be read: {exc.strerror}", False
     if not stat.S_ISREG(st.st_mode):
-        return {}, f"env file {path} is not a regular file"
+        return {}, f"env file {path} is not a regular file", False
     if st.st_mode & 0o077:
         return {}, (
             f"env file {path} has mode {stat.S_IMODE(st.st_mode):04o}; it holds the webhook secret "
             f"and must not be readable by group or others: run 'chmod 600 {path}'"
-        )
+        ), True
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        return {}, f"env file {path} cannot be read: {exc.strerror}"
-    return parse_env_file(text), None
+        return {}, f"env file {path} cannot be read: {exc.strerror}", False
+    return parse_env_file(text), None, False
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -147,7 +154,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Build settings: process environment first, then the env file, then defaults."""
     process = dict(os.environ if environ is None else environ)
     env_file = Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE)
-    file_values, problem = read_env_file(env_file)
+    file_values, problem, unsafe = _read_env_file(env_file)
     env = {**file_values, **process}  # the process environment wins
 
     automation_root = Path(env.get("ATVM_AUTOMATION_ROOT") or DEFAULT_AUTOMATION_ROOT)
@@ -162,6 +169,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         channel=(env.get("MATTERMOST_ATVM_CHANNEL") or "").strip(),
         env_file=env_file,
         env_file_problem=problem,
+        env_file_unsafe=unsafe,
         state_root=Path(env.get("ATVM_WATCHER_STATE_ROOT") or DEFAULT_STATE_ROOT),
         automation_root=automation_root,
         report_dir=Path(env.get("ATVM_REPORT_DIR") or automation_root / "cypress" / "cmcReporter"),
