@@ -11,10 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable, List, Optional, Tuple
 
-from .evidence import OutcomeFile, Report, ReportSet, ScopeEvidence, Snapshot
+from .vocab import POSTED, TERMINAL, TERMINAL_WORDS, OutcomeFile, Report, ReportSet, ScopeEvidence, Snapshot, State
 
-STATES = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")  # the terminal states
-POSTED_STATES = ("COMPLETED", "FAILED")  # the only ones ever posted
 STALE_TOLERANCE = 1.0  # seconds: mtimes and process start times are not perfectly comparable
 EXIT_RE = re.compile(r"[+-]?\d{1,6}")
 
@@ -44,7 +42,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # WAITING, RUNNING, or one of STATES
+    state: State
     rule: str
     reason: str
     group: Optional[str] = None
@@ -56,7 +54,7 @@ class Verdict:
 
     @property
     def terminal(self) -> bool:
-        return self.state in STATES
+        return self.state in TERMINAL
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ def earliest_of_chain(snap: Snapshot, max_gap: float) -> Optional[float]:
 
 def _report_mtimes(reports) -> Tuple[float, ...]:
     compute = lambda: tuple(r.mtime for r in reports)  # noqa: E731
-    return reports.memo("mtimes", compute) if isinstance(reports, ReportSet) else compute()
+    return reports.derive("mtimes", compute) if isinstance(reports, ReportSet) else compute()
 
 
 def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str, ...]]:
@@ -134,13 +132,13 @@ def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str,
     log = keep(scope.log, scope.log.path, scope.log.mtime) if scope.log else None
     status = keep(scope.status, scope.status.path, scope.status.mtime) if scope.status else None
     exit_ = keep(scope.exit, scope.exit.path, scope.exit.mtime) if scope.exit else None
-    reports, dropped = _memo(scope.reports, ("fresh", limit), lambda: _fresh_reports(scope.reports, limit))
+    reports, dropped = _derive(scope.reports, ("fresh", limit), lambda: _fresh_reports(scope.reports, limit))
     return replace(scope, log=log, status=status, exit=exit_, reports=reports), tuple(ignored) + dropped
 
 
-def _memo(reports, key, compute):
+def _derive(reports, key, compute):
     """Reuse what was derived from this very set of reports on an earlier poll (see ReportSet)."""
-    return reports.memo(key, compute) if isinstance(reports, ReportSet) else compute()
+    return reports.derive(key, compute) if isinstance(reports, ReportSet) else compute()
 
 
 def _fresh_reports(reports, limit: float):
@@ -159,7 +157,7 @@ def tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Repo
 
     A failure seen only by the other reporter still counts, so that no failure is ever lost.
     """
-    return _memo(reports, "tally", lambda: _tally(reports))
+    return _derive(reports, "tally", lambda: _tally(reports))
 
 
 def _tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Report]]:
@@ -195,29 +193,29 @@ def _has_evidence(scopes: Iterable[ScopeEvidence]) -> bool:
 
 
 def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdict]:
-    word = f.text.upper()
-    if word in STATES:
+    word = State.of(f.text.upper())
+    if word in TERMINAL:
         return Verdict(word, "status-file", f"{f.path} says {word} (the launcher's word is final)",
                        finished_at=f.mtime)
     if f.problem or now - f.mtime >= limits.settle:
-        return Verdict("UNKNOWN", "status-unreadable",
+        return Verdict(State.UNKNOWN, "status-unreadable",
                        f"{f.path} holds {f.text[:40]!r}{' (' + f.problem + ')' if f.problem else ''}, "
-                       f"not one of {', '.join(STATES)}")
-    return Verdict("RUNNING", "status-settling", f"{f.path} is still being written")
+                       f"not one of {', '.join(TERMINAL_WORDS)}")
+    return Verdict(State.RUNNING, "status-settling", f"{f.path} is still being written")
 
 
 def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Verdict], Optional[int]]:
     if EXIT_RE.fullmatch(f.text) and not f.problem:
         code = int(f.text)
         if code >= 128 or code < 0:
-            return Verdict("TERMINATED", "exit-signal",
+            return Verdict(State.TERMINATED, "exit-signal",
                            f"{f.path} says exit code {code}: the launcher was killed by a signal",
                            finished_at=f.mtime), code
         return None, code
     if f.problem or now - f.mtime >= limits.settle:
-        return Verdict("UNKNOWN", "exit-unreadable",
+        return Verdict(State.UNKNOWN, "exit-unreadable",
                        f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
-    return Verdict("RUNNING", "exit-settling", f"{f.path} is still being written"), None
+    return Verdict(State.RUNNING, "exit-settling", f"{f.path} is still being written"), None
 
 
 def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool):
@@ -238,7 +236,8 @@ def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive
                     else "all specs passed" if log.summary else "no summary line")
             return None, ("log-banner", f"{log.path} shows Cypress's (Run Finished) banner ({said})",
                           failed, log.mtime)
-        return Verdict("RUNNING", "banner-settling", f"{log.path} shows (Run Finished); waiting for the summary"), None
+        return Verdict(State.RUNNING, "banner-settling",
+                       f"{log.path} shows (Run Finished); waiting for the summary"), None
     return None, None
 
 
@@ -246,18 +245,18 @@ def decide_finished(scope: ScopeEvidence, finish, now: float, limits: Limits) ->
     rule, reason, failed, finished_at = finish
     counts, titles, unreadable = tally(scope.reports)
     if any(now - r.mtime < limits.settle for r in unreadable):
-        return Verdict("RUNNING", "report-settling", f"{reason}; a report is still being written")
+        return Verdict(State.RUNNING, "report-settling", f"{reason}; a report is still being written")
     failed_reports = counts.failed > 0
     base = dict(group=scope.group, counts=counts, failed_titles=titles, finished_at=finished_at)
     if failed or failed_reports:
         why = reason + ("; reports show failures" if failed_reports else "")
-        return Verdict("FAILED", rule, why, **base)
+        return Verdict(State.FAILED, rule, why, **base)
     if unreadable:
         bad = unreadable[0].result
-        return Verdict("UNKNOWN", "report-unreadable",
+        return Verdict(State.UNKNOWN, "report-unreadable",
                        f"{reason}, but report {bad.path} cannot be read ({bad.status}: {bad.detail}); "
                        "a failure in it cannot be ruled out", **base)
-    return Verdict("COMPLETED", rule, reason + "; no failures in the reports", **base)
+    return Verdict(State.COMPLETED, rule, reason + "; no failures in the reports", **base)
 
 
 def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool) -> Optional[Verdict]:
@@ -267,7 +266,7 @@ def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_aliv
         return decide_finished(scope, finish, now, limits)
     if verdict is None:
         return None
-    if verdict.state in POSTED_STATES:  # the launcher's own word: counts for the message
+    if verdict.state in POSTED:  # the launcher's own word: counts for the message
         counts, titles, _ = tally(scope.reports)
         verdict = replace(verdict, counts=counts, failed_titles=titles)
     return replace(verdict, group=scope.group)
@@ -279,31 +278,31 @@ def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, 
     if launcher.alive:
         idle = now - progress
         if idle >= limits.hung_after:
-            return Verdict("HUNG", "no-progress",
+            return Verdict(State.HUNG, "no-progress",
                            f"launcher pid {launcher.pid} is alive but nothing changed for {idle:.0f}s "
                            f"(limit {limits.hung_after:g}s)")
-        return Verdict("RUNNING", "launcher-alive", f"launcher pid {launcher.pid} is alive ({launcher.source})")
+        return Verdict(State.RUNNING, "launcher-alive", f"launcher pid {launcher.pid} is alive ({launcher.source})")
     if _has_evidence(scopes) or launcher.last_seen_alive is not None:
         gone_since = max(progress, launcher.last_seen_alive or 0.0)
         gone = now - gone_since
         if gone >= limits.gone_grace:
-            return Verdict("TERMINATED", "launcher-gone",
+            return Verdict(State.TERMINATED, "launcher-gone",
                            f"the launcher is gone and nothing changed for {gone:.0f}s "
                            f"(grace {limits.gone_grace:g}s) with no finish evidence")
-        return Verdict("RUNNING", "launcher-gone-grace",
+        return Verdict(State.RUNNING, "launcher-gone-grace",
                        f"no launcher seen for {gone:.0f}s; TERMINATED after {limits.gone_grace:g}s")
     waited = now - snap.watcher_started_at
     if waited >= limits.start_timeout:
-        return Verdict("UNKNOWN", "no-evidence",
+        return Verdict(State.UNKNOWN, "no-evidence",
                        f"no log, report, outcome file or launcher after {waited:.0f}s "
                        f"(start timeout {limits.start_timeout:g}s)")
-    return Verdict("WAITING", "waiting-for-start", "no evidence of the run yet")
+    return Verdict(State.WAITING, "waiting-for-start", "no evidence of the run yet")
 
 
 def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: float,
                  cancelled: bool) -> Verdict:
     if cancelled:
-        return Verdict("CANCELLED", "cancelled-marker", "cancelled.marker is present", run_start=start)
+        return Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present", run_start=start)
     verdict = settle_scope(scope, snap.taken_at, limits, snap.launcher.alive)
     if verdict is None:
         verdict = liveness_verdict(snap, [scope], start, limits)
@@ -318,11 +317,11 @@ def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: fl
 
 def aggregate(groups: List[Verdict]) -> str:
     states = [g.state for g in groups]
-    if "FAILED" in states:
-        return "FAILED"
-    if all(s == "COMPLETED" for s in states):
-        return "COMPLETED"
-    return next(s for s in states if s != "COMPLETED")
+    if State.FAILED in states:
+        return State.FAILED
+    if all(s == State.COMPLETED for s in states):
+        return State.COMPLETED
+    return next(s for s in states if s != State.COMPLETED)
 
 
 def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
@@ -333,36 +332,36 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
     own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
     all_ignored = ignored + tuple(i for _, ig in groups for i in ig)
     if cancelled:
-        verdict = Verdict("CANCELLED", "cancelled-marker", "cancelled.marker is present")
+        verdict = Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present")
     else:
         verdict = settle_scope(parent, now, limits, snap.launcher.alive) or liveness_verdict(
             snap, [parent] + scopes, start, limits)
-        if verdict.state == "TERMINATED" and verdict.rule == "launcher-gone" and scopes and all(
+        if verdict.state == State.TERMINATED and verdict.rule == "launcher-gone" and scopes and all(
             v is not None and v.terminal for v in own
         ):
-            verdict = Verdict("COMPLETED", "groups-done", "the launcher is gone and every sub-run finished")
+            verdict = Verdict(State.COMPLETED, "groups-done", "the launcher is gone and every sub-run finished")
     unresolved_wait = any(
         (v is None or not v.terminal) and now - last_progress([g], start) < limits.settle
         for v, g in zip(own, scopes)
     )
     if verdict.terminal and unresolved_wait and not cancelled:
-        verdict = Verdict("RUNNING", "groups-settling", f"{verdict.reason}; a sub-run's files are still changing")
+        verdict = Verdict(State.RUNNING, "groups-settling", f"{verdict.reason}; a sub-run's files are still changing")
     final_groups: List[Verdict] = []
     for v, g in zip(own, scopes):
         if v is None or not v.terminal:
             counts, titles, _ = tally(g.reports)
             if verdict.terminal:
-                inherited = "TERMINATED" if verdict.state in POSTED_STATES else verdict.state
+                inherited = State.TERMINATED if verdict.state in POSTED else verdict.state
                 v = Verdict(inherited, f"parent-{verdict.state.lower()}",
                             f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
                             group=g.group, counts=counts, failed_titles=titles)
             else:
-                v = Verdict("RUNNING", "sub-run-running", "the sub-run has no finish evidence yet",
+                v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
                             group=g.group, counts=counts, failed_titles=titles)
         # Sub-runs run one after another: one starts when the one before it finished.
         previous_end = final_groups[-1].finished_at if final_groups else None
         final_groups.append(replace(v, run_start=max(start, previous_end or start)))
-    if verdict.terminal and verdict.state in POSTED_STATES and final_groups:
+    if verdict.terminal and verdict.state in POSTED and final_groups:
         verdict = replace(verdict, state=aggregate(final_groups + ([verdict] if verdict.rule != "groups-done" else [])))
     total = Counts()
     for v in final_groups:

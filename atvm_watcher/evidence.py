@@ -20,14 +20,14 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
-from .procs import Liveness
-from .reports import MAX_REPORT_BYTES, ReportResult, parse_report
+from .reports import MAX_REPORT_BYTES, parse_report
+from .vocab import NO_REPORTS, LogFacts, OutcomeFile, Report, ReportResult, ReportSet, ScopeEvidence, Snapshot
 
 LOG_FIRST_READ_WINDOW = 16 * 1024 * 1024  # the banner and summary are at the end of a log
 LOG_CHUNK = 1024 * 1024
@@ -41,74 +41,6 @@ THOROUGH_SECONDS = 60.0
 BANNER = "(Run Finished)"
 PASSED_RE = re.compile(r"All specs passed!")
 FAILED_RE = re.compile(r"(\d+) of (\d+) failed")
-
-
-@dataclass(frozen=True)
-class LogFacts:
-    path: str
-    size: int
-    mtime: float
-    finished_banner: bool = False
-    summary: Optional[str] = None  # "passed" | "failed" once Cypress printed its closing line
-    failed_specs: int = 0
-    total_specs: int = 0
-
-
-@dataclass(frozen=True)
-class OutcomeFile:
-    path: str
-    mtime: float
-    text: str  # first line, stripped; "" for an empty (maybe half-written) file
-    problem: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Report:
-    mtime: float
-    size: int
-    result: ReportResult
-
-
-class ReportSet(tuple):
-    """The reports of one scope, in path order.
-
-    The scanner hands back the very same object while no report changed, so what the decision
-    derives from thousands of reports (totals, the newest mtime, ...) is computed once and memoised
-    on the object instead of on every poll.
-    """
-
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
-        cache = self.__dict__
-        if key not in cache:
-            cache[key] = compute()
-        return cache[key]
-
-
-NO_REPORTS = ReportSet()
-
-
-@dataclass(frozen=True)
-class ScopeEvidence:
-    """What one run, or one sub-run of a categorized run, left on disk."""
-
-    group: Optional[str]
-    log: Optional[LogFacts]
-    reports: Tuple[Report, ...]
-    status: Optional[OutcomeFile]
-    exit: Optional[OutcomeFile]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    build: str
-    categorized: bool
-    taken_at: float
-    watcher_started_at: float
-    files_existed_at_start: bool  # a log or outcome file of this build existed when the watcher started
-    launcher: Liveness
-    parent: ScopeEvidence
-    groups: Tuple[ScopeEvidence, ...] = field(default_factory=tuple)
-    recorded_run_start: Optional[float] = None  # what an earlier watcher of this run decided (state.json)
 
 
 class LogTail:

@@ -9,12 +9,14 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
 from .buildname import BUILD_NAME_RE
-from .decide import POSTED_STATES, decide
-from .decide import STATES as TERMINAL_STATES
-from .evidence import EvidenceReader, ScopeEvidence, Snapshot
+from .decide import decide
+from .evidence import EvidenceReader
 from .request import Request
 from .settings import Settings
 from .statedir import BuildDir, RunDir, read_json, utc_now_iso, write_json_atomic
+from .vocab import POSTED as POSTED_STATES
+from .vocab import TERMINAL as TERMINAL_STATES
+from .vocab import ScopeEvidence, Snapshot
 from .watcher import EXIT_FINISHED, EXIT_LOCKED, EXIT_OK, delivery_status, limits_of, recorded_run_start
 
 ARCHIVE = ".archive"

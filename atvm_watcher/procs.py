@@ -13,9 +13,10 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
+
+from .vocab import Liveness
 
 PROC = "/proc"  # a plain string: paths under it are built on every poll; tests point it at a fake tree
 SELF_MARKERS = (b"atvm_run_watcher", b"atvm-run-watcher")  # the watcher and its helpers
@@ -29,16 +30,6 @@ DEAD = ("Z", "X", "x")
 RECHECK_NEW_SECONDS = 2.0
 RESCAN_SECONDS = 30.0
 LONG_AGO = float("-inf")
-
-
-@dataclass(frozen=True)
-class Liveness:
-    alive: bool
-    pid: Optional[int]
-    started_at: Optional[float]  # launcher start (epoch seconds), remembered after it is gone
-    last_seen_alive: Optional[float]
-    source: str  # "pid file", "process scan", "none"
-    note: str = ""
 
 
 def _clock_ticks() -> int:

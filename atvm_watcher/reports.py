@@ -13,26 +13,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Tuple
 
+from .vocab import ReportResult
+
 MAX_REPORT_BYTES = 32 * 1024 * 1024
 MAX_TITLE_CHARS = 300
 # A count above this is nonsense from a broken writer; capping keeps messages and arithmetic small.
 MAX_COUNT = 10**9
 
 STATUSES = ("ok", "incomplete", "invalid", "not-a-report")
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    path: str
-    kind: str  # "mochawesome" | "junit" | "unknown"
-    status: str  # "ok" | "incomplete" | "invalid" | "not-a-report"
-    detail: str  # one line for an operator when status is not "ok"
-    tests: int = 0
-    passed: int = 0
-    failed: int = 0  # failed tests + failed hooks + junit failure/error cases
-    pending: int = 0
-    skipped: int = 0
-    failed_titles: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

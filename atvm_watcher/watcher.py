@@ -16,8 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import inventory, log
 from .buildname import check_group_name
-from .decide import POSTED_STATES, Decision, Limits, Verdict, decide
-from .decide import STATES as TERMINAL_STATES
+from .decide import Decision, Limits, Verdict, decide
 from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result
 from .evidence import EvidenceReader
 from .message import Context, render
@@ -25,6 +24,8 @@ from .request import Request
 from .settings import Settings
 from .statedir import BuildDir, Locked, RunDir, StateError, read_json
 from .stop import StopRequest
+from .vocab import POSTED as POSTED_STATES
+from .vocab import TERMINAL as TERMINAL_STATES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 EXIT_REJECTED, EXIT_UNCERTAIN, EXIT_LOCKED, EXIT_FINISHED, EXIT_RETRY = 4, 5, 6, 7, 75

@@ -9,9 +9,8 @@ from typing import Optional, Tuple
 import pytest
 
 from atvm_watcher.decide import Limits, decide
-from atvm_watcher.evidence import LogFacts, OutcomeFile, Report, ScopeEvidence, Snapshot
-from atvm_watcher.procs import Liveness
 from atvm_watcher.reports import parse_report
+from atvm_watcher.vocab import Liveness, LogFacts, OutcomeFile, Report, ScopeEvidence, Snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 T0 = 1_700_000_000.0  # the watcher's start

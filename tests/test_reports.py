@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atvm_watcher.reports import MAX_COUNT, MAX_REPORT_BYTES, MAX_TITLE_CHARS, ReportResult, parse_report
+from atvm_watcher.reports import MAX_COUNT, MAX_REPORT_BYTES, MAX_TITLE_CHARS, parse_report
+from atvm_watcher.vocab import ReportResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 STATUSES = {"ok", "incomplete", "invalid", "not-a-report"}

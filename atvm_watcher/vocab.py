@@ -1,0 +1,217 @@
+"""The words every module shares: run states, delivery outcomes, exit codes, and the evidence types.
+
+Pure data: no I/O and no imports from this package, so the decision core (``decide.py``) can
+depend on this module alone, and the evidence adapter, the ledger, the commands and the tests
+all speak the same vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
+
+
+class Word(str, Enum):
+    """A str enum whose str() and format() are its value on every Python version (3.9-3.13)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    __format__ = str.__format__
+
+
+class State(Word):
+    WAITING = "WAITING"  # no evidence of the run yet
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TERMINATED = "TERMINATED"
+    HUNG = "HUNG"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def posted(self) -> bool:
+        return self in POSTED
+
+    @classmethod
+    def of(cls, value: Any) -> Optional[State]:
+        """The state a (possibly damaged) state.json field names, or None."""
+        try:
+            return cls(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
+
+TERMINAL: FrozenSet[State] = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.TERMINATED,
+                                        State.HUNG, State.UNKNOWN})
+POSTED: FrozenSet[State] = frozenset({State.COMPLETED, State.FAILED})  # the only states ever posted
+TERMINAL_WORDS: Tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "HUNG", "UNKNOWN")
+
+
+class Delivery(Word):
+    """Where a scope's post stands. ``posted.marker`` is the only proof of POSTED."""
+
+    NOT_REQUIRED = "not-required"  # not a posted state (or nothing decided yet)
+    PENDING = "pending"  # decided COMPLETED/FAILED; the post is owed and no attempt has settled
+    SENDING = "sending"  # intent recorded: the request may be on the wire (a crash here is UNCERTAIN)
+    POSTED = "posted"  # HTTP 200 with body exactly "ok"
+    NOT_SENT = "not-sent"  # certainly no post: safe to send again
+    UNCERTAIN = "uncertain"  # the server may have acted: never resent automatically
+    REJECTED = "rejected"  # a permanent answer: resending would be refused the same way
+    CANCELLED = "cancelled"  # cancelled.marker found before the post
+
+    @classmethod
+    def of(cls, value: Any) -> Optional[Delivery]:
+        try:
+            return cls(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the CLI; the unit's restart policy is checked against RESTART_PREVENTED."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    CONFIG = 3
+    REJECTED = 4
+    UNCERTAIN = 5
+    LOCKED = 6
+    FINISHED = 7
+    RETRY = 75
+
+
+EXIT_MEANING: Dict[ExitCode, str] = {
+    ExitCode.OK: "reached and handled a terminal state (COMPLETED/FAILED posted, or CANCELLED, TERMINATED,\n"
+                 "      HUNG, UNKNOWN: never posted), or the build had already finished; never restarted",
+    ExitCode.INTERNAL: "unexpected internal error (systemd restarts the watcher; state on disk stays consistent)",
+    ExitCode.USAGE: "refused input (bad build name, bad arguments); nothing written",
+    ExitCode.CONFIG: "configuration error (a setting, or an env file readable by group/others)",
+    ExitCode.REJECTED: "the server rejected the post permanently (400/403/404/413/501): recorded with its error id",
+    ExitCode.UNCERTAIN: "delivery uncertain: the post may exist; never resent automatically (see --at-least-once)",
+    ExitCode.LOCKED: "another watcher already holds this build's lock",
+    ExitCode.RETRY: "the post was certainly not made after bounded retries: a restart retries safely",
+}
+# systemd's Restart=on-failure restarts on any non-zero code; these must be listed in the unit's
+# RestartPreventExitStatus= because a restart cannot help (or could post twice).
+RESTART_PREVENTED: FrozenSet[ExitCode] = frozenset({ExitCode.USAGE, ExitCode.CONFIG, ExitCode.REJECTED,
+                                                    ExitCode.UNCERTAIN, ExitCode.LOCKED})
+RESTARTED: FrozenSet[ExitCode] = frozenset({ExitCode.INTERNAL, ExitCode.RETRY})
+# A watch that ends with several delivery outcomes exits with the first of these that occurred:
+# restartable first, so a restart resends what is safe to resend.
+EXIT_FOR_DELIVERY: Dict[Delivery, ExitCode] = {Delivery.NOT_SENT: ExitCode.RETRY,
+                                               Delivery.UNCERTAIN: ExitCode.UNCERTAIN,
+                                               Delivery.REJECTED: ExitCode.REJECTED}
+EXIT_RANK: Tuple[ExitCode, ...] = (ExitCode.RETRY, ExitCode.UNCERTAIN, ExitCode.REJECTED)
+
+
+def exit_codes_help() -> str:
+    lines = ["exit codes of watch:"]
+    for code in ExitCode:
+        if code in EXIT_MEANING:
+            lines.append(f"  {int(code):<3} {EXIT_MEANING[code]}")
+    lines.append(f"record-request also exits {int(ExitCode.LOCKED)} (already watched) and {int(ExitCode.FINISHED)} "
+                 "(build already finished; --rerun to start over).")
+    return "\n".join(lines)
+
+
+# --- evidence: what the adapter (evidence.py) reads and the decision core (decide.py) decides on ---
+
+
+@dataclass(frozen=True)
+class LogFacts:
+    path: str
+    size: int
+    mtime: float
+    finished_banner: bool = False
+    summary: Optional[str] = None  # "passed" | "failed" once Cypress printed its closing line
+    failed_specs: int = 0
+    total_specs: int = 0
+
+
+@dataclass(frozen=True)
+class OutcomeFile:
+    path: str
+    mtime: float
+    text: str  # first line, stripped; "" for an empty (maybe half-written) file
+    problem: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    path: str
+    kind: str  # "mochawesome" | "junit" | "unknown"
+    status: str  # "ok" | "incomplete" | "invalid" | "not-a-report"
+    detail: str  # one line for an operator when status is not "ok"
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0  # failed tests + failed hooks + junit failure/error cases
+    pending: int = 0
+    skipped: int = 0
+    failed_titles: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    mtime: float
+    size: int
+    result: ReportResult
+
+
+class ReportSet(tuple):
+    """The reports of one scope, in path order.
+
+    The adapter hands back the very same object while no report changed, so what the decision
+    derives from thousands of reports (totals, the newest mtime, ...) is computed once per set
+    (``derive``) instead of on every poll.
+    """
+
+    def derive(self, key: Any, compute: Callable[[], Any]) -> Any:
+        cache = self.__dict__
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+
+NO_REPORTS = ReportSet()
+
+
+@dataclass(frozen=True)
+class Liveness:
+    alive: bool
+    pid: Optional[int]
+    started_at: Optional[float]  # launcher start (epoch seconds), remembered after it is gone
+    last_seen_alive: Optional[float]
+    source: str  # "pid file", "process scan", "none"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ScopeEvidence:
+    """What one run, or one sub-run of a categorized run, left on disk."""
+
+    group: Optional[str]
+    log: Optional[LogFacts]
+    reports: Tuple[Report, ...]
+    status: Optional[OutcomeFile]
+    exit: Optional[OutcomeFile]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    build: str
+    categorized: bool
+    taken_at: float
+    watcher_started_at: float
+    files_existed_at_start: bool  # a log or outcome file of this build existed when the watcher started
+    launcher: Liveness
+    parent: ScopeEvidence
+    groups: Tuple[ScopeEvidence, ...] = field(default_factory=tuple)
+    recorded_run_start: Optional[float] = None  # what an earlier watcher of this run decided (state.json)
