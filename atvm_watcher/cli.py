@@ -13,19 +13,7 @@ from .buildname import BadName, check_build_name
 from .request import FIELDS, Request
 from .settings import ConfigError, load
 from .statedir import BuildDir, StateError, read_json
-from .watcher import EXIT_CONFIG, EXIT_INTERNAL, EXIT_USAGE
-
-EXIT_CODES = """exit codes of watch:
-  0   reached and handled a terminal state (COMPLETED/FAILED posted, or CANCELLED, TERMINATED,
-      HUNG, UNKNOWN: never posted), or the build had already finished; never restarted
-  1   unexpected internal error (systemd restarts the watcher; state on disk stays consistent)
-  2   refused input (bad build name, bad arguments); nothing written
-  3   configuration error (a setting, or an env file readable by group/others)
-  4   the server rejected the post permanently (400/403/404/413/501): recorded with its error id
-  5   delivery uncertain: the post may exist; never resent automatically (see --at-least-once)
-  6   another watcher already holds this build's lock
-  75  the post was certainly not made after bounded retries: a restart retries safely
-record-request also exits 6 (already watched) and 7 (build already finished; --rerun to start over)."""
+from .vocab import ExitCode, exit_codes_help
 
 
 def _metadata_flags(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -40,13 +28,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="atvm_run_watcher.py",
         description="Watch one ATVM run and post exactly one Mattermost message when it finishes.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"atvm-watcher {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     def cmd(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES if name == "watch" else None,
+        return sub.add_parser(name, help=text, description=text, epilog=exit_codes_help() if name == "watch" else None,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     w = cmd("watch", "the watcher itself: decide the run's state until terminal, post once, exit")
@@ -91,35 +79,36 @@ def _request(args: argparse.Namespace, settings) -> Request:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from .demo import run_demo
+        from .commands import demo
 
-        return run_demo(args.speed, args.keep)
+        return demo.run(args.speed, args.keep)
     if args.command == "check":
-        from .check import run_check
+        from .commands import check
 
-        return run_check()
+        return check.run()
     settings = load()
     log.setup(settings.webhook)
     if settings.env_file_unsafe and args.command != "watch":
         print(f"warning: {settings.env_file_problem}; its settings were not read", file=sys.stderr)
-    from . import ops
-    from .watcher import run_watch
-
     if args.command == "watch":
-        if settings.env_file_unsafe:  # under systemd the values arrive via EnvironmentFile=: refuse all the same
-            raise ConfigError(f"{settings.env_file_problem} (the watcher refuses to run until then)")
-        if not settings.webhook and not args.dry_run:
-            raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
-                              f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "
-                              "nothing could be posted")
-        return run_watch(settings, _request(args, settings), args.dry_run, args.at_least_once)
+        from .commands import watch
+
+        return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once)
     if args.command == "record-request":
-        return ops.record_request(settings, _request(args, settings), args.rerun)
+        from .commands import record_request
+
+        return record_request.run(settings, _request(args, settings), args.rerun)
     if args.command == "cancel":
-        return ops.cancel(settings, args.build_name)
+        from .commands import cancel
+
+        return cancel.run(settings, args.build_name)
     if args.command == "status":
-        return ops.status(settings, args.build_name, args.json)
-    return ops.inspect(settings, args.build_name, args.categorize, args.json)
+        from .commands import status
+
+        return status.run(settings, args.build_name, args.json)
+    from .commands import inspect
+
+    return inspect.run(settings, args.build_name, args.categorize, args.json)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -133,13 +122,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return dispatch(args)
     except BadName as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except StateError as exc:
         print(f"error: state directory: {exc}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: a clear, secret-free report; systemd restarts
@@ -149,4 +138,4 @@ def main(argv: Optional[List[str]] = None) -> int:
             if len(part) >= 8:
                 text = text.replace(part, "<webhook>")
         print(f"error: internal error ({type(exc).__name__}); details follow\n{text}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL

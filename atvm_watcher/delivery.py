@@ -10,52 +10,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
 from . import webhook
 from .statedir import BuildDir, RunDir, StateError, utc_now_iso
-
-# delivery.json "phase": what a restarted watcher may do with it
-SENDING = "sending"  # intent written; the request may be on the wire (a crash here: uncertain)
-NOT_SENT = "not-sent"  # certainly no post: may send again
-UNCERTAIN = "uncertain"
-REJECTED = "rejected"
-POSTED = "posted"
+from .vocab import Delivery
 
 
 @dataclass(frozen=True)
 class Result:
-    outcome: str  # posted | uncertain | rejected | not-sent | cancelled | dry-run
+    outcome: Delivery
     detail: str
     attempts: int = 0
     error_id: str = ""
     status: Optional[int] = None
 
 
-# --- test hook: crash points made reachable on purpose (tests/test_crash_points.py) ---------------
-# Inert unless ATVM_TEST_PAUSE_AT=<point>[@n] and ATVM_TEST_PAUSE_FILE=<path> are both set: the n-th
-# time (default first) this process reaches <point> it writes <path> (holding the run folder) and
-# waits while <path> exists, so a test can SIGKILL it right there or delete <path> to let it go on.
-PAUSE_POINTS = ("before-intent", "intent-written", "response-received", "marker-written")
-_pause_counts: Dict[str, int] = {}
+# Crash points: where a test may stop this process on purpose (atvm_dev/crashpoint.py installs a
+# function here; the runtime never does). Each is reached with the scope's run folder.
+CHECKPOINTS = ("before-intent", "intent-written", "response-received", "marker-written")
 
 
-def pause_for_test(point: str, run: RunDir) -> None:
-    wanted, flag = os.environ.get("ATVM_TEST_PAUSE_AT", ""), os.environ.get("ATVM_TEST_PAUSE_FILE", "")
-    name, _, nth = wanted.partition("@")
-    if not flag or name != point:
-        return
-    _pause_counts[point] = _pause_counts.get(point, 0) + 1
-    if _pause_counts[point] != int(nth or 1):
-        return
-    with open(flag, "w", encoding="utf-8") as fh:
-        fh.write(f"{os.getpid()} {run.path}\n")
-    deadline = time.monotonic() + 120
-    while os.path.exists(flag) and time.monotonic() < deadline:
-        time.sleep(0.01)
+def _no_checkpoint(point: str, run: RunDir) -> None:
+    return None
+
+
+checkpoint: Callable[[str, RunDir], None] = _no_checkpoint
 
 
 def digest(payload: Dict[str, Any]) -> str:
@@ -65,12 +46,12 @@ def digest(payload: Dict[str, Any]) -> str:
 def previous(run: RunDir, at_least_once: bool) -> Optional[Result]:
     """What an earlier attempt (maybe by a watcher that died) settles, before any new attempt."""
     if run.is_posted():
-        return Result("posted", "posted.marker present: already delivered")
+        return Result(Delivery.POSTED, "posted.marker present: already delivered")
     record = run.read_delivery()
-    phase = record.get("phase")
-    if phase in (SENDING, UNCERTAIN) and not at_least_once:
+    phase = Delivery.of(record.get("phase"))
+    if phase in (Delivery.SENDING, Delivery.UNCERTAIN) and not at_least_once:
         why = record.get("detail") or "the watcher stopped mid-request"
-        return Result("uncertain", f"an earlier attempt may have posted ({why}); not resent"
+        return Result(Delivery.UNCERTAIN, f"an earlier attempt may have posted ({why}); not resent"
                       " (at-most-once; ATVM_DELIVERY=at-least-once or watch --at-least-once resends)",
                       int(record.get("attempts") or 0), str(record.get("error_id") or ""))
     return None
@@ -100,7 +81,7 @@ class Deliverer:
             if wait is None or not self.sleep(wait):
                 break
         detail = outcome.detail if outcome else "not attempted"
-        return Result("not-sent", f"not delivered after {self.attempts} attempt(s): {detail}",
+        return Result(Delivery.NOT_SENT, f"not delivered after {self.attempts} attempt(s): {detail}",
                       self.attempts, outcome.error_id if outcome else "", outcome.status if outcome else None)
 
     def _wait(self, n: int, outcome: webhook.PostOutcome) -> Optional[float]:
@@ -111,24 +92,25 @@ class Deliverer:
 
     def _attempt(self, run: RunDir, payload: Dict[str, Any], state: str, number: int):
         base = {"attempts": number, "payload_sha256": digest(payload)}
-        pause_for_test("before-intent", run)
+        checkpoint("before-intent", run)
         with self.build.state_lock():
             if self.build.is_cancelled():  # re-checked under the lock that cancel also takes
-                return Result("cancelled", "cancelled.marker present: not posted", number - 1), None
-            run.write_delivery({**base, "phase": SENDING, "detail": "request about to be sent",
+                return Result(Delivery.CANCELLED, "cancelled.marker present: not posted", number - 1), None
+            run.write_delivery({**base, "phase": Delivery.SENDING, "detail": "request about to be sent",
                                 "started_at": utc_now_iso()})
-            pause_for_test("intent-written", run)
+            checkpoint("intent-written", run)
             outcome = self.post(self.url, payload, self.timeout)
-            pause_for_test("response-received", run)
+            checkpoint("response-received", run)
             record = {**base, "detail": outcome.detail, "http_status": outcome.status, "error_id": outcome.error_id}
             if outcome.kind == "posted":
                 return self._posted(run, record, state, number), outcome
-            phase = {"not-sent": NOT_SENT, "rejected": REJECTED}.get(outcome.kind, UNCERTAIN)
+            phase = Delivery.of(outcome.kind)
+            if phase not in (Delivery.NOT_SENT, Delivery.REJECTED):
+                phase = Delivery.UNCERTAIN
             self._record(run, {**record, "phase": phase})
-        if phase == NOT_SENT:
+        if phase == Delivery.NOT_SENT:
             return None, outcome
-        return Result(outcome.kind if phase != UNCERTAIN else "uncertain", outcome.detail, number,
-                      outcome.error_id, outcome.status), outcome
+        return Result(phase, outcome.detail, number, outcome.error_id, outcome.status), outcome
 
     def _posted(self, run: RunDir, record: Dict[str, Any], state: str, number: int) -> Result:
         try:
@@ -136,11 +118,11 @@ class Deliverer:
                              "payload_sha256": record["payload_sha256"], "state": state})
         except StateError as exc:
             # The post exists; delivery.json still says "sending", so no restart will resend it.
-            return Result("posted", f"HTTP 200 ok, but posted.marker could not be written: {exc}", number,
+            return Result(Delivery.POSTED, f"HTTP 200 ok, but posted.marker could not be written: {exc}", number,
                           status=200)
-        pause_for_test("marker-written", run)
-        self._record(run, {**record, "phase": POSTED})
-        return Result("posted", record["detail"], number, status=200)
+        checkpoint("marker-written", run)
+        self._record(run, {**record, "phase": Delivery.POSTED})
+        return Result(Delivery.POSTED, record["detail"], number, status=200)
 
     @staticmethod
     def _record(run: RunDir, record: Dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
+from .decide import Limits
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
 
 DEFAULT_ENV_FILE = "/etc/atvm-run-watcher.env"
@@ -54,6 +56,10 @@ class Settings:
     @property
     def has_webhook(self) -> bool:
         return bool(self.webhook)
+
+    def limits(self) -> Limits:
+        return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,
+                      self.settle_seconds)
 
 
 def parse_env_file(text: str) -> Dict[str, str]:

@@ -151,6 +151,9 @@ class RunDir:
         write_json_atomic(self.delivery_file, {**data, "updated_at": utc_now_iso()})
 
 
+ARCHIVE = ".archive"  # under the state root: earlier runs' state, kept by record-request --rerun
+
+
 class BuildDir(RunDir):
     """The per-build folder under the state root."""
 
@@ -173,6 +176,26 @@ class BuildDir(RunDir):
     @property
     def events_file(self) -> Path:
         return self.path / "events.jsonl"
+
+    def archive(self, state_root: Path) -> Path:
+        """Move this build's whole folder under the state root's archive; returns where it went."""
+        folder = state_root / ARCHIVE
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{self.build}.{time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(self.path, target)
+        except OSError as exc:
+            raise StateError(f"cannot archive {self.path}: {exc.strerror or exc}") from None
+        return target
+
+    def set_aside_state(self) -> Optional[str]:
+        """Move a damaged state.json aside (kept for the operator); returns the new name, or None."""
+        aside = self.path / f"state.json.corrupt-{int(time.time())}"
+        try:
+            os.replace(self.state_file, aside)
+        except OSError:
+            return None
+        return aside.name
 
     def subrun(self, group: str) -> RunDir:
         return RunDir(self.path / "subruns" / group)

@@ -159,11 +159,12 @@ replace_legacy() {
 install_package() {
     local stage="$PKG.new.$$" old="$PKG.old.$$" f
     rm -rf -- "$stage"
-    mkdir -p -- "$stage/atvm_watcher"
+    mkdir -p -- "$stage/atvm_watcher/commands"
     for f in "${PKG_FILES[@]}"; do
         install -p -m 0755 -- "$SRC/$f" "$stage/$f"
     done
     install -p -m 0644 -- "$SRC"/atvm_watcher/*.py "$stage/atvm_watcher/"
+    install -p -m 0644 -- "$SRC"/atvm_watcher/commands/*.py "$stage/atvm_watcher/commands/"
     install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md"
     install -m 0644 -- "$SRC/deploy/atvm-run-watcher.env.example" "$stage/atvm-run-watcher.env.example"
     for f in INSTALL.md VERSION; do
@@ -172,7 +173,7 @@ install_package() {
     # The unit's /opt is read-only: without these caches every start would compile in memory.
     "$PYTHON" -m compileall -q -d "/$PKG_REL" "$stage" >/dev/null ||
         die "python3 -m compileall failed in $stage"
-    chmod 0755 -- "$stage" "$stage/atvm_watcher"
+    chmod 0755 -- "$stage" "$stage/atvm_watcher" "$stage/atvm_watcher/commands"
     if [[ -e "$PKG" ]]; then mv -- "$PKG" "$old"; fi
     mv -- "$stage" "$PKG"
     rm -rf -- "$old"

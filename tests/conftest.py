@@ -22,9 +22,16 @@ sys.path.insert(0, str(REPO))
 from atvm_watcher.receiver import MattermostDouble  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
+# The same CLI with a crash point armed by ATVM_TEST_PAUSE_AT / ATVM_TEST_PAUSE_FILE (see the file).
+CRASHPOINT_WATCHER = REPO / "atvm_dev" / "atvm_run_watcher_crashpoint.py"
 SIMULATE = REPO / "atvm_watcher" / "simulate.py"
 FIXTURES = REPO / "tests" / "fixtures"
 HOOK_TOKEN = "atvmtesthooktoken0123456789"
+
+
+def entry(env: Optional[Dict[str, str]]) -> Path:
+    """The watcher's CLI; with a crash point armed when the test asks for one."""
+    return CRASHPOINT_WATCHER if "ATVM_TEST_PAUSE_AT" in (env or {}) else WATCHER
 
 
 @dataclass
@@ -54,14 +61,14 @@ class World:
     def cli(self, *args: str, timeout: float = 60, env: Optional[Dict[str, str]] = None,
             check: bool = False) -> subprocess.CompletedProcess:
         """Run atvm_run_watcher.py as a user would, capturing everything it prints."""
-        result = subprocess.run([sys.executable, str(WATCHER), *args], env={**self.env, **(env or {})},
+        result = subprocess.run([sys.executable, str(entry(env)), *args], env={**self.env, **(env or {})},
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check:
             assert result.returncode == 0, result.stderr + result.stdout
         return result
 
     def start_watcher(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, str(WATCHER), "watch", *args], env={**self.env, **(env or {})},
+        proc = subprocess.Popen([sys.executable, str(entry(env)), "watch", *args], env={**self.env, **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
         self.procs.append(proc)

@@ -1,8 +1,9 @@
 """Crash points: SIGKILL the watcher between deciding a terminal state and recording its delivery,
 restart it as systemd would, and check that no post is ever made twice (issue 4, item 1).
 
-The points are made reachable deterministically by the test hook in delivery.py
-(ATVM_TEST_PAUSE_AT / ATVM_TEST_PAUSE_FILE: the watcher writes the flag file and waits there);
+The points are made reachable deterministically by atvm_dev/atvm_run_watcher_crashpoint.py, which
+arms delivery.checkpoint (ATVM_TEST_PAUSE_AT / ATVM_TEST_PAUSE_FILE: the watcher writes the flag file
+and waits there);
 "in flight" is reached for real: the watcher is let go at the intent record and killed once the
 loopback receiver holds its request, which the receiver is told to answer slowly or never.
 
@@ -22,6 +23,8 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,10 +32,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from conftest import HOOK_TOKEN, World, world_env
+from conftest import HOOK_TOKEN, WATCHER, World, world_env
 from reliability_helpers import assert_no_token, finish, finished, status, token_leaks, wait_for, watch
 
-from atvm_watcher.ops import build_status
+from atvm_watcher.commands.status import build_status
 from atvm_watcher.receiver import Fault, MattermostDouble
 from atvm_watcher.statedir import BuildDir
 
@@ -303,6 +306,17 @@ def test_the_hook_is_inert_without_its_flag_file(world):
     finished(world, "inert")
     code, _, err = watch(world, "inert", env={"ATVM_TEST_PAUSE_AT": "intent-written"})
     assert code == 0 and len(world.receiver.posts) == 1, err
+
+
+def test_the_installed_cli_ignores_the_crash_point_variables(world, tmp_path):
+    """Only the development wrapper arms a crash point: atvm_run_watcher.py never pauses."""
+    finished(world, "plain-cli")
+    flag = tmp_path / "flag"
+    armed = {**world.env, "ATVM_TEST_PAUSE_AT": "intent-written", "ATVM_TEST_PAUSE_FILE": str(flag)}
+    result = subprocess.run([sys.executable, str(WATCHER), "watch", "--build-name", "plain-cli"], capture_output=True,
+                            text=True, timeout=30, stdin=subprocess.DEVNULL, env=armed)
+    assert result.returncode == 0 and len(world.receiver.posts) == 1, result.stderr
+    assert not flag.exists()
 
 
 def test_no_token_in_a_killed_watchers_output(world, tmp_path):

@@ -21,6 +21,10 @@ from typing import Dict, List
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atvm_watcher.vocab import RESTART_PREVENTED, RESTARTED  # noqa: E402
+
 UNIT = REPO / "deploy" / "atvm-run-watcher@.service"
 INSTALL = REPO / "deploy" / "install.sh"
 START = REPO / "start-atvm-run-watcher.sh"
@@ -181,8 +185,9 @@ def test_unit_restart_policy_matches_the_watcher_exit_codes():
     s = unit_settings(UNIT.read_text())
     assert s["Type"] == ["exec"] and s["Restart"] == ["on-failure"]
     never = {int(x) for v in s["RestartPreventExitStatus"] for x in v.split()}
-    assert never == {2, 3, 4, 5, 6}  # refused, config, rejected, uncertain, already watched
-    assert "SuccessExitStatus" not in s  # 1 and 75 stay failures, so they are restarted
+    assert never == {int(c) for c in RESTART_PREVENTED}  # refused, config, rejected, uncertain, already watched
+    assert never.isdisjoint(RESTARTED)
+    assert "SuccessExitStatus" not in s  # RESTARTED codes (internal error, not sent) stay failures: restarted
 
     def seconds(value: str) -> float:
         units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}

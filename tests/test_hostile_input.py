@@ -29,7 +29,7 @@ from reliability_helpers import cli, finish, finished, no_token_left, read_json,
 
 from atvm_watcher import cli as cli_mod
 from atvm_watcher import settings as settings_mod
-from atvm_watcher import watcher as watcher_mod
+from atvm_watcher.commands import watch as watch_mod
 from atvm_watcher.decide import Decision, Limits, Verdict, decide
 from atvm_watcher.request import Request
 from atvm_watcher.vocab import Liveness, LogFacts, OutcomeFile, Report, ReportResult, ScopeEvidence, Snapshot, State
@@ -539,17 +539,17 @@ def _watch_in_process(root: Path, decisions: List[Decision], crash_at: int) -> L
         return PostOutcome("posted", "HTTP 200 ok", 200)
 
     for _ in range(2):
-        w = watcher_mod.Watcher(settings_mod.load(env), Request("B", categorize=True))
-        w._install_signals = lambda: None  # keep pytest's own signal handling
+        w = watch_mod.Watcher(settings_mod.load(env), Request("B", categorize=True))
+        w.stop.install = lambda: None  # keep pytest's own signal handling
         w.deliverer.post = fake_post
-        original, watcher_mod.decide = watcher_mod.decide, fake_decide
+        original, watch_mod.decide = watch_mod.decide, fake_decide
         try:
             w.run()
             break
         except Crash:
             continue
         finally:
-            watcher_mod.decide = original
+            watch_mod.decide = original
     return posted
 
 

@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from typing import Dict, List
 
-from .receiver import MattermostDouble
-from .settings import PACKAGE_ROOT
+from ..receiver import MattermostDouble
+from ..settings import PACKAGE_ROOT
 
 BUILD = "e2e-redhat9.6-ubuntu24.04-w2k25-fc-demo{pid}"
 REQUEST = ["--categorize", "--template", "atvm-migration-template-v3", "--config-family", "rhel-ubuntu-windows",
@@ -63,7 +63,7 @@ def follow_posts(receiver: MattermostDouble, done: threading.Event, shown: List[
             show_post(shown[0], receiver.posts[shown[0] - 1])
 
 
-def run_demo(speed: float = 1.0, keep: bool = False) -> int:
+def run(speed: float = 1.0, keep: bool = False) -> int:
     speed = max(0.1, min(speed, 20.0))
     tmp = Path(tempfile.mkdtemp(prefix="atvm-demo-"))
     build = BUILD.format(pid=os.getpid())

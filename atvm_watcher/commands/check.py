@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
-from . import inventory
-from .settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
-from .webhook import Target
+from .. import inventory
+from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
+from ..vocab import ExitCode
+from ..webhook import Target
 
 HELPERS = ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh")
 
@@ -74,7 +75,7 @@ def _unit(s: Settings) -> List[Tuple[str, str]]:
         ("FAIL", f"unit {unit} is not installed (run the installer, then systemctl daemon-reload)")]
 
 
-def run_check() -> int:
+def run() -> int:
     rows: List[Tuple[str, str]] = []
     version = ".".join(map(str, sys.version_info[:3]))
     rows.append(("OK", f"python {version}") if sys.version_info >= (3, 9) else ("FAIL", f"python {version} < 3.9"))
@@ -91,4 +92,4 @@ def run_check() -> int:
         print(f"{level:4} {text}")
     failed = sum(1 for level, _ in rows if level == "FAIL")
     print(f"check: {failed} problem(s)" if failed else "check: all good")
-    return 3 if failed else 0
+    return ExitCode.CONFIG if failed else ExitCode.OK

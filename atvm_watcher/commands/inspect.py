@@ -1,0 +1,102 @@
+"""``inspect``: read-only. The state the watcher would decide now, the evidence read and the rule behind it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
+
+from ..decide import decide
+from ..evidence import EvidenceReader
+from ..ledger import recorded_run_start
+from ..settings import Settings
+from ..statedir import BuildDir, read_json, utc_now_iso
+from ..vocab import ExitCode, ScopeEvidence, Snapshot
+
+
+def _scope_lines(scope: ScopeEvidence) -> List[str]:
+    lines = []
+    if scope.log:
+        log = scope.log
+        seen = "(Run Finished) seen" if log.finished_banner else "no (Run Finished) banner yet"
+        summary = f", summary: {log.summary}" if log.summary else ""
+        lines.append(f"log {log.path}: {log.size} bytes, modified {utc_now_iso(log.mtime)}, {seen}{summary}")
+    else:
+        lines.append("log: not found")
+    for label, f in (("status file", scope.status), ("exit file", scope.exit)):
+        lines.append(f"{label} {f.path}: {f.text!r}" if f else f"{label}: not found")
+    ok = [r for r in scope.reports if r.result.status == "ok"]
+    lines.append(f"reports: {len(scope.reports)} file(s), {len(ok)} readable")
+    for r in scope.reports:
+        if r.result.status != "ok":
+            lines.append(f"  {r.result.path}: {r.result.status}: {r.result.detail}")
+    return lines
+
+
+def explain(snap: Snapshot, settings: Settings, recorded: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    d = decide(snap, settings.limits(), cancelled=False)
+    launcher = snap.launcher
+    out: Dict[str, Any] = {
+        "build_name": snap.build,
+        "categorized": snap.categorized,
+        "recorded_state": (recorded or {}).get("state"),
+        "decision": {"state": d.run.state, "rule": d.run.rule, "reason": d.run.reason,
+                     "counts": asdict(d.run.counts), "failed_titles": list(d.run.failed_titles[:20])},
+        # inspect has no watcher: its "watcher's start" is now
+        "run_start": {"at": utc_now_iso(d.run.run_start) if d.run.run_start else None,
+                      "from": d.run_start_rule.replace("the watcher's start", "now, as inspect runs")},
+        "launcher": {"alive": launcher.alive, "pid": launcher.pid, "found_by": launcher.source, "note": launcher.note},
+        "evidence": _scope_lines(snap.parent),
+        "ignored": list(d.run.ignored),
+        "subruns": [{"group": v.group, "position": i + 1, "state": v.state, "rule": v.rule, "reason": v.reason,
+                     "counts": asdict(v.counts), "evidence": _scope_lines(g)}
+                    for i, (v, g) in enumerate(zip(d.groups, snap.groups))],
+    }
+    return out
+
+
+def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
+    bd = BuildDir.of(settings.state_root, build)
+    recorded, problem = bd.read_state() if bd.path.is_dir() else (None, None)
+    req_data, _ = read_json(bd.request_file)
+    categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
+    groups = tuple((recorded or {}).get("groups") or ())
+    reader = EvidenceReader(build, settings.log_dir, settings.report_dir, categorized, time.time(), groups,
+                            recorded_run_start(recorded))
+    info = explain(reader.snapshot(), settings, recorded)
+    info["state_problem"] = problem
+    info["cancelled"] = bd.is_cancelled()
+    info["posted"] = bd.is_posted()
+    if as_json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return ExitCode.OK
+    _print_inspect(info, settings)
+    return ExitCode.OK
+
+
+def _print_inspect(info: Dict[str, Any], settings: Settings) -> None:
+    dec = info["decision"]
+    print(f"build {info['build_name']}{' (categorized)' if info['categorized'] else ''}")
+    rec = info["recorded_state"] or ("unreadable: " + info["state_problem"] if info["state_problem"] else "none")
+    print(f"  recorded state: {rec}{'; cancelled.marker present' if info['cancelled'] else ''}"
+          f"{'; posted.marker present' if info['posted'] else ''}")
+    print(f"  would decide now: {dec['state']}  (rule {dec['rule']})")
+    print(f"    because {dec['reason']}")
+    c = dec["counts"]
+    print(f"  tests: {c['passed']} passed, {c['failed']} failed, {c['pending']} pending, {c['skipped']} skipped")
+    print(f"  run start: {info['run_start']['at']} (from {info['run_start']['from']})")
+    la = info["launcher"]
+    alive = f"alive, pid {la['pid']} ({la['found_by']})" if la["alive"] else "not running"
+    print(f"  launcher: {alive}{'; ' + la['note'] if la['note'] else ''}")
+    print("  evidence read:")
+    for line in info["evidence"]:
+        print(f"    {line}")
+    for sub in info["subruns"]:
+        print(f"  sub-run #{sub['position']} {sub['group']}: {sub['state']} (rule {sub['rule']}): {sub['reason']}")
+        for line in sub["evidence"]:
+            print(f"    {line}")
+    for line in info["ignored"]:
+        print(f"  ignored: {line}")
+    print(f"  (layout: logs in {settings.log_dir}, reports in {settings.report_dir})")
+

@@ -1,0 +1,148 @@
+"""``watch``: the watcher itself. Snapshot -> decide -> record in the ledger -> deliver what is owed.
+
+A scope (the plain run, or one sub-run) that reached a terminal state is final: the ledger records
+it once, a post is made at most once when it is COMPLETED/FAILED, and it is never decided again,
+also by a restarted watcher. The exit code tells systemd whether a restart could help (vocab.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .. import inventory, log
+from ..decide import Verdict, decide
+from ..delivery import Deliverer, Result
+from ..evidence import EvidenceReader
+from ..ledger import Ledger, Scope, parent_base
+from ..message import Context, render
+from ..request import Request
+from ..settings import ConfigError, Settings
+from ..statedir import BuildDir, Locked, StateError
+from ..stop import StopRequest
+from ..vocab import Delivery, ExitCode
+
+
+class Watcher:
+    def __init__(self, settings: Settings, request: Request, dry_run: bool = False,
+                 at_least_once: bool = False, clock: Callable[[], float] = time.time,
+                 out: Callable[[str], None] = print):
+        self.s, self.req, self.dry_run = settings, request, dry_run
+        self.clock = clock
+        self.build = BuildDir.of(settings.state_root, request.build_name)
+        self.log = log.get(request.build_name)
+        self.stop = StopRequest()
+        self.ledger = Ledger(self.build, request.build_name, request.categorize,
+                             parent_base(request.build_name, request.categorize, request.to_json()),
+                             at_least_once or settings.at_least_once, dry_run, out)
+        self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
+                                   settings.post_attempts, settings.post_backoff_seconds,
+                                   settings.post_max_wait_seconds, self.ledger.at_least_once, self.stop.sleep)
+
+    def run(self) -> int:
+        self.stop.install()
+        if self.dry_run:  # no lock, no writes: a dry run never changes what the real watcher will do
+            return self._loop(self._reader(()))
+        try:
+            lock = self.build.acquire_watch_lock()
+        except Locked as exc:
+            self.log.error("another watcher (%s) is already watching this build; not starting a second", exc.holder)
+            return ExitCode.LOCKED
+        try:
+            return self._run_locked()
+        finally:
+            os.close(lock)
+
+    def _run_locked(self) -> int:
+        recovery = self.ledger.recover()
+        if recovery.finished is not None:
+            return self._already_finished(recovery.finished)
+        if self.build.is_cancelled():
+            self.ledger.cancel(recovery.groups)
+            return ExitCode.OK
+        self.ledger.begin(recovery.groups, recovery.run_start)
+        self.log.info("watching (categorized=%s, poll %gs)", self.req.categorize, self.s.poll_seconds)
+        self._deliver_owed()  # sub-runs a stopped watcher decided but did not post
+        return self._loop(self._reader(recovery.groups, recovery.run_start))
+
+    def _already_finished(self, state: str) -> int:
+        """A terminal build is final: only a post we left owed (or at-least-once) is sent now."""
+        owed = self.ledger.has_owed()
+        if not owed and not self.ledger.attempted():
+            self.log.info("build already finished (%s); nothing more to do", state)
+            return ExitCode.OK
+        if owed:
+            self.log.info("build finished (%s) with a post still owed; delivering it now", state)
+            self._deliver_owed()
+        return self.ledger.exit_code()
+
+    def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
+        return EvidenceReader(self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize,
+                              self.clock(), groups, run_start)
+
+    def _loop(self, reader: EvidenceReader) -> int:
+        limits = self.s.limits()
+        while True:
+            if not self.dry_run and self.build.is_cancelled():
+                self.ledger.cancel(reader.group_order)
+                return ExitCode.OK
+            decision = decide(reader.snapshot(self.clock()), limits)
+            for scope in self.ledger.apply(decision, reader.group_order, self._render):
+                self._deliver(scope)
+            if decision.run.terminal:
+                if not self.dry_run:
+                    self._deliver_owed()
+                code = self.ledger.finish(decision, reader.group_order)
+                self.log.info("finished: %s; exit %d", decision.run.state, code)
+                return code
+            if not self.stop.sleep(self.s.poll_seconds):
+                self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
+                return ExitCode.OK
+
+    def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
+        vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
+        ctx = Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
+                      inventory_problem=problem, position=position, channel=self.s.channel,
+                      username=self.s.username)
+        return render(verdict, self.req, ctx)
+
+    def _deliver_owed(self) -> None:
+        for scope in self.ledger.owed():
+            payload = self.ledger.message_of(scope)
+            if payload is None:
+                self.ledger.logger(scope.key).error("the recorded message is missing; cannot deliver")
+                scope.outcome = Delivery.NOT_SENT
+                continue
+            self._deliver(scope, payload)
+
+    def _deliver(self, scope: Scope, payload: Optional[Dict[str, Any]] = None) -> None:
+        scope.owed = False
+        record = scope.record or {}
+        try:
+            result = self.deliverer.deliver(scope.run, payload or record["message"], record["state"])
+        except StateError as exc:
+            result = Result(Delivery.NOT_SENT, f"the intent record could not be written ({exc}); nothing was sent")
+        level = 20 if result.outcome in (Delivery.POSTED, Delivery.CANCELLED) else 40
+        error_id = f" [{result.error_id}]" if result.error_id else ""
+        self.ledger.logger(scope.key).log(level, "delivery %s after %d attempt(s): %s%s", result.outcome,
+                                          result.attempts, result.detail, error_id)
+        self.ledger.event(scope, delivery=result.outcome, detail=result.detail, error_id=result.error_id)
+        # Nothing was attempted (the intent record could not be written): try once more before exiting.
+        retry = result.outcome == Delivery.NOT_SENT and result.attempts == 0
+        self.ledger.record_delivery(scope, result.outcome, retry=retry)
+
+
+def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool) -> int:
+    if settings.env_file_unsafe:  # under systemd the values arrive via EnvironmentFile=: refuse all the same
+        raise ConfigError(f"{settings.env_file_problem} (the watcher refuses to run until then)")
+    if not settings.webhook and not dry_run:
+        raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
+                          f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "
+                          "nothing could be posted")
+    try:
+        return Watcher(settings, request, dry_run, at_least_once).run()
+    except StateError as exc:
+        log.get(request.build_name).error("state directory problem: %s", exc)
+        return ExitCode.INTERNAL
