@@ -97,6 +97,26 @@ def read_record(run: RunDir, categorized: bool = False) -> Tuple[Optional[Dict[s
     return data, problem
 
 
+def owed_after_restart(run: RunDir, rec: Optional[Dict[str, Any]], at_least_once: bool) -> bool:
+    """Is a recorded terminal scope's post still owed (to be sent by the next watcher)?"""
+    if record_state(rec) not in POSTED:
+        return False
+    status = delivery_status(run)
+    if status == Delivery.POSTED:
+        return False
+    if status in (Delivery.UNCERTAIN, Delivery.REJECTED):
+        return at_least_once
+    return status == Delivery.NOT_SENT or (rec or {}).get("delivery") in (Delivery.PENDING, Delivery.NOT_SENT)
+
+
+def may_still_post(run: RunDir, rec: Optional[Dict[str, Any]]) -> bool:
+    """Could a watcher still post for this scope: it is not decided yet, or its post is owed."""
+    if run.is_posted():
+        return False
+    state = record_state(rec)
+    return state is None or not state.terminal or owed_after_restart(run, rec, at_least_once=False)
+
+
 def finished_state(bd: BuildDir, categorized: Optional[bool] = None) -> Optional[str]:
     """The terminal state of a build (or "posted" where only the marker says so), else None."""
     data, problem = bd.read_state()
@@ -191,20 +211,10 @@ class Ledger:
         if rec is None or state is None or not state.terminal:
             return
         scope.record = rec
-        if self._owed_after_restart(scope.run, rec):
+        if owed_after_restart(scope.run, rec, self.at_least_once):
             scope.owed = True
         elif rec.get("delivery") == Delivery.PENDING:
             self._report_interrupted(scope)
-
-    def _owed_after_restart(self, run: RunDir, rec: Dict[str, Any]) -> bool:
-        if record_state(rec) not in POSTED:
-            return False
-        status = delivery_status(run)
-        if status == Delivery.POSTED:
-            return False
-        if status in (Delivery.UNCERTAIN, Delivery.REJECTED):
-            return self.at_least_once
-        return status == Delivery.NOT_SENT or rec.get("delivery") in (Delivery.PENDING, Delivery.NOT_SENT)
 
     def _report_interrupted(self, scope: Scope) -> None:
         """The watcher before us stopped during its attempt: report the outcome once, never resend."""
@@ -382,23 +392,38 @@ def parent_base(build_name: str, categorized: bool, request: Dict[str, Any]) -> 
 # --- the operator's cancel (the cancel command and helper) -------------------------------------------
 
 
-def cancel_build(bd: BuildDir, build: str) -> Tuple[bool, Optional[str]]:
-    """Write cancelled.marker and CANCELLED records under the state lock.
+@dataclass(frozen=True)
+class CancelResult:
+    cancelled: bool  # cancelled.marker written (or already there): nothing more will be posted
+    finished: Optional[str] = None  # the build's state when there was nothing left to cancel
+    posted: Tuple[str, ...] = ()  # scopes already posted ("" for the plain run)
+    uncertain: Tuple[str, ...] = ()  # scopes whose post may exist (delivery uncertain)
 
-    Returns (cancelled, finished_state): a build already finished is left as it is.
+
+def cancel_build(bd: BuildDir, build: str) -> CancelResult:
+    """Write cancelled.marker and CANCELLED records, under the lock a watcher holds while it posts.
+
+    Only a post already made (or a build finished with nothing owed) is out of reach: a run whose
+    post is still owed (decided, waiting in a retry back-off, or left for a restart) is cancelled,
+    and the watcher's re-check of the marker, under the same lock, keeps it from posting.
     """
     with bd.state_lock():
-        data, _ = bd.read_state()
-        finished = finished_state(bd)
-        if finished:
-            return False, finished
+        data, problem = bd.read_state()
+        categorized = bool((data or {}).get("categorized")) or bool(bd.subrun_names())
+        subruns = [(g, bd.subrun(g)) for g in bd.subrun_names()]
+        scopes = subruns if categorized else [("", bd)]
+        records = {g: read_record(run)[0] for g, run in scopes}
+        open_parent = categorized and not (record_state(data) or State.WAITING).terminal
+        posted = tuple(g for g, run in scopes if run.is_posted())
+        uncertain = tuple(g for g, run in scopes if not run.is_posted() and delivery_status(run) == Delivery.UNCERTAIN)
+        if not open_parent and not problem and not any(may_still_post(run, records[g]) for g, run in scopes):
+            state = record_state(data) or (State.COMPLETED if posted else None)
+            if state is not None:
+                return CancelResult(False, str(state), posted, uncertain)
         bd.mark_cancelled({"cancelled_at": utc_now_iso(), "by_pid": os.getpid()})
         bd.write_state(cancelled_record(data, build, None, "cancelled by the operator"))
-        for g in bd.subrun_names():
-            run = bd.subrun(g)
-            sub, _ = run.read_state()
-            state = record_state(sub)
-            if not run.is_posted() and not (state is not None and state.terminal):
-                run.write_state(cancelled_record(sub, build, g))
+        for g, run in subruns:
+            if may_still_post(run, records[g]):
+                run.write_state(cancelled_record(records[g], build, g))
     bd.append_event({"state": State.CANCELLED, "rule": "cancelled-marker"})
-    return True, None
+    return CancelResult(True, None, posted, uncertain)

@@ -20,7 +20,7 @@ import pytest
 from conftest import HOOK_TOKEN, World, world_env
 from reliability_helpers import cli, finish, finished, no_token_left, read_json, status, wait_for, watch  # noqa: F401
 
-from atvm_watcher.receiver import MattermostDouble
+from atvm_watcher.receiver import Fault, MattermostDouble
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 
@@ -70,8 +70,11 @@ def test_watchers_started_together_post_once(world):
         world.launch(b, "--outcome", "pass", "--step-seconds", "0.25")  # long enough to overlap for sure
     procs = {b: [world.start_watcher("--build-name", b) for _ in range(2)] for b in builds}
     for b, pair in procs.items():
-        codes = sorted(finish(p)[0] for p in pair)
-        assert codes == [0, 6], (b, codes)
+        results = [finish(p) for p in pair]
+        codes = sorted(code for code, _, _ in results)
+        # On a loaded machine the second may start after the first finished: then it finds the build done.
+        late = codes == [0, 0] and any("already finished" in err for _, _, err in results)
+        assert codes == [0, 6] or late, (b, codes)
     per_build = [sum(b in p["text"] for p in world.receiver.posts) for b in builds]
     assert per_build == [1] * 5
 
@@ -140,6 +143,42 @@ def test_cancel_between_sub_runs_stops_the_rest(world, tmp_path):
     subruns = {s["group"]: (s["state"], s["delivery"]) for s in status(world, "cancel-mid")["subruns"]}
     assert subruns == {"linux": ("COMPLETED", "posted"), "windows": ("CANCELLED", "-")}
     assert read_json(world.build_dir("cancel-mid") / "state.json")["state"] == "CANCELLED"
+
+
+def test_cancel_during_the_retry_back_off_wins(world):
+    """Decided COMPLETED, first attempt rate-limited, waiting to retry: the cancel still wins."""
+    finished(world, "cancel-backoff")
+    world.receiver.queue(Fault.rate_limited(retry_after=3))
+    proc = world.start_watcher("--build-name", "cancel-backoff")
+    wait_for(lambda: len(world.receiver.requests) == 1, what="the rate-limited attempt")
+    res = cli(world, "cancel", "--build-name", "cancel-backoff")
+    assert res.returncode == 0 and "cancelled build" in res.stdout, res.stdout
+    assert (world.build_dir("cancel-backoff") / "cancelled.marker").exists()
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert world.receiver.posts == [] and len(world.receiver.requests) == 1
+    assert read_json(world.build_dir("cancel-backoff") / "state.json")["state"] == "CANCELLED"
+
+
+def test_cancel_of_a_post_left_owed_for_a_restart_wins(world):
+    """Every attempt failed before the server acted (exit 75): the restart must not post after a cancel."""
+    finished(world, "cancel-owed")
+    world.receiver.queue(*[Fault.rate_limited(retry_after=0)] * 3)
+    code, _, err = watch(world, "cancel-owed")
+    assert code == 75, err
+    res = cli(world, "cancel", "--build-name", "cancel-owed")
+    assert "cancelled build" in res.stdout, res.stdout
+    code, _, err = watch(world, "cancel-owed")
+    assert code == 0, err
+    assert world.receiver.posts == [] and len(world.receiver.requests) == 3
+
+
+def test_cancel_after_the_post_says_so_and_changes_nothing(world):
+    finished(world, "cancel-after")
+    assert watch(world, "cancel-after")[0] == 0
+    res = cli(world, "cancel", "--build-name", "cancel-after")
+    assert "already finished (COMPLETED); posted: the run; nothing changed" in res.stdout, res.stdout
+    assert not (world.build_dir("cancel-after") / "cancelled.marker").exists()
 
 
 def _cancel_race(root: Path, seed: int) -> Optional[str]:
