@@ -180,13 +180,20 @@ class BuildDir(RunDir):
     def archive(self, state_root: Path) -> Path:
         """Move this build's whole folder under the state root's archive; returns where it went."""
         folder = state_root / ARCHIVE
+        stamp = f"{self.build}.{time.strftime('%Y%m%dT%H%M%S')}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{self.build}.{time.strftime('%Y%m%dT%H%M%S')}"
-            os.replace(self.path, target)
+            for n in range(1, 1000):
+                target = folder / (stamp if n == 1 else f"{stamp}-{n}")
+                try:
+                    os.mkdir(target, 0o700)  # claims the name: two archives in one second never collide
+                except FileExistsError:
+                    continue
+                os.replace(self.path, target)  # rename(2) may replace the empty folder just made
+                return target
+            raise OSError(errno.EEXIST, "too many archives of this build in one second")
         except OSError as exc:
             raise StateError(f"cannot archive {self.path}: {exc.strerror or exc}") from None
-        return target
 
     def set_aside_state(self) -> Optional[str]:
         """Move a damaged state.json aside (kept for the operator); returns the new name, or None."""

@@ -1,4 +1,4 @@
-"""Sleeping between polls that ends at once on SIGTERM/SIGINT (``systemctl stop``, Ctrl-C).
+"""Sleeping between polls that ends at once on SIGTERM/SIGINT/SIGHUP (``systemctl stop``, Ctrl-C, a closed terminal).
 
 The signal's wake-up byte lands on a pipe the sleep waits on, so a waiting watcher wakes once
 per poll, not several times a second, and still stops within milliseconds.
@@ -18,13 +18,16 @@ class StopRequest:
         self._wakeup = -1
 
     def install(self) -> StopRequest:
-        """Take over SIGTERM and SIGINT (main thread only)."""
+        """Take over SIGTERM, SIGINT and SIGHUP (main thread only).
+
+        Each asks for a clean stop: a request on the wire is finished and recorded first, so a
+        stop never leaves an attempt that the next watcher must report as uncertain."""
         read_end, write_end = os.pipe()
         for fd in (read_end, write_end):
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(write_end)
         self._wakeup = read_end
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._handler)
         return self
 

@@ -60,6 +60,16 @@ def test_record_request_then_finished_then_rerun(world):
     assert list((world.state_root / ".archive").iterdir())
 
 
+def test_two_reruns_in_the_same_second_keep_both_archives(world):
+    build = "e2e-cli-twice"
+    for template in ("t1", "t2", "t3"):
+        res = world.cli("record-request", "--build-name", build, "--rerun", "--template", template)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        (world.build_dir(build) / "state.json").write_text(json.dumps({"state": "COMPLETED"}))
+    archived = sorted(p.name for p in (world.state_root / ".archive").iterdir())
+    assert len(archived) == 2 and all(name.startswith(build + ".") for name in archived), archived
+
+
 def test_cancel_unknown_and_finished_builds_change_nothing(world):
     res = world.cli("cancel", "--build-name", "never-seen")
     assert res.returncode == 0 and "unknown" in res.stdout

@@ -302,6 +302,25 @@ def test_at_least_once_accepts_the_duplicate_it_was_chosen_for(world, tmp_path):
     assert status(world, "alo-2")["delivery"] == "posted"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_mid_delivery_finishes_the_post_cleanly(world, tmp_path, sig):
+    """A hang-up (a closed terminal, systemctl kill -s HUP) is a clean stop, not a kill: the request
+    on the wire is finished and recorded, so no restart ever reports it as uncertain."""
+    finished(world, "hup")
+    flag = tmp_path / "flag"
+    proc = world.start_watcher("--build-name", "hup",
+                               env={"ATVM_TEST_PAUSE_AT": "intent-written", "ATVM_TEST_PAUSE_FILE": str(flag)})
+    wait_for(lambda: flag.exists() or proc.poll() is not None, what="pause at intent-written")
+    proc.send_signal(sig)
+    time.sleep(0.1)
+    flag.unlink()
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert len(world.receiver.posts) == 1 and status(world, "hup")["delivery"] == "posted"
+    code, _, err = watch(world, "hup")
+    assert code == 0 and "uncertain" not in err and len(world.receiver.posts) == 1
+
+
 def test_the_hook_is_inert_without_its_flag_file(world):
     finished(world, "inert")
     code, _, err = watch(world, "inert", env={"ATVM_TEST_PAUSE_AT": "intent-written"})

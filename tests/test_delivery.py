@@ -275,3 +275,14 @@ def test_every_test_named_in_reliability_md_exists():
     functions = {c.split("[")[0] for c in collected}
     missing = [n for n in sorted(named) if n not in (collected if "[" in n else functions)]
     assert len(named) > 80 and missing == []
+
+
+def test_archives_made_in_the_same_second_get_distinct_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(statedir.time, "strftime", lambda fmt, *a: "20261201T000000")
+    made = []
+    for n in range(3):
+        bd = BuildDir(tmp_path / "b")
+        bd.write_state({"state": "COMPLETED", "n": n})
+        made.append(bd.archive(tmp_path).name)
+    assert made == ["b.20261201T000000", "b.20261201T000000-2", "b.20261201T000000-3"]
+    assert [json.loads((tmp_path / ".archive" / m / "state.json").read_text())["n"] for m in made] == [0, 1, 2]
