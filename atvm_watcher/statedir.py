@@ -14,12 +14,14 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 STATE_LOCK_WAIT_SECONDS = 120.0  # longer than one webhook attempt, which runs under the lock
 
 
@@ -57,9 +59,10 @@ def encode_json(data: Any, **opts: Any) -> bytes:
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
     body = encode_json(data, indent=2, sort_keys=True) + b"\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # A new file of our own: never an existing one, never through a link someone planted.
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
         try:
             view = memoryview(body)
             while view:
@@ -96,7 +99,7 @@ def read_json(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
 
 def _open_lock(path: Path) -> int:
     try:
-        return os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+        return os.open(str(path), os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
     except OSError as exc:
         raise StateError(f"cannot open {path}: {exc.strerror or exc}") from None
 
@@ -106,6 +109,7 @@ class RunDir:
     """Files for one posted unit: a plain run (the build folder) or one sub-run."""
 
     path: Path
+    within: Tuple[Path, ...] = ()  # the folders between the build folder and this one, checked too
 
     @property
     def state_file(self) -> Path:
@@ -124,6 +128,11 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {self.path}: {exc.strerror}") from None
+        # A build or sub-run folder that is a link would send every write (markers, state) elsewhere.
+        for folder in (*self.within, self.path):
+            if folder.is_symlink():
+                raise StateError(f"{folder} is a symbolic link; refusing to write through it "
+                                 "(remove it; the watcher creates a real folder)")
 
     def read_state(self) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
         return read_json(self.state_file)
@@ -205,7 +214,7 @@ class BuildDir(RunDir):
         return aside.name
 
     def subrun(self, group: str) -> RunDir:
-        return RunDir(self.path / "subruns" / group)
+        return RunDir(self.path / "subruns" / group, (self.path, self.path / "subruns"))
 
     def subrun_names(self) -> Tuple[str, ...]:
         try:
@@ -226,7 +235,7 @@ class BuildDir(RunDir):
         line = encode_json({"at": utc_now_iso(), **event}, sort_keys=True) + b"\n"
         with contextlib.suppress(OSError, StateError):
             self.ensure()
-            fd = os.open(str(self.events_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(str(self.events_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
             try:
                 size = os.fstat(fd).st_size
                 try:

@@ -575,3 +575,52 @@ def test_watcher_never_reverts_a_sub_run_nor_posts_it_twice(steps, crash_at):
             assert read_json(root / "state" / "B" / "subruns" / g / "state.json")["state"] == state
             expected = int(state in ("COMPLETED", "FAILED"))
             assert sum(f"sub-run {g} " in p for p in posted) == expected, (g, state, posted)
+
+
+# --- links planted in the state root -----------------------------------------------------------------
+
+
+def test_a_build_folder_that_is_a_link_is_refused(world, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    world.state_root.mkdir(parents=True, exist_ok=True)
+    (world.state_root / "linked").symlink_to(elsewhere)
+    finished(world, "linked")
+    code, _, err = watch(world, "linked")
+    assert code == 1 and "symbolic link" in err, err
+    assert list(elsewhere.iterdir()) == [] and world.receiver.requests == []
+
+
+def test_a_sub_run_folder_that_is_a_link_is_refused(world, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    finished(world, "sublinked", groups=(("linux", True),))
+    (world.build_dir("sublinked") / "subruns").mkdir(parents=True)
+    (world.build_dir("sublinked") / "subruns" / "linux").symlink_to(elsewhere)
+    code, _, err = watch(world, "sublinked", "--categorize")
+    assert "symbolic link" in err, err
+    assert list(elsewhere.iterdir()) == [] and world.receiver.posts == []
+
+
+@pytest.mark.parametrize("name", ["watch.lock", "state.lock", "events.jsonl"])
+def test_state_files_are_never_written_through_a_planted_link(world, tmp_path, name):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    world.build_dir("planted").mkdir(parents=True)
+    (world.build_dir("planted") / name).symlink_to(target)
+    finished(world, "planted")
+    watch(world, "planted")
+    assert target.read_text() == "keep me\n"
+    assert len(world.receiver.posts) <= 1
+
+
+def test_state_json_temp_files_are_new_files_with_unpredictable_names(tmp_path, monkeypatch):
+    from atvm_watcher import statedir
+
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    for guess in range(3):
+        (tmp_path / f".state.json.{os.getpid()}.tmp{guess or ''}").symlink_to(target)
+    statedir.write_json_atomic(tmp_path / "state.json", {"state": "COMPLETED"})
+    assert target.read_text() == "keep me\n"
+    assert json.loads((tmp_path / "state.json").read_text()) == {"state": "COMPLETED"}
