@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atvm_watcher.layout import RunLayout  # noqa: E402
 from atvm_watcher.receiver import MattermostDouble  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
@@ -47,6 +48,10 @@ class World:
     @property
     def report_dir(self) -> Path:
         return Path(self.env["ATVM_REPORT_DIR"])
+
+    def layout(self, build: str) -> RunLayout:
+        """Where a run of this build leaves its evidence, as the watcher will look for it."""
+        return RunLayout(build, self.log_dir, self.report_dir)
 
     def build_dir(self, build: str) -> Path:
         return self.state_root / build
