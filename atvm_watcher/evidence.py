@@ -24,6 +24,7 @@ from . import procs
 from .buildname import check_group_name
 from .layout import RunLayout, ScopePaths
 from .reports import MAX_REPORT_BYTES, parse_report
+from .safefile import open_regular, read_capped, read_first_line
 from .vocab import NO_REPORTS, LogFacts, OutcomeFile, Report, ReportResult, ReportSet, ScopeEvidence, Snapshot
 
 LOG_FIRST_READ_WINDOW = 16 * 1024 * 1024  # the banner and summary are at the end of a log
@@ -81,7 +82,7 @@ class LogTail:
 
     def _read_new(self, size: int) -> None:
         try:
-            fd, _ = procs.open_regular(self.path)
+            fd, _ = open_regular(self.path)
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
@@ -122,20 +123,19 @@ class LogTail:
 
 def read_outcome(path: Path) -> Optional[OutcomeFile]:
     try:
-        raw, st = procs.read_regular(path, 256)
+        word, st = read_first_line(path, 256)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}")
-    first = raw.decode("utf-8", "replace").strip().splitlines()
-    return OutcomeFile(str(path), st.st_mtime, first[0].strip() if first else "")
+    return OutcomeFile(str(path), st.st_mtime, word)
 
 
 def parse_file(path: str, size: int) -> ReportResult:
     if size > MAX_REPORT_BYTES:
         return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
     try:
-        data, _ = procs.read_regular(path, MAX_REPORT_BYTES + 1)
+        data, _ = read_capped(path, MAX_REPORT_BYTES + 1)
     except OSError as exc:
         return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
     return parse_report(path, data)

@@ -121,6 +121,19 @@ def world_env(root: Path, webhook: str) -> Dict[str, str]:
 
 
 @pytest.fixture
+def no_hang():
+    """A blocking open would hang the test for ever: make it fail after a few seconds instead."""
+    def expired(signum, frame):
+        raise TimeoutError("blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
 def receiver():
     with MattermostDouble(hook_id=HOOK_TOKEN) as r:
         yield r

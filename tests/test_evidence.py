@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import List
@@ -340,19 +339,6 @@ def test_skip_dirs_leaves_top_level_folders_out(root):
 
 
 # --- a FIFO where a file belongs: read as a problem, never a blocked watcher --------------------------------
-
-
-@pytest.fixture
-def no_hang():
-    """A blocking open would hang the test for ever: make it fail after a few seconds instead."""
-    def expired(signum, frame):
-        raise TimeoutError("blocked on a FIFO")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def test_a_fifo_as_outcome_file_is_unreadable_evidence(tmp_path, no_hang):
