@@ -3,7 +3,7 @@
 
     python3 bench/bench_watchers.py --write docs/PERFORMANCE.md     # about 4 minutes on 2 cores
 
-Every figure comes from real processes: the simulated launcher (atvm_watcher/simulate.py), the
+Every figure comes from real processes: the simulated launcher (atvm_dev/simulate.py), the
 real watcher (atvm_run_watcher.py watch, default settings), the loopback Mattermost double, and
 the naive alternative (bench/naive_watch.sh: grep + curl in a shell loop). Sections:
   1 latency      terminal evidence written -> post on the receiver, over N runs

@@ -24,12 +24,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atvm_dev.receiver import MattermostDouble  # noqa: E402
+from atvm_dev.simulate import mochawesome_report  # noqa: E402
 from atvm_watcher.layout import RunLayout  # noqa: E402
-from atvm_watcher.receiver import MattermostDouble  # noqa: E402
-from atvm_watcher.simulate import mochawesome_report  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
-SIMULATE = REPO / "atvm_watcher" / "simulate.py"
+SIMULATE = REPO / "atvm_dev" / "simulate.py"
 NAIVE = REPO / "bench" / "naive_watch.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUBJECT = re.compile(r"(\[naive\] )?ATVM run (\w+): (\S+)")

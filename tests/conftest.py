@@ -19,11 +19,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atvm_dev.receiver import MattermostDouble  # noqa: E402
 from atvm_watcher.layout import RunLayout  # noqa: E402
-from atvm_watcher.receiver import MattermostDouble  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
-SIMULATE = REPO / "atvm_watcher" / "simulate.py"
+SIMULATE = REPO / "atvm_dev" / "simulate.py"
 FIXTURES = REPO / "tests" / "fixtures"
 HOOK_TOKEN = "atvmtesthooktoken0123456789"
 

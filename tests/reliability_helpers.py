@@ -16,8 +16,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import pytest
 from conftest import HOOK_TOKEN, World
 
+from atvm_dev.simulate import BAR, mochawesome_report
 from atvm_watcher.layout import RunLayout, ScopePaths
-from atvm_watcher.simulate import BAR, mochawesome_report
 
 TOKEN = HOOK_TOKEN.encode()
 WATCH_TIMEOUT = 30.0  # only a hung watcher (a bug) ever gets near this

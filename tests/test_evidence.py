@@ -14,10 +14,10 @@ from typing import List
 
 import pytest
 
+from atvm_dev.simulate import mochawesome_report
 from atvm_watcher import evidence
 from atvm_watcher.evidence import EvidenceReader, LogTail, ReportScanner
 from atvm_watcher.layout import RunLayout
-from atvm_watcher.simulate import mochawesome_report
 
 OLD = time.time() - 3600  # an mtime well outside every "recent" window
 

@@ -4,7 +4,7 @@ Used by ``demo``, the end-to-end tests and the benchmark. It writes a Cypress-st
 and mochawesome-format reports spec by spec, then the outcome files, then exits; options make it
 hang, die without a trace, or skip the outcome files, so every state can be reached from files.
 
-    python3 atvm_watcher/simulate.py --build-name B --log-dir D --report-dir R \
+    python3 atvm_dev/simulate.py --build-name B --log-dir D --report-dir R \
         [--group linux:pass --group windows:fail] [--outcome pass|fail] [--step-seconds 1]
 """
 
