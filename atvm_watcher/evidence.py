@@ -1,13 +1,9 @@
-"""The adapter: the ONE module that knows where an ATVM run leaves its evidence.
+"""The adapter: reads what an ATVM run leaves on disk.
 
-Matching a real controller whose launcher writes elsewhere is a change to this file alone.
-It turns files and processes into a frozen ``Snapshot`` that the pure decision code reads.
-Default layout for build B (CONTRACT.md, "Where the run's evidence is"):
-
-    $ATVM_LOG_DIR/B.log  .status  .exit  .pid       the run (or the categorized parent)
-    $ATVM_REPORT_DIR/B/**.json|.xml                  its reports
-    $ATVM_LOG_DIR/B/g.log  g.status  g.exit          group g of a categorized run
-    $ATVM_REPORT_DIR/B/g/**                          group g's reports
+It turns files and processes into a frozen ``Snapshot`` that the pure decision code reads. Where
+the files are is layout.py's business (RunLayout); what they mean, and how to read them cheaply, is
+this module's. Reports are ``*.json`` (mochawesome) and ``*.xml`` (JUnit) anywhere under a scope's
+report folder.
 
 It is incremental so that a poll costs the same at 1 MiB and at 1 GiB of log and stays small at
 10,000 reports: logs are read from a remembered offset, reports are re-parsed only when they changed,
@@ -26,7 +22,9 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
+from .layout import RunLayout, ScopePaths
 from .reports import MAX_REPORT_BYTES, parse_report
+from .safefile import open_regular, read_capped, read_first_line
 from .vocab import NO_REPORTS, LogFacts, OutcomeFile, Report, ReportResult, ReportSet, ScopeEvidence, Snapshot
 
 LOG_FIRST_READ_WINDOW = 16 * 1024 * 1024  # the banner and summary are at the end of a log
@@ -84,7 +82,7 @@ class LogTail:
 
     def _read_new(self, size: int) -> None:
         try:
-            fd, _ = procs.open_regular(self.path)
+            fd, _ = open_regular(self.path)
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
@@ -125,20 +123,19 @@ class LogTail:
 
 def read_outcome(path: Path) -> Optional[OutcomeFile]:
     try:
-        raw, st = procs.read_regular(path, 256)
+        word, st = read_first_line(path, 256)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}")
-    first = raw.decode("utf-8", "replace").strip().splitlines()
-    return OutcomeFile(str(path), st.st_mtime, first[0].strip() if first else "")
+    return OutcomeFile(str(path), st.st_mtime, word)
 
 
 def parse_file(path: str, size: int) -> ReportResult:
     if size > MAX_REPORT_BYTES:
         return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
     try:
-        data, _ = procs.read_regular(path, MAX_REPORT_BYTES + 1)
+        data, _ = read_capped(path, MAX_REPORT_BYTES + 1)
     except OSError as exc:
         return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
     return parse_report(path, data)
@@ -317,11 +314,11 @@ def finish_time(log: Optional[LogFacts], status: Optional[OutcomeFile],
 class Scope:
     """Readers for one run or sub-run's files."""
 
-    def __init__(self, group: Optional[str], log: Path, reports: Path, status: Path, exit_file: Path):
+    def __init__(self, group: Optional[str], paths: ScopePaths):
         self.group = group
-        self.tail = LogTail(log)
-        self.scanner = ReportScanner(reports)
-        self.status_path, self.exit_path = status, exit_file
+        self.tail = LogTail(paths.log)
+        self.scanner = ReportScanner(paths.reports)
+        self.status_path, self.exit_path = paths.status, paths.exit
 
     def evidence(self, now: float, read_reports: bool = True) -> ScopeEvidence:
         log, status, exit_ = self.tail.facts(), read_outcome(self.status_path), read_outcome(self.exit_path)
@@ -338,41 +335,35 @@ class Scope:
 class EvidenceReader:
     """Stateful reader for one build; ``snapshot()`` is called once per poll."""
 
-    def __init__(self, build: str, log_dir: Path, report_dir: Path, categorized: bool,
-                 watcher_started_at: float, known_groups: Tuple[str, ...] = (),
-                 recorded_run_start: Optional[float] = None):
-        self.build, self.log_dir, self.report_dir = build, log_dir, report_dir
+    def __init__(self, layout: RunLayout, categorized: bool, watcher_started_at: float,
+                 known_groups: Tuple[str, ...] = (), recorded_run_start: Optional[float] = None):
+        self.build = build = layout.build
+        self.layout = layout
         self.recorded_run_start = recorded_run_start
         self.categorized = categorized
         self.watcher_started_at = watcher_started_at
-        self.parent = Scope(None, log_dir / f"{build}.log", report_dir / build,
-                            log_dir / f"{build}.status", log_dir / f"{build}.exit")
-        self.pid_file = log_dir / f"{build}.pid"
+        self.parent = Scope(None, self.layout.run())
         self.groups: Dict[str, Scope] = {}
         for g in known_groups:
             self._add_group(g)
         self.files_existed_at_start = self.parent.any_file_exists() or bool(self._group_files())
-        self.launcher = procs.LauncherTracker(build, self.pid_file)
+        self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
 
     def _add_group(self, g: str) -> None:
-        self.groups[g] = Scope(g, self.log_dir / self.build / f"{g}.log", self.report_dir / self.build / g,
-                               self.log_dir / self.build / f"{g}.status", self.log_dir / self.build / f"{g}.exit")
+        self.groups[g] = Scope(g, self.layout.group(g))
 
     def _group_files(self) -> List[Tuple[float, str]]:
         """(first-seen mtime, group) for every group with a file in the layout."""
         seen: Dict[str, float] = {}
-        for folder, is_log_dir in ((self.log_dir / self.build, True), (self.report_dir / self.build, False)):
+        for folder in self.layout.group_folders():
             try:
-                entries = list(os.scandir(folder))
+                entries = list(os.scandir(folder.path))
             except OSError:
                 continue
             for e in entries:
+                name = folder.group_of(e.name)
                 try:
-                    if is_log_dir and e.name.endswith((".log", ".status", ".exit")) and e.is_file():
-                        name = e.name.rsplit(".", 1)[0]
-                    elif not is_log_dir and e.is_dir(follow_symlinks=False):
-                        name = e.name
-                    else:
+                    if name is None or not (e.is_file() if folder.holds_files else e.is_dir(follow_symlinks=False)):
                         continue
                     mtime = e.stat().st_mtime
                 except OSError:

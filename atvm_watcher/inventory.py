@@ -7,13 +7,13 @@ comes back as a one-line problem, and the status post goes out anyway with what 
 from __future__ import annotations
 
 import codecs
-import os
 import re
-import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .safefile import read_capped
 
 MAX_READ_BYTES = 1024 * 1024
 MAX_CELL_CHARS = 200
@@ -76,8 +76,8 @@ def load_inventory(path: Union[Path, str]) -> Tuple[List[VM], Optional[str]]:
     """Read the inventory file: (VMs, None), or what could be read plus a one-line problem."""
     shown = _clean(str(path))
     try:
-        data, truncated = _read_capped(Path(path))
-        vms, problem = _parse_bytes(data, truncated)
+        data, _ = read_capped(path, MAX_READ_BYTES + 1)  # a FIFO or device named by mistake cannot hang us
+        vms, problem = _parse_bytes(data[:MAX_READ_BYTES], len(data) > MAX_READ_BYTES)
     except (OSError, ValueError) as exc:
         return [], _problem(f"cannot read {shown}: {_os_reason(exc)}")
     except Exception as exc:  # the post must go out even if this parser has a bug
@@ -98,29 +98,6 @@ def vms_for_build(path: Union[Path, str], build_name: str) -> Tuple[List[VM], Op
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-
-def _read_capped(path: Path) -> Tuple[bytes, bool]:
-    # O_NONBLOCK so a FIFO or device named by mistake cannot hang the watcher before it posts.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, "is a directory")
-        if not stat.S_ISREG(mode):
-            raise OSError(0, "not a regular file")
-        chunks: List[bytes] = []
-        left = MAX_READ_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    return data[:MAX_READ_BYTES], len(data) > MAX_READ_BYTES
 
 
 def _os_reason(exc: Exception) -> str:

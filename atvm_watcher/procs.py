@@ -8,14 +8,13 @@ recycled pid never keeps a dead run "alive".
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from .safefile import read_capped
 from .vocab import Liveness
 
 PROC = "/proc"  # a plain string: paths under it are built on every poll; tests point it at a fake tree
@@ -192,38 +191,10 @@ def find_by_argv(build: str, exclude: Tuple[int, ...]) -> Optional[int]:
     return ArgvScanner(build, exclude).find(time.time())
 
 
-def open_regular(path: Union[str, Path]) -> Tuple[int, os.stat_result]:
-    """An fd for reading a regular file, and its stat. A FIFO or device where a file belongs is an OSError
-    here: opening it for reading the usual way blocks the watcher forever."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd, st
-
-
-def read_regular(path: Union[str, Path], limit: int) -> Tuple[bytes, os.stat_result]:
-    """Up to ``limit`` bytes from the start of a regular file (see open_regular), and its stat."""
-    fd, st = open_regular(path)
-    try:
-        chunks: List[bytes] = []
-        left = limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
-
-
 def read_pid_file(path: Path) -> Tuple[Optional[int], Optional[float], str]:
     """(pid, pid file mtime, note)."""
     try:
-        raw, st = read_regular(path, 64)
+        raw, st = read_capped(path, 64)
         text = raw.decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None, None, ""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 from .decide import Limits
+from .layout import RunLayout
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
 
@@ -56,6 +57,10 @@ class Settings:
     @property
     def has_webhook(self) -> bool:
         return bool(self.webhook)
+
+    def layout(self, build: str) -> RunLayout:
+        """Where build's evidence is: the one place that turns settings into the evidence layout."""
+        return RunLayout(build, self.log_dir, self.report_dir)
 
     def limits(self) -> Limits:
         return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from .safefile import read_capped
+
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 STATE_LOCK_WAIT_SECONDS = 120.0  # longer than one webhook attempt, which runs under the lock
 
@@ -81,13 +83,13 @@ def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
 def read_json(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """(data, problem): missing -> (None, None); corrupt/unreadable -> (None, reason)."""
     try:
-        raw = path.read_bytes()
+        raw, st = read_capped(path, 4 * 1024 * 1024 + 1)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
         return None, f"{path.name} unreadable: {exc.strerror}"
     if len(raw) > 4 * 1024 * 1024:
-        return None, f"{path.name} is implausibly large ({len(raw)} bytes)"
+        return None, f"{path.name} is implausibly large ({st.st_size} bytes)"
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

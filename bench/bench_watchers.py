@@ -3,7 +3,7 @@
 
     python3 bench/bench_watchers.py --write docs/PERFORMANCE.md     # about 4 minutes on 2 cores
 
-Every figure comes from real processes: the simulated launcher (atvm_watcher/simulate.py), the
+Every figure comes from real processes: the simulated launcher (atvm_dev/simulate.py), the
 real watcher (atvm_run_watcher.py watch, default settings), the loopback Mattermost double, and
 the naive alternative (bench/naive_watch.sh: grep + curl in a shell loop). Sections:
   1 latency      terminal evidence written -> post on the receiver, over N runs
@@ -35,6 +35,7 @@ from benchlib import World  # noqa: E402
 
 from atvm_watcher import decide as decide_mod  # noqa: E402
 from atvm_watcher import evidence, procs  # noqa: E402
+from atvm_watcher.layout import RunLayout  # noqa: E402
 
 MIB = 1024 * 1024
 UNIT_PYTHON = "/usr/bin/python3"  # ExecStart of deploy/atvm-run-watcher@.service
@@ -76,7 +77,7 @@ def _one_latency_run(world: World, rx: bl.TimedReceiver, build: str, step: float
 def finished_at(world: World, build: str) -> Optional[float]:
     """The summary is the log's last write and comes before the .exit file: the earliest terminal evidence."""
     try:
-        return (world.log_dir / f"{build}.log").stat().st_mtime_ns / 1e9
+        return world.layout(build).run().log.stat().st_mtime_ns / 1e9
     except OSError:
         return None
 
@@ -97,7 +98,7 @@ def bench_idle(tmp: Path, rx: bl.TimedReceiver, seconds: float, warmup: float, r
         world.launcher("bench-idle-10k", "--hang")
         time.sleep(1.0)  # reports written after the launcher started belong to its run
         now = time.time()
-        bl.write_reports(world.report_dir / "bench-idle-10k", reports, 0, (now - 0.5, now - 0.5))
+        bl.write_reports(world.layout("bench-idle-10k").run().reports, reports, 0, (now - 0.5, now - 0.5))
         subjects = {
             "watcher, quiet run (launcher alive, log quiet)": (world.watcher("bench-idle-quiet"), False),
             f"watcher, quiet run with {reports:,} reports": (world.watcher("bench-idle-10k"), False),
@@ -180,11 +181,11 @@ def bench_log_sizes(tmp: Path, sizes: List[int], polls: int) -> List[Dict[str, A
     rows = []
     try:
         for size in sizes:
-            build = f"bench-log-{size // MIB}m"
-            log = folder / "log" / f"{build}.log"
+            layout = RunLayout(f"bench-log-{size // MIB}m", folder / "log", folder / "reports")
+            log = layout.run().log
             bl.write_log(log, size)
-            (folder / "log" / f"{build}.pid").write_text(f"{sleeper.pid}\n")
-            rows.append(_log_poll_costs(folder, build, log, polls))
+            layout.pid_file().write_text(f"{sleeper.pid}\n")
+            rows.append(_log_poll_costs(layout, polls))
             log.unlink()
     finally:
         sleeper.kill()
@@ -192,7 +193,8 @@ def bench_log_sizes(tmp: Path, sizes: List[int], polls: int) -> List[Dict[str, A
     return rows
 
 
-def _log_poll_costs(folder: Path, build: str, log: Path, polls: int) -> Dict[str, Any]:
+def _log_poll_costs(layout: RunLayout, polls: int) -> Dict[str, Any]:
+    log = layout.run().log
     tail = evidence.LogTail(log)
     first = cpu_of(tail.facts)
     quiet = cpu_of(tail.facts, polls)
@@ -201,7 +203,7 @@ def _log_poll_costs(folder: Path, build: str, log: Path, polls: int) -> Dict[str
         with log.open("ab") as fh:
             fh.write(b"  cy:xhr  GET /api/v1/jobs/42/status  Status: 200\n")
         grown += cpu_of(tail.facts)
-    reader = evidence.EvidenceReader(build, folder / "log", folder / "reports", False, time.time())
+    reader = evidence.EvidenceReader(layout, False, time.time())
     reader.snapshot()
     snap = cpu_of(reader.snapshot, polls)
     grep = [_grep_cost(log) for _ in range(3)]
@@ -220,7 +222,7 @@ def bench_reports(tmp: Path, rx: bl.TimedReceiver, count: int, polls: int) -> Di
     world = World.make(tmp, "reports", rx.url, PY)
     build = "bench-reports-10k"
     _finished_run(world, build, count)
-    reader = evidence.EvidenceReader(build, world.log_dir, world.report_dir, False, time.time())
+    reader = evidence.EvidenceReader(world.layout(build), False, time.time())
     t0, c0 = time.monotonic(), time.process_time()
     decision = decide_mod.decide(reader.snapshot(), decide_mod.Limits())
     first = {"wall": time.monotonic() - t0, "cpu": time.process_time() - c0, "state": decision.run.state,
@@ -234,7 +236,7 @@ def bench_reports(tmp: Path, rx: bl.TimedReceiver, count: int, polls: int) -> Di
 
     snap = reader.snapshot()
     costs = {"cheap": cpu_of(cheap_poll, polls), "thorough": cpu_of(lambda: scanner.scan(time.time(), True), 5),
-             "full_walk": cpu_of(lambda: _full_walk(world.report_dir / build), 5),
+             "full_walk": cpu_of(lambda: _full_walk(world.layout(build).run().reports), 5),
              "decide": cpu_of(lambda: decide_mod.decide(snap, decide_mod.Limits()), 10)}
     e2e = _watch_finished_run(world, rx, build)
     return {"count": count, "first": first, "costs": costs, "e2e": e2e}
@@ -243,14 +245,15 @@ def bench_reports(tmp: Path, rx: bl.TimedReceiver, count: int, polls: int) -> Di
 def _finished_run(world: World, build: str, count: int) -> None:
     """A run that ended two minutes ago: log, exit file and ``count`` reports, one of them failed."""
     now = time.time()
-    log = world.log_dir / f"{build}.log"
+    run = world.layout(build).run()
+    log = run.log
     bl.write_log(log, 2 * MIB)
     with log.open("ab") as fh:
         fh.write("\n  (Run Finished)\n    ✖  1 of 900 failed (0%)   2:01:07   2700   2699   1\n".encode())
-    bl.write_reports(world.report_dir / build, count, 1, (now - 7200, now - 125))
-    os.utime(world.report_dir / build, (now - 125, now - 125))
-    (world.log_dir / f"{build}.exit").write_text("1\n")
-    os.utime(world.log_dir / f"{build}.exit", (now - 120, now - 120))
+    bl.write_reports(run.reports, count, 1, (now - 7200, now - 125))
+    os.utime(run.reports, (now - 125, now - 125))
+    run.exit.write_text("1\n")
+    os.utime(run.exit, (now - 120, now - 120))
     # The decision rules date the run from the earliest of its own files' mtimes: the log's is set to
     # the run's start so that every report counts (see docs/PERFORMANCE.md).
     os.utime(log, (now - 7300, now - 7300))
@@ -306,16 +309,17 @@ def bench_big_live(tmp: Path, rx: bl.TimedReceiver, size: int, seconds: float) -
     """Our watcher and the naive loop on the same quiet run whose log is ``size`` bytes."""
     world = World.make(tmp, "biglive", rx.url, PY)
     build = "bench-big-live"
+    layout = world.layout(build)
     launcher = world.spawn(["sleep", "3600"])
-    (world.log_dir / f"{build}.pid").write_text(f"{launcher.pid}\n")
-    bl.write_log(world.log_dir / f"{build}.log", size)
+    layout.pid_file().write_text(f"{launcher.pid}\n")
+    bl.write_log(layout.run().log, size)
     subprocess.run(["sync"], check=False)
     try:
         subjects = {"watcher": (world.watcher(build), False), "naive loop": (world.naive(build), True)}
         return _measure_window(subjects, seconds, warmup=3.0)
     finally:
         world.stop_all()
-        (world.log_dir / f"{build}.log").unlink()
+        layout.run().log.unlink()
 
 
 # --- tables ------------------------------------------------------------------------------------------------

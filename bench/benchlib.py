@@ -24,11 +24,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atvm_watcher.receiver import MattermostDouble  # noqa: E402
-from atvm_watcher.simulate import mochawesome_report  # noqa: E402
+from atvm_dev.receiver import MattermostDouble  # noqa: E402
+from atvm_dev.simulate import mochawesome_report  # noqa: E402
+from atvm_watcher.layout import RunLayout  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
-SIMULATE = REPO / "atvm_watcher" / "simulate.py"
+SIMULATE = REPO / "atvm_dev" / "simulate.py"
 NAIVE = REPO / "bench" / "naive_watch.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUBJECT = re.compile(r"(\[naive\] )?ATVM run (\w+): (\S+)")
@@ -60,6 +61,9 @@ class World:
     @property
     def report_dir(self) -> Path:
         return self.root / "reports"
+
+    def layout(self, build: str) -> RunLayout:
+        return RunLayout(build, self.log_dir, self.report_dir)
 
     def env(self) -> Dict[str, str]:
         """Default settings (poll 1 s and the rest): only the paths and the webhook are set."""
@@ -93,7 +97,7 @@ class World:
 
     def naive(self, build: str, every: float = 1.0) -> subprocess.Popen:
         # The build name travels in the environment: in argv it would look like a launcher to the watcher.
-        env = {**self.env(), "NAIVE_LOG": str(self.log_dir / f"{build}.log"), "NAIVE_URL": self.webhook,
+        env = {**self.env(), "NAIVE_LOG": str(self.layout(build).run().log), "NAIVE_URL": self.webhook,
                "NAIVE_BUILD": build, "NAIVE_EVERY": f"{every:g}"}
         return self.spawn(["/bin/bash", str(NAIVE)], env=env)
 

@@ -19,12 +19,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atvm_watcher.receiver import MattermostDouble  # noqa: E402
+from atvm_dev.receiver import MattermostDouble  # noqa: E402
+from atvm_watcher.layout import RunLayout  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
 # The same CLI with a crash point armed by ATVM_TEST_PAUSE_AT / ATVM_TEST_PAUSE_FILE (see the file).
 CRASHPOINT_WATCHER = REPO / "atvm_dev" / "atvm_run_watcher_crashpoint.py"
-SIMULATE = REPO / "atvm_watcher" / "simulate.py"
+SIMULATE = REPO / "atvm_dev" / "simulate.py"
 FIXTURES = REPO / "tests" / "fixtures"
 HOOK_TOKEN = "atvmtesthooktoken0123456789"
 
@@ -54,6 +55,10 @@ class World:
     @property
     def report_dir(self) -> Path:
         return Path(self.env["ATVM_REPORT_DIR"])
+
+    def layout(self, build: str) -> RunLayout:
+        """Where a run of this build leaves its evidence, as the watcher will look for it."""
+        return RunLayout(build, self.log_dir, self.report_dir)
 
     def build_dir(self, build: str) -> Path:
         return self.state_root / build
@@ -120,6 +125,19 @@ def world_env(root: Path, webhook: str) -> Dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return env
+
+
+@pytest.fixture
+def no_hang():
+    """A blocking open would hang the test for ever: make it fail after a few seconds instead."""
+    def expired(signum, frame):
+        raise TimeoutError("blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

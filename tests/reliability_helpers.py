@@ -16,7 +16,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import pytest
 from conftest import HOOK_TOKEN, World
 
-from atvm_watcher.simulate import BAR, mochawesome_report
+from atvm_dev.simulate import BAR, mochawesome_report
+from atvm_watcher.layout import RunLayout, ScopePaths
 
 TOKEN = HOOK_TOKEN.encode()
 WATCH_TIMEOUT = 30.0  # only a hung watcher (a bug) ever gets near this
@@ -95,35 +96,33 @@ def read_json(path: Path) -> Dict:
 # --- evidence of a run that already finished ----------------------------------------------------
 
 
-def _write_scope(log: Path, reports: Path, exit_file: Path, label: str, passing: bool) -> None:
+def _write_scope(paths: ScopePaths, label: str, passing: bool) -> None:
     titles = ["discovers the source VM", "replicates the disks", "cuts over and boots the target"]
-    reports.mkdir(parents=True, exist_ok=True)
+    paths.reports.mkdir(parents=True, exist_ok=True)
     report = mochawesome_report(f"{label}.cy.js", f"{label} migration", titles, fail_last=not passing)
-    (reports / "mochawesome.json").write_text(json.dumps(report), encoding="utf-8")
-    log.parent.mkdir(parents=True, exist_ok=True)
+    (paths.reports / "mochawesome.json").write_text(json.dumps(report), encoding="utf-8")
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
     summary = ("    ✔  All specs passed!   00:03   3   3   -   -   -" if passing
                else "    ✖  1 of 1 failed (100%)   00:03   3   2   1   -   -")
-    log.write_text(f"\n{BAR}\n\n  (Run Starting)\n\n  Running:  {label}.cy.js\n\n{BAR}\n\n  (Run Finished)\n"
-                   f"{summary}\n", encoding="utf-8")
-    exit_file.write_text("0\n" if passing else "1\n", encoding="utf-8")
+    paths.log.write_text(f"\n{BAR}\n\n  (Run Starting)\n\n  Running:  {label}.cy.js\n\n{BAR}\n\n"
+                         f"  (Run Finished)\n{summary}\n", encoding="utf-8")
+    paths.exit.write_text("0\n" if passing else "1\n", encoding="utf-8")
 
 
-def finished_run(log_dir: Path, report_dir: Path, build: str, passing: bool = True,
-                 groups: Tuple[Tuple[str, bool], ...] = ()) -> None:
+def finished_run(layout: RunLayout, passing: bool = True, groups: Tuple[Tuple[str, bool], ...] = ()) -> None:
     """Leave a run's complete evidence on disk, so a watcher decides it on its first poll."""
     for name, ok in groups:
-        _write_scope(log_dir / build / f"{name}.log", report_dir / build / name,
-                     log_dir / build / f"{name}.exit", name, ok)
+        _write_scope(layout.group(name), name, ok)
         time.sleep(0.01)  # groups are ordered by when their files appeared
     if not groups:
-        _write_scope(log_dir / f"{build}.log", report_dir / build, log_dir / f"{build}.exit", "main", passing)
+        _write_scope(layout.run(), "main", passing)
     else:
         all_ok = passing and all(ok for _, ok in groups)
-        (log_dir / f"{build}.exit").write_text("0\n" if all_ok else "1\n", encoding="utf-8")
+        layout.run().exit.write_text("0\n" if all_ok else "1\n", encoding="utf-8")
 
 
 def finished(world: World, build: str, passing: bool = True, groups: Tuple[Tuple[str, bool], ...] = ()) -> None:
-    finished_run(world.log_dir, world.report_dir, build, passing, groups)
+    finished_run(world.layout(build), passing, groups)
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import HOOK_TOKEN, World, world_env
 from reliability_helpers import cli, finish, finished, no_token_left, read_json, status, wait_for, watch  # noqa: F401
 
-from atvm_watcher.receiver import Fault, MattermostDouble
+from atvm_dev.receiver import Fault, MattermostDouble
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 

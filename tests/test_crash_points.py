@@ -35,8 +35,8 @@ import pytest
 from conftest import HOOK_TOKEN, WATCHER, World, world_env
 from reliability_helpers import assert_no_token, finish, finished, status, token_leaks, wait_for, watch
 
+from atvm_dev.receiver import Fault, MattermostDouble
 from atvm_watcher.commands.status import build_status
-from atvm_watcher.receiver import Fault, MattermostDouble
 from atvm_watcher.statedir import BuildDir
 
 SEED = int(os.environ.get("ATVM_CRASH_SEED", "20261126"))

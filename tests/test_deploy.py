@@ -330,12 +330,16 @@ def test_purge_alone_is_refused(tmp_path, fakes):
 
 
 # --- bundle -------------------------------------------------------------------------------------
-def test_bundle_holds_everything_the_installer_needs(tmp_path):
-    done = run([BUNDLE, "--out", tmp_path, "--version", "t1"], check=True)
+def unpacked_bundle(tmp_path: Path, version: str) -> Path:
+    done = run([BUNDLE, "--out", tmp_path, "--version", version], check=True)
     tarball = Path(done.stdout.strip().splitlines()[-1])
-    assert tarball == tmp_path / "atvm-watcher-t1.tar.gz"
+    assert tarball == tmp_path / f"atvm-watcher-{version}.tar.gz"
     subprocess.run(["tar", "-xzf", str(tarball), "-C", str(tmp_path)], check=True)
-    top = tmp_path / "atvm-watcher-t1"
+    return tmp_path / f"atvm-watcher-{version}"
+
+
+def test_bundle_holds_everything_the_installer_needs(tmp_path):
+    top = unpacked_bundle(tmp_path, "t1")
     assert (top / "VERSION").read_text() == "t1\n"
     for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh",
                  "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
@@ -347,6 +351,17 @@ def test_bundle_holds_everything_the_installer_needs(tmp_path):
     done = run([top / "deploy/install.sh", "--root", tmp_path / "root"], env=fakes.env())
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "root/opt/atvm-watcher-service/VERSION").read_text() == "t1\n"
+
+
+def test_bundle_leaves_out_the_development_tools_and_demo_says_so(tmp_path):
+    top = unpacked_bundle(tmp_path, "t2")
+    names = {p.name for p in top.rglob("*")}
+    assert not names & {"atvm_dev", "receiver.py", "simulate.py"}, "a test double or the fake launcher is shipped"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATVM_", "MATTERMOST_", "PYTHON"))}
+    done = subprocess.run([sys.executable, str(top / "atvm_run_watcher.py"), "demo"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "needs a checkout" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_bundle_is_reproducible(tmp_path):

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from atvm_dev.simulate import mochawesome_report
 from atvm_watcher import evidence
 from atvm_watcher.evidence import EvidenceReader, LogTail, ReportScanner
-from atvm_watcher.simulate import mochawesome_report
+from atvm_watcher.layout import RunLayout
 
 OLD = time.time() - 3600  # an mtime well outside every "recent" window
 
@@ -341,19 +341,6 @@ def test_skip_dirs_leaves_top_level_folders_out(root):
 # --- a FIFO where a file belongs: read as a problem, never a blocked watcher --------------------------------
 
 
-@pytest.fixture
-def no_hang():
-    """A blocking open would hang the test for ever: make it fail after a few seconds instead."""
-    def expired(signum, frame):
-        raise TimeoutError("blocked on a FIFO")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
 def test_a_fifo_as_outcome_file_is_unreadable_evidence(tmp_path, no_hang):
     os.mkfifo(tmp_path / "B.exit")
     outcome = evidence.read_outcome(tmp_path / "B.exit")
@@ -375,27 +362,28 @@ def test_a_fifo_among_reports_is_skipped(root, no_hang):
 
 
 def test_fresh_finish_evidence_rereads_every_report(tmp_path):
-    log_dir, report_dir = tmp_path / "log", tmp_path / "reports"
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
+    run = layout.run()
     for i in range(200):
-        write(report_dir / "B" / f"m{i:03d}.json", report_bytes(False, f"s{i}.cy.js"))
-    settle(report_dir / "B")
-    write(log_dir / "B.log", b"  (Run Starting)\n")
-    reader = EvidenceReader("B", log_dir, report_dir, False, time.time())
+        write(run.reports / f"m{i:03d}.json", report_bytes(False, f"s{i}.cy.js"))
+    settle(run.reports)
+    write(run.log, b"  (Run Starting)\n")
+    reader = EvidenceReader(layout, False, time.time())
     now = time.time()
     reader.snapshot(now)
-    write(report_dir / "B" / "m150.json", report_bytes(True, "s150.cy.js"), mtime=OLD + 1)
-    (log_dir / "B.exit").write_text("0\n")  # finish evidence, just written
+    write(run.reports / "m150.json", report_bytes(True, "s150.cy.js"), mtime=OLD + 1)
+    run.exit.write_text("0\n")  # finish evidence, just written
     snap = reader.snapshot(now + 1)
     assert sum(r.result.failed for r in snap.parent.reports) == 1
 
 
 def test_categorized_groups_keep_their_reports_apart(tmp_path):
-    log_dir, report_dir = tmp_path / "log", tmp_path / "reports"
-    write(log_dir / "B" / "linux.log", b"x\n", mtime=time.time() - 20)
-    write(log_dir / "B" / "windows.log", b"x\n", mtime=time.time() - 10)
-    write(report_dir / "B" / "linux" / "m.json", report_bytes(False))
-    write(report_dir / "B" / "windows" / "m.json", report_bytes(True))
-    reader = EvidenceReader("B", log_dir, report_dir, True, time.time())
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
+    write(layout.group("linux").log, b"x\n", mtime=time.time() - 20)
+    write(layout.group("windows").log, b"x\n", mtime=time.time() - 10)
+    write(layout.group("linux").reports / "m.json", report_bytes(False))
+    write(layout.group("windows").reports / "m.json", report_bytes(True))
+    reader = EvidenceReader(layout, True, time.time())
     snap = reader.snapshot()
     assert reader.group_order == ("linux", "windows")
     assert snap.parent.reports == ()

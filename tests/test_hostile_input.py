@@ -31,6 +31,7 @@ from atvm_watcher import cli as cli_mod
 from atvm_watcher import settings as settings_mod
 from atvm_watcher.commands import watch as watch_mod
 from atvm_watcher.decide import Decision, Limits, Verdict, decide
+from atvm_watcher.layout import RunLayout
 from atvm_watcher.request import Request
 from atvm_watcher.vocab import Liveness, LogFacts, OutcomeFile, Report, ReportResult, ScopeEvidence, Snapshot, State
 from atvm_watcher.webhook import PostOutcome
@@ -103,10 +104,10 @@ def test_hostile_build_names_refused_by_the_real_cli(world, name):
 def test_hostile_group_names_on_disk_are_skipped(world):
     """Sub-run names come from files; odd ones are never used as paths or posted."""
     finished(world, "groups", groups=(("linux", True),))
-    odd = world.log_dir / "groups"
-    for bad in ("-rf.log", ".hidden.log", "with space.log", "ünï.log", "x" * 200 + ".log"):
-        (odd / bad).write_text("(Run Finished)\n")
-    (world.report_dir / "groups" / "...").mkdir()
+    layout = world.layout("groups")
+    for bad in ("-rf", ".hidden", "with space", "ünï", "x" * 200):
+        layout.group(bad).log.write_text("(Run Finished)\n")
+    layout.group("...").reports.mkdir()
     code, _, err = watch(world, "groups", "--categorize")
     assert code == 0, err
     assert sorted(p.name for p in (world.build_dir("groups") / "subruns").iterdir()) == ["linux"]
@@ -151,7 +152,7 @@ def put_report(folder: Path, name: str, content) -> None:
 def test_watcher_survives_a_broken_report(world, name):
     content, state = BAD_REPORTS[name]
     finished(world, "bad-report")
-    put_report(world.report_dir / "bad-report", name, content)
+    put_report(world.layout("bad-report").run().reports, name, content)
     code, _, err = watch(world, "bad-report")
     assert code == 0, err
     recorded = read_json(world.build_dir("bad-report") / "state.json")
@@ -165,7 +166,7 @@ def test_watcher_survives_a_broken_report(world, name):
 @pytest.mark.parametrize("name", ["truncated.json", "billion-laughs.xml", "huge.json"])
 def test_a_known_failure_is_posted_whatever_else_is_broken(world, name):
     finished(world, "bad-report-failed", passing=False)
-    put_report(world.report_dir / "bad-report-failed", name, BAD_REPORTS[name][0])
+    put_report(world.layout("bad-report-failed").run().reports, name, BAD_REPORTS[name][0])
     code, _, err = watch(world, "bad-report-failed")
     assert code == 0, err
     (post,) = world.receiver.posts
@@ -184,7 +185,7 @@ def write_bytes_name(folder: Path, name: bytes, data: bytes) -> None:
 def test_non_utf8_report_name_and_lone_surrogate_title(world):
     """Both reach state.json as lone surrogates: recorded, posted, never a crash."""
     finished(world, "surrogate", passing=False)
-    folder = world.report_dir / "surrogate"
+    folder = world.layout("surrogate").run().reports
     report = json.loads((folder / "mochawesome.json").read_text())
     report["results"][0]["suites"][0]["tests"][2]["title"] = "boots \ud800 target"
     (folder / "mochawesome.json").write_text(json.dumps(report))  # json.dumps writes the \\ud800 escape
@@ -199,7 +200,7 @@ def test_non_utf8_report_name_and_lone_surrogate_title(world):
 
 def test_inspect_survives_a_non_utf8_report_name(world):
     finished(world, "inspect-surrogate")
-    write_bytes_name(world.report_dir / "inspect-surrogate", b"bad-\xff.json", b"not json")
+    write_bytes_name(world.layout("inspect-surrogate").run().reports, b"bad-\xff.json", b"not json")
     for args in (["--json"], []):
         res = cli(world, "inspect", "--build-name", "inspect-surrogate", *args,
                   env={"PYTHONIOENCODING": "utf-8:strict"})
@@ -210,14 +211,14 @@ def test_symlinked_report_is_not_followed(world, tmp_path):
     finished(world, "symlink")
     outside = tmp_path / "outside.json"
     outside.write_text("not json at all")
-    (world.report_dir / "symlink" / "linked.json").symlink_to(outside)
+    (world.layout("symlink").run().reports / "linked.json").symlink_to(outside)
     code, _, err = watch(world, "symlink")
     assert code == 0 and len(world.receiver.posts) == 1, err
 
 
 def test_log_with_invalid_utf8_and_endless_lines(world):
     finished(world, "garbage-log")
-    log = world.log_dir / "garbage-log.log"
+    log = world.layout("garbage-log").run().log
     text = log.read_bytes()
     with log.open("wb") as fh:
         fh.write(b"\xff\xfe\xc3(\x80 binary junk \x00\x01\n")
@@ -232,7 +233,7 @@ def test_log_with_invalid_utf8_and_endless_lines(world):
 
 def test_log_bigger_than_the_first_read_window(world):
     finished(world, "big-log")
-    log = world.log_dir / "big-log.log"
+    log = world.layout("big-log").run().log
     tail = log.read_bytes()
     with log.open("wb") as fh:
         fh.write((b"\xff" * 1023 + b"\n") * (17 * 1024))  # 17 MiB of invalid UTF-8 lines first
@@ -278,7 +279,8 @@ def test_damaged_state_json_with_an_intent_record_stays_uncertain(world):
 
 def test_damaged_sub_run_state_with_marker_is_not_reposted(world):
     finished(world, "damaged-cat", groups=(("linux", True), ("windows", True)))
-    (world.log_dir / "damaged-cat.exit").unlink()
+    parent_exit = world.layout("damaged-cat").run().exit
+    parent_exit.unlink()
     world.launch("damaged-cat", "--hang")  # keeps the parent alive while we damage the state
     # first watcher: both sub-runs posted; the parent is still running; stopped like systemd would
     proc = world.start_watcher("--build-name", "damaged-cat", "--categorize")
@@ -289,7 +291,7 @@ def test_damaged_sub_run_state_with_marker_is_not_reposted(world):
     for path in (build / "state.json", build / "subruns" / "linux" / "state.json"):
         path.write_text("{ damaged")
     (build / "subruns" / "windows" / "posted.marker").write_bytes(b"\x00garbage")
-    (world.log_dir / "damaged-cat.exit").write_text("0\n")
+    parent_exit.write_text("0\n")
     code, _, err = watch(world, "damaged-cat", "--categorize")
     assert code == 0, err
     assert len(world.receiver.posts) == 2
@@ -378,22 +380,23 @@ def run_watcher(world, build: str, prefix: List[str], extra: Dict[str, str] = No
     return finish(proc)
 
 
-UNREADABLE = {  # which file is chmod 000 -> (state, rule, posts)
-    "log": ("log/{b}.log", "COMPLETED", "exit-code", 1),  # the exit file says enough
-    "report": ("reports/{b}/mochawesome.json", "UNKNOWN", "report-unreadable", 0),  # a failure cannot be ruled out
+UNREADABLE = {  # which file of the run is chmod 000 -> (state, rule, posts)
+    "log": (lambda run: run.log, "COMPLETED", "exit-code", 1),  # the exit file says enough
+    # a failure cannot be ruled out
+    "report": (lambda run: run.reports / "mochawesome.json", "UNKNOWN", "report-unreadable", 0),
     # read as "no exit file" (evidence.read_outcome gives it mtime 0: older than the run); the log's
     # (Run Finished) banner and summary, and the readable reports, decide
-    "exit-file": ("log/{b}.exit", "COMPLETED", "log-banner", 1),
+    "exit-file": (lambda run: run.exit, "COMPLETED", "log-banner", 1),
 }
 
 
 @pytest.mark.parametrize("which", list(UNREADABLE))
 def test_unreadable_evidence(world, which):
     prefix = no_dac(world)
-    rel, state, rule, posts = UNREADABLE[which]
+    file_of, state, rule, posts = UNREADABLE[which]
     b = f"unreadable-{which}"
     finished(world, b)
-    (world.root / rel.format(b=b)).chmod(0)
+    file_of(world.layout(b).run()).chmod(0)
     code, _, err = run_watcher(world, b, prefix)
     assert code == 0, err
     recorded = read_json(world.build_dir(b) / "state.json")
@@ -425,15 +428,25 @@ def test_unreadable_delivery_record_is_uncertain_not_resent(world):
     assert code == 5 and world.receiver.posts == [], err
 
 
-@pytest.mark.parametrize("where", ["{b}.exit", "{b}.status", "{b}.pid", "{b}.log", "../reports/{b}/fifo.json"])
+FIFO_AT = {
+    "exit": lambda layout: layout.run().exit,
+    "status": lambda layout: layout.run().status,
+    "pid": lambda layout: layout.pid_file(),
+    "log": lambda layout: layout.run().log,
+    "report": lambda layout: layout.run().reports / "fifo.json",
+}
+
+
+@pytest.mark.parametrize("where", list(FIFO_AT))
 def test_a_fifo_where_a_file_belongs_never_blocks_the_watcher(world, where):
     """Opening a FIFO for reading blocks until a writer comes (SIGTERM does not end that wait)."""
     finished(world, "fifo")
-    path = world.log_dir / where.format(b="fifo")
+    layout = world.layout("fifo")
+    path = FIFO_AT[where](layout)
     path.unlink(missing_ok=True)
     os.mkfifo(path)
-    if where.endswith(".log"):  # the banner must come from somewhere: a second, readable log of the run
-        (world.log_dir / "fifo.exit").write_text("0\n")
+    if where == "log":  # the banner must come from somewhere: a second, readable log of the run
+        layout.run().exit.write_text("0\n")
     proc = world.start_watcher("--build-name", "fifo")
     try:
         code, _, err = finish(proc, timeout=10)
@@ -562,9 +575,10 @@ def test_watcher_never_reverts_a_sub_run_nor_posts_it_twice(steps, crash_at):
     decisions.append(Decision(Verdict("COMPLETED", "done", "done"), decisions[-1].groups))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "log" / "B").mkdir(parents=True)
+        layout = RunLayout("B", root / "log", root / "reports")
         for g in ("linux", "windows"):
-            (root / "log" / "B" / f"{g}.log").write_text("")
+            layout.group(g).log.parent.mkdir(parents=True, exist_ok=True)
+            layout.group(g).log.write_text("")
         posted = _watch_in_process(root, decisions, crash_at)
         first: Dict[str, str] = {}
         for d in decisions:

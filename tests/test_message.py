@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from atvm_dev.receiver import MattermostDouble
 from atvm_watcher.decide import Counts, Verdict
 from atvm_watcher.message import MAX_TITLES, Context, duration, render, runes
-from atvm_watcher.receiver import MattermostDouble
 from atvm_watcher.request import Request
 from atvm_watcher.webhook import post
 

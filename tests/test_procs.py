@@ -17,6 +17,7 @@ from typing import Optional
 import pytest
 
 from atvm_watcher import procs
+from atvm_watcher.layout import RunLayout
 from atvm_watcher.procs import ArgvScanner, LauncherTracker, argv_has_token, is_candidate
 
 B = "e2e-rh9-w2k25-fc"
@@ -96,8 +97,13 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
     return FakeProc(tmp_path / "proc", monkeypatch)
 
 
+def pid_path(tmp_path: Path, build: str = B) -> Path:
+    """Where the build's launcher writes its pid (the layout's pid file, with tmp_path as the log folder)."""
+    return RunLayout(build, tmp_path, tmp_path).pid_file()
+
+
 def pid_file(tmp_path: Path, pid: int, mtime: Optional[float] = None) -> Path:
-    path = tmp_path / f"{B}.pid"
+    path = pid_path(tmp_path)
     path.write_text(f"{pid}\n")
     if mtime is not None:
         os.utime(path, (mtime, mtime))
@@ -227,18 +233,18 @@ def test_pid_file_whose_pid_now_belongs_to_a_newer_process_is_not_trusted(fake, 
 
 def test_pid_file_with_garbage_falls_back_to_the_scan(fake, tmp_path):
     now = time.time()
-    (tmp_path / f"{B}.pid").write_text("not-a-pid\n")
+    (pid_path(tmp_path)).write_text("not-a-pid\n")
     fake.add(4100300, ["launch", B], now - 5)
-    live = LauncherTracker(B, tmp_path / f"{B}.pid").check(now)
+    live = LauncherTracker(B, pid_path(tmp_path)).check(now)
     assert (live.alive, live.pid, live.source) == (True, 4100300, "process scan")
     assert "not a pid" in live.note
 
 
 def test_pid_file_that_is_a_fifo_is_not_read(tmp_path, fake):
-    os.mkfifo(tmp_path / f"{B}.pid")
+    os.mkfifo(pid_path(tmp_path))
     signal.alarm(5)  # a blocking open would hang for ever: let SIGALRM end the test instead
     try:
-        live = LauncherTracker(B, tmp_path / f"{B}.pid").check(time.time())
+        live = LauncherTracker(B, pid_path(tmp_path)).check(time.time())
     finally:
         signal.alarm(0)
     assert not live.alive
@@ -248,7 +254,7 @@ def test_pid_file_that_is_a_fifo_is_not_read(tmp_path, fake):
 def test_tracked_launcher_whose_pid_is_reused_is_gone(fake, tmp_path):
     now = time.time()
     fake.add(4100300, ["launch", B], now - 100)
-    tracker = LauncherTracker(B, tmp_path / f"{B}.pid")
+    tracker = LauncherTracker(B, pid_path(tmp_path))
     assert tracker.check(now).alive
     fake.add(4100300, ["unrelated"], now + 10)  # the launcher died; its pid went to another process
     live = tracker.check(now + 20)
@@ -260,7 +266,7 @@ def test_tracked_launcher_whose_pid_is_reused_is_gone(fake, tmp_path):
 def test_tracked_launcher_that_became_a_zombie_is_gone(fake, tmp_path):
     now = time.time()
     fake.add(4100300, ["launch", B], now - 100)
-    tracker = LauncherTracker(B, tmp_path / f"{B}.pid")
+    tracker = LauncherTracker(B, pid_path(tmp_path))
     assert tracker.check(now).alive
     fake.add(4100300, ["launch", B], now - 100, state="Z")
     assert not tracker.check(now + 1).alive
@@ -297,7 +303,7 @@ def test_real_process_is_found_by_its_argv_and_not_by_a_longer_token(spawn, tmp_
     build = f"bench-{os.getpid()}-real"
     spawn(f"--log=/tmp/.log/{build}.log")
     wanted = spawn("--build-name", build)
-    tracker = LauncherTracker(build, tmp_path / f"{build}.pid")
+    tracker = LauncherTracker(build, pid_path(tmp_path, build))
     deadline = time.time() + 10
     live = tracker.check(time.time())
     while live.pid != wanted.pid and time.time() < deadline:  # until the child has exec'd
@@ -321,5 +327,5 @@ def test_real_zombie_in_the_pid_file_is_not_alive(tmp_path):
 
 
 def test_own_process_is_excluded(tmp_path):
-    tracker = LauncherTracker("x", tmp_path / "x.pid")
+    tracker = LauncherTracker("x", pid_path(tmp_path, "x"))
     assert os.getpid() in tracker.exclude

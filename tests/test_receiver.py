@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from atvm_watcher.receiver import LOOPBACK, Fault, MattermostDouble
+from atvm_dev.receiver import LOOPBACK, Fault, MattermostDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
@@ -485,7 +485,7 @@ def test_bad_framing_is_recorded_without_using_up_a_scripted_fault(double):
 
 
 def test_cli_serves_prints_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "atvm_watcher.receiver", "--hook-id", "clihook1"],
+    proc = subprocess.Popen([sys.executable, "-m", "atvm_dev.receiver", "--hook-id", "clihook1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
@@ -505,7 +505,7 @@ def test_cli_serves_prints_and_stops_on_sigterm():
 
 
 def test_cli_refuses_another_bind_address():
-    result = subprocess.run([sys.executable, "-m", "atvm_watcher.receiver", "--host", "0.0.0.0"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "atvm_dev.receiver", "--host", "0.0.0.0"], cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "127.0.0.1 only" in result.stderr

@@ -31,8 +31,8 @@ from reliability_helpers import (  # noqa: F401
     watch,
 )
 
+from atvm_dev.receiver import Fault
 from atvm_watcher import log, settings, webhook
-from atvm_watcher.receiver import Fault
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 

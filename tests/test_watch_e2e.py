@@ -88,8 +88,9 @@ def test_launcher_killed_is_terminated_without_post(world):
 
 def test_exit_code_of_a_signal_is_terminated(world):
     build = "e2e-sig"
-    world.log_dir.joinpath(f"{build}.log").write_text("Running: a.cy.js\n")
-    world.log_dir.joinpath(f"{build}.exit").write_text("137\n")
+    run = world.layout(build).run()
+    run.log.write_text("Running: a.cy.js\n")
+    run.exit.write_text("137\n")
     code, _, err = finish(world.start_watcher("--build-name", build))
     assert code == 0, err
     assert state_of(world, build)["state"] == "TERMINATED" and world.receiver.requests == []
@@ -154,7 +155,7 @@ def test_watcher_started_on_an_already_finished_run_posts_once(world):
 
 def test_reports_of_an_earlier_run_are_ignored(world):
     build = "e2e-rerun"
-    old = world.report_dir / build / "old"
+    old = world.layout(build).run().reports / "old"
     old.mkdir(parents=True)
     src = os.path.join(os.path.dirname(__file__), "fixtures", "reports", "fail", "mochawesome.json")
     stale = old / "mochawesome_old.json"

@@ -21,8 +21,8 @@ import pytest
 from conftest import HOOK_TOKEN
 from reliability_helpers import assert_no_token, finished, no_token_left, read_json, status, watch  # noqa: F401
 
+from atvm_dev.receiver import Answer, Fault, MattermostDouble, app_error
 from atvm_watcher import webhook
-from atvm_watcher.receiver import Answer, Fault, MattermostDouble, app_error
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 PAYLOAD = {"text": "ATVM run COMPLETED: b", "attachments": [{"fallback": "done", "color": "#2eb886"}]}

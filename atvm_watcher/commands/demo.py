@@ -3,6 +3,9 @@
 A simulated categorized run (a real launcher process: a passing Linux group, then a failing
 Windows group), a Mattermost-compatible receiver on 127.0.0.1, and the real watcher as a
 subprocess between them. It prints the watcher's log lines and every post as it arrives.
+
+The launcher and the receiver are development tools (atvm_dev/, beside this package in a checkout);
+the release bundle leaves them out, so an installed watcher says the demo needs a checkout.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Dict, List
 
-from ..receiver import MattermostDouble
 from ..settings import PACKAGE_ROOT
+from ..vocab import ExitCode
 
 BUILD = "e2e-redhat9.6-ubuntu24.04-w2k25-fc-demo{pid}"
 REQUEST = ["--categorize", "--template", "atvm-migration-template-v3", "--config-family", "rhel-ubuntu-windows",
@@ -56,7 +59,7 @@ def show_post(n: int, post: dict) -> None:
     print("=" * 40, flush=True)
 
 
-def follow_posts(receiver: MattermostDouble, done: threading.Event, shown: List[int]) -> None:
+def follow_posts(receiver, done: threading.Event, shown: List[int]) -> None:
     while not done.is_set() or len(receiver.posts) > shown[0]:
         if receiver.wait_for_posts(shown[0] + 1, timeout=0.2):
             shown[0] += 1
@@ -64,6 +67,14 @@ def follow_posts(receiver: MattermostDouble, done: threading.Event, shown: List[
 
 
 def run(speed: float = 1.0, keep: bool = False) -> int:
+    try:
+        from atvm_dev.receiver import MattermostDouble
+    except ModuleNotFoundError as exc:
+        if exc.name != "atvm_dev":
+            raise
+        print("error: demo needs a checkout of the atvm-watcher repository: its simulated launcher and receiver "
+              "(atvm_dev/) are development tools, not part of an installed bundle", file=sys.stderr)
+        return ExitCode.USAGE
     speed = max(0.1, min(speed, 20.0))
     tmp = Path(tempfile.mkdtemp(prefix="atvm-demo-"))
     build = BUILD.format(pid=os.getpid())
@@ -73,7 +84,7 @@ def run(speed: float = 1.0, keep: bool = False) -> int:
         print(f"demo: build {build}\ndemo: Mattermost-compatible receiver on 127.0.0.1:{receiver.port}\n"
               f"demo: evidence under {tmp}\n", flush=True)
         launcher = subprocess.Popen(
-            [py, str(PACKAGE_ROOT / "atvm_watcher" / "simulate.py"), "--build-name", build,
+            [py, str(PACKAGE_ROOT / "atvm_dev" / "simulate.py"), "--build-name", build,
              "--log-dir", env["ATVM_LOG_DIR"], "--report-dir", env["ATVM_REPORT_DIR"],
              "--group", "linux:pass", "--group", "windows:fail", "--step-seconds", str(1.2 / speed)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

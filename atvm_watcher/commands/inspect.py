@@ -62,8 +62,7 @@ def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
     req_data, _ = read_json(bd.request_file)
     categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
     groups = tuple((recorded or {}).get("groups") or ())
-    reader = EvidenceReader(build, settings.log_dir, settings.report_dir, categorized, time.time(), groups,
-                            recorded_run_start(recorded))
+    reader = EvidenceReader(settings.layout(build), categorized, time.time(), groups, recorded_run_start(recorded))
     info = explain(reader.snapshot(), settings, recorded)
     info["state_problem"] = problem
     info["cancelled"] = bd.is_cancelled()
@@ -98,5 +97,6 @@ def _print_inspect(info: Dict[str, Any], settings: Settings) -> None:
             print(f"    {line}")
     for line in info["ignored"]:
         print(f"  ignored: {line}")
-    print(f"  (layout: logs in {settings.log_dir}, reports in {settings.report_dir})")
+    run = settings.layout(info["build_name"]).run()
+    print(f"  (layout: log {run.log}, reports {run.reports}/, outcome {run.status} and {run.exit})")
 

@@ -79,8 +79,8 @@ class Watcher:
         return self.ledger.exit_code()
 
     def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
-        return EvidenceReader(self.req.build_name, self.s.log_dir, self.s.report_dir, self.req.categorize,
-                              self.clock(), groups, run_start)
+        return EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock(), groups,
+                              run_start)
 
     def _loop(self, reader: EvidenceReader) -> int:
         limits = self.s.limits()

@@ -25,11 +25,12 @@ from nspawn_container import Container, ContainerError, ensure_rootfs, missing_t
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from atvm_watcher.receiver import Fault, MattermostDouble  # noqa: E402
+from atvm_dev.receiver import Fault, MattermostDouble  # noqa: E402
 
 pytestmark = pytest.mark.system
 
 PKG = "/opt/atvm-watcher-service"
+DEV = "/usr/local/lib/atvm-dev"  # the simulated launcher: a development tool, so not in the bundle
 WATCHER = f"{PKG}/atvm_run_watcher.py"
 START = f"{PKG}/start-atvm-run-watcher.sh"
 CANCEL = f"{PKG}/cancel-atvm-run-watcher.sh"
@@ -131,6 +132,9 @@ def install_bundle(box: Container, bundle: Path, url: str) -> None:
     assert "validating" in done.stdout, done.stdout
     box.install_output = done.stdout  # type: ignore[attr-defined]
     box.sh(f"mkdir -p {LOG_DIR} {REPORT_DIR}")  # /tmp is a fresh tmpfs after boot
+    for name in ("__init__.py", "simulate.py"):
+        box.run("install", "-D", "-m", "0644", "/dev/stdin", f"{DEV}/atvm_dev/{name}",
+                input=(REPO / "atvm_dev" / name).read_bytes())
     box.write_file("/etc/atvm-run-watcher.env", TEST_ENV.format(url=url), mode="0600")
     box.write_file("/etc/systemd/system/atvm-run-watcher@.service.d/zz-test-fast-restart.conf", FAST_RESTART)
     box.run("systemctl", "daemon-reload")
@@ -148,8 +152,9 @@ def start_watcher(box: Container, build: str, *extra: str) -> subprocess.Complet
 def launch_run(box: Container, build: str, *args: str) -> str:
     """The simulated launcher as its own transient unit, like a real run started from a shell."""
     sim_unit = f"atvm-sim-{abs(hash(build)) % 10**8}"
-    box.run("systemd-run", "--quiet", "--collect", f"--unit={sim_unit}", "--",
-            "python3", f"{PKG}/atvm_watcher/simulate.py", "--build-name", build, "--log-dir", LOG_DIR,
+    # PYTHONPATH: the simulator takes the run layout from the installed atvm_watcher package.
+    box.run("systemd-run", "--quiet", "--collect", f"--unit={sim_unit}", f"--setenv=PYTHONPATH={PKG}", "--",
+            "python3", f"{DEV}/atvm_dev/simulate.py", "--build-name", build, "--log-dir", LOG_DIR,
             "--report-dir", REPORT_DIR, "--step-seconds", "0.3", *args)
     return sim_unit
 

@@ -694,7 +694,7 @@ def _shown_path(path: str, hook_id: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python3 -m atvm_watcher.receiver",
+        prog="python3 -m atvm_dev.receiver",
         description="A local Mattermost-compatible webhook receiver on 127.0.0.1; prints what it receives.")
     parser.add_argument("--host", default=LOOPBACK, help=f"only {LOOPBACK} is accepted")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")

@@ -1,10 +1,10 @@
-"""A simulated ATVM launcher: a real process that leaves a run's evidence in the contract's layout.
+"""A simulated ATVM launcher: a real process that leaves a run's evidence in the contract's layout (layout.py).
 
 Used by ``demo``, the end-to-end tests and the benchmark. It writes a Cypress-style console log
 and mochawesome-format reports spec by spec, then the outcome files, then exits; options make it
 hang, die without a trace, or skip the outcome files, so every state can be reached from files.
 
-    python3 atvm_watcher/simulate.py --build-name B --log-dir D --report-dir R \
+    python3 atvm_dev/simulate.py --build-name B --log-dir D --report-dir R \
         [--group linux:pass --group windows:fail] [--outcome pass|fail] [--step-seconds 1]
 """
 
@@ -19,6 +19,10 @@ import time
 import uuid
 from pathlib import Path
 from typing import List, Optional, Tuple
+
+if not __package__:  # run as a script (demo, tests, benchmark): the checkout's packages come from its root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from atvm_watcher.layout import RunLayout, ScopePaths  # noqa: E402
 
 SPECS_PER_RUN = 3
 BAR = "=" * 100
@@ -115,8 +119,8 @@ def mochawesome_report(spec: str, suite_title: str, titles: List[str], fail_last
 class Run:
     """One (sub-)run's files: its log, its report folder, its outcome files."""
 
-    def __init__(self, log: Path, reports: Path, exit_file: Path, status_file: Path):
-        self.log, self.reports, self.exit_file, self.status_file = log, reports, exit_file, status_file
+    def __init__(self, paths: ScopePaths):
+        self.log, self.reports, self.exit_file, self.status_file = paths.log, paths.reports, paths.exit, paths.status
 
     def say(self, text: str) -> None:
         with self.log.open("a", encoding="utf-8") as fh:
@@ -170,7 +174,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--outcome", choices=["pass", "fail"], default="pass", help="plain run's outcome")
     p.add_argument("--step-seconds", type=float, default=1.0)
     p.add_argument("--start-delay", type=float, default=0.0, help="seconds alive before any file appears")
-    p.add_argument("--pid-file", action="store_true", help="write <log-dir>/<build>.pid")
+    p.add_argument("--pid-file", action="store_true", help="write the pid file (RunLayout.pid_file)")
     p.add_argument("--outcome-file", choices=["exit", "status", "none"], default="exit")
     p.add_argument("--hang", action="store_true", help="stop writing half-way and stay alive")
     p.add_argument("--die", action="store_true", help="SIGKILL itself half-way (no outcome files)")
@@ -194,13 +198,12 @@ def _interrupt(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    b = args.build_name
+    layout = RunLayout(args.build_name, args.log_dir, args.report_dir)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     if args.pid_file:
-        (args.log_dir / f"{b}.pid").write_text(f"{os.getpid()}\n", encoding="utf-8")
+        layout.pid_file().write_text(f"{os.getpid()}\n", encoding="utf-8")
     time.sleep(args.start_delay)
-    parent = Run(args.log_dir / f"{b}.log", args.report_dir / b, args.log_dir / f"{b}.exit",
-                 args.log_dir / f"{b}.status")
+    parent = Run(layout.run())
     any_failed = False
     if not args.group:
         parent.log.write_text("", encoding="utf-8")
@@ -212,8 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         for i, spec in enumerate(args.group):
             name, _, outcome = spec.partition(":")
-            group = Run(args.log_dir / b / f"{name}.log", args.report_dir / b / name,
-                        args.log_dir / b / f"{name}.exit", args.log_dir / b / f"{name}.status")
+            group = Run(layout.group(name))
             if i == len(args.group) - 1 and (args.hang or args.die):
                 group.log.parent.mkdir(parents=True, exist_ok=True)
                 group.say(f"\n{BAR}\n\n  (Run Starting)\n")
