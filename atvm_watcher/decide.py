@@ -11,7 +11,18 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable, List, Optional, Tuple
 
-from .vocab import POSTED, TERMINAL, TERMINAL_WORDS, OutcomeFile, Report, ReportSet, ScopeEvidence, Snapshot, State
+from .vocab import (
+    POSTED,
+    TERMINAL,
+    TERMINAL_WORDS,
+    OutcomeFile,
+    Report,
+    ReportSet,
+    ScopeEvidence,
+    Snapshot,
+    State,
+    changed_at,
+)
 
 STALE_TOLERANCE = 1.0  # seconds: mtimes and process start times are not perfectly comparable
 EXIT_RE = re.compile(r"[+-]?\d{1,6}")
@@ -23,6 +34,7 @@ class Limits:
     start_timeout: float = 1800.0
     gone_grace: float = 60.0
     settle: float = 2.0
+    launch_allowance: float = 300.0  # how long before its request (or watcher) a run may have been launched
 
 
 @dataclass(frozen=True)
@@ -48,9 +60,11 @@ class Verdict:
     group: Optional[str] = None
     counts: Counts = Counts()
     failed_titles: Tuple[str, ...] = ()
-    run_start: Optional[float] = None
-    finished_at: Optional[float] = None
+    run_start: Optional[float] = None  # wall: this run's start as far as it is known (recorded in state.json)
+    finished_at: Optional[float] = None  # wall: the mtime of the finish evidence
     ignored: Tuple[str, ...] = ()  # evidence passed over, and why
+    elapsed: Optional[float] = None  # seconds from the run's (or sub-run's) start to its finish, monotonic
+    position: Optional[int] = None  # 1-based, among this run's sub-runs
 
     @property
     def terminal(self) -> bool:
@@ -65,75 +79,140 @@ class Decision:
 
 
 def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
-    start, how = run_start(snap, limits)
-    parent, ignored = fresh(snap.parent, start)
-    groups = [fresh(g, start) for g in snap.groups]
+    start = run_start(snap, limits)
+    parent, ignored = fresh(snap.parent, start.era(snap.parent, snap))
+    groups = [fresh(g, start.era(g, snap)) for g in snap.groups]
     if not snap.categorized:
         run = replace(decide_scope(snap, parent, limits, start, cancelled), ignored=ignored)
-        return Decision(run, (), how)
-    return decide_categorized(snap, parent, ignored, groups, limits, start, cancelled, how)
+        return Decision(run, (), start.how)
+    return decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
 
 
-# --- when did this run start, and which files are left over from an earlier run ---------------
+# --- which files are this run's, and which an earlier run of the same build left behind ---------
+#
+# Build names are reused, so yesterday's log, outcome files, reports and group folders may still be
+# on disk. A file is this run's when the watcher saw it appear or change; otherwise its mtime must
+# not be older than the run's start (the "floor"), and it must not predate a rewrite of its scope's
+# log that the watcher saw (the "cut": a new run rewrote the log, so what did not change since is
+# older). The floor, strongest evidence first:
+#   1. the launcher's start time, when the launcher was seen (a wrapper's pid file, or its argv);
+#   2. the run start an earlier watcher of this run recorded;
+#   3. an earlier run's end: the run's own outcome file (.status/.exit) older than other files of the
+#      build. A run writes its outcome last, so an older one can only be an earlier run's;
+#   4. while nothing has changed since the watcher started (the run may not have started yet, or
+#      may have finished before the watcher): the request's time less the launch allowance.
+# Once the run is seen changing with none of these, every file on disk is taken as this run's:
+# a watcher started late, while its run goes on, counts the run's early reports too.
 
 
-def _own_files(scope: ScopeEvidence) -> List[float]:
-    return [f.mtime for f in (scope.log, scope.status, scope.exit) if f is not None and f.mtime > 0]
+def _own(scope: ScopeEvidence) -> List:
+    return [f for f in (scope.log, scope.status, scope.exit) if f is not None]
 
 
-def run_start(snap: Snapshot, limits: Limits) -> Tuple[float, str]:
-    if snap.launcher.started_at is not None:
-        return snap.launcher.started_at, "the launcher process's start time"
-    if snap.recorded_run_start is not None:
-        return snap.recorded_run_start, "the run start an earlier watcher of this run recorded"
-    if not snap.files_existed_at_start:
-        return snap.watcher_started_at, "the watcher's start (no log or outcome file existed yet)"
-    start = earliest_of_chain(snap, limits.hung_after)
-    if start is not None:
-        return start, "the earliest of the run's own files (no launcher seen)"
-    return snap.watcher_started_at, "the watcher's start"
+def _files(scope: ScopeEvidence) -> List:
+    return _own(scope) + list(scope.reports)
 
 
-def earliest_of_chain(snap: Snapshot, max_gap: float) -> Optional[float]:
-    """The run's earliest file, going back from its newest while no gap exceeds HUNG_AFTER.
+@dataclass(frozen=True)
+class RunStart:
+    floor: Optional[float]  # wall clock; None: no floor (every file not cut off is this run's)
+    how: str
+    started_mono: Optional[float] = None  # the run's start on the monotonic clock, for its duration
+    cut_parent: Optional[float] = None  # monotonic: the first log rewrite seen (categorized parent's cut)
 
-    An mtime is a file's last write, so a log's mtime is near the run's end: the run's reports are
-    older than it. A run never stays silent longer than HUNG_AFTER (it would be HUNG), so a longer
-    gap separates this run's files from those an earlier run of the same build left behind.
-    """
-    own = [m for s in (snap.parent, *snap.groups) for m in _own_files(s)]
-    if not own:
+    def era(self, scope: ScopeEvidence, snap: Snapshot) -> Tuple[Optional[float], Optional[float]]:
+        """(floor, cut) for one scope: its own log rewrite cuts it; the parent is cut by the first one."""
+        cut = scope.log.restarted_at if scope.log is not None else None
+        if scope is snap.parent and snap.categorized:
+            cut = self.cut_parent
+        return self.floor, cut
+
+
+def earlier_run_end(snap: Snapshot) -> Optional[OutcomeFile]:
+    """The build's outcome file when other files of the build are newer: an earlier run's end."""
+    outcome = max((f for f in (snap.parent.status, snap.parent.exit) if f is not None and not f.problem),
+                  key=lambda f: f.mtime, default=None)
+    if outcome is None:
         return None
-    times = sorted(own + [m for s in (snap.parent, *snap.groups) for m in _report_mtimes(s.reports)])
-    start = times[-1]
-    for t in reversed(times[:-1]):
-        if start - t > max_gap:
-            break
-        start = t
-    return start
+    others = [f.mtime for s in (snap.parent, *snap.groups) for f in _own(s) if f is not outcome
+              and f is not snap.parent.status and f is not snap.parent.exit]
+    others += [_newest_report(s.reports) for s in (snap.parent, *snap.groups) if s.reports]
+    return outcome if any(m > outcome.mtime + STALE_TOLERANCE for m in others) else None
 
 
-def _report_mtimes(reports) -> Tuple[float, ...]:
-    compute = lambda: tuple(r.mtime for r in reports)  # noqa: E731
-    return reports.derive("mtimes", compute) if isinstance(reports, ReportSet) else compute()
+def _newest_report(reports) -> float:
+    return _derive(reports, "newest", lambda: max((r.mtime for r in reports), default=0.0))
 
 
-def fresh(scope: ScopeEvidence, start: float) -> Tuple[ScopeEvidence, Tuple[str, ...]]:
-    """Drop files older than the run's start: they belong to an earlier run of the same build."""
-    limit = start - STALE_TOLERANCE
+def run_start(snap: Snapshot, limits: Limits) -> RunStart:
+    scopes = (snap.parent, *snap.groups)
+    restarts = [s.log.restarted_at for s in scopes if s.log is not None and s.log.restarted_at is not None]
+    cut_parent = min(restarts) if restarts else None
+    launcher = snap.launcher
+    if launcher.started_at is not None:
+        began = launcher.started_mono
+        if began is None and snap.wall_at is None:  # hand-made evidence: one clock for everything
+            began = launcher.started_at
+        return RunStart(launcher.started_at, "the launcher process's start time", began, cut_parent)
+    if snap.recorded_run_start is not None:
+        return RunStart(snap.recorded_run_start, "the run start an earlier watcher of this run recorded",
+                        None, cut_parent)
+    ended = earlier_run_end(snap)
+    if ended is not None:
+        # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
+        return RunStart(ended.mtime + 2 * STALE_TOLERANCE,
+                        f"{ended.path} is older than other files of the build: an earlier run's end", None, cut_parent)
+    if any(f.seen_change for s in scopes for f in _files(s)) or restarts:
+        return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
+                        None, cut_parent)
+    wall_start = _wall(snap, snap.watcher_started_at)
+    asked = min(snap.requested_at, wall_start) if snap.requested_at is not None else wall_start
+    bound = asked - limits.launch_allowance
+    times = [f.mtime for s in scopes for f in _own(s)] + [_newest_report(s.reports) for s in scopes if s.reports]
+    newest = max(times, default=None)
+    if newest is not None and newest >= bound - STALE_TOLERANCE:
+        # Files as recent as the request: they are this run's, all of them; a bound must never slice a run.
+        return RunStart(None, "the newest file of the build is as recent as the request, less the launch allowance "
+                        f"({limits.launch_allowance:g}s): the files on disk are this run's", None, cut_parent)
+    return RunStart(bound, f"nothing changed since the watcher started and every file of the build is older than "
+                    f"the request less the launch allowance ({limits.launch_allowance:g}s): an earlier run's; "
+                    "waiting for this run", None, cut_parent)
+
+
+def _wall(snap: Snapshot, mono: float) -> float:
+    """A monotonic instant on the wall clock of this snapshot (hand-made snapshots share one clock)."""
+    return mono if snap.wall_at is None else snap.wall_at - (snap.taken_at - mono)
+
+
+def fresh(scope: ScopeEvidence, era: Tuple[Optional[float], Optional[float]]) -> Tuple[ScopeEvidence, Tuple[str, ...]]:
+    """Drop what an earlier run of the same build left in this scope (see above)."""
+    floor, cut = era
     ignored: List[str] = []
 
-    def keep(item, path: str, mtime: float):
-        if item is not None and mtime < limit:
-            ignored.append(f"{path}: older than this run's start (earlier run of the same build)")
+    def keep(item):
+        if isinstance(item, OutcomeFile) and item.problem and item.mtime == 0.0:
+            ignored.append(f"{item.path}: passed over, it cannot be read ({item.problem})")
+            return None  # not even its age is known: the rest of the evidence decides
+        why = earlier(item, floor, cut)
+        if item is not None and why:
+            ignored.append(f"{item.path}: {why} (an earlier run of the same build)")
             return None
         return item
 
-    log = keep(scope.log, scope.log.path, scope.log.mtime) if scope.log else None
-    status = keep(scope.status, scope.status.path, scope.status.mtime) if scope.status else None
-    exit_ = keep(scope.exit, scope.exit.path, scope.exit.mtime) if scope.exit else None
-    reports, dropped = _derive(scope.reports, ("fresh", limit), lambda: _fresh_reports(scope.reports, limit))
+    log, status, exit_ = keep(scope.log), keep(scope.status), keep(scope.exit)
+    reports, dropped = _derive(scope.reports, ("fresh", floor, cut), lambda: _fresh_reports(scope.reports, floor, cut))
     return replace(scope, log=log, status=status, exit=exit_, reports=reports), tuple(ignored) + dropped
+
+
+def earlier(f, floor: Optional[float], cut: Optional[float]) -> Optional[str]:
+    """Why a file is an earlier run's, or None when it is this run's."""
+    if f is None:
+        return None
+    if cut is not None and changed_at(f) < cut - STALE_TOLERANCE:
+        return "unchanged since its log was rewritten by a new run"
+    if floor is not None and not f.seen_change and f.mtime < floor - STALE_TOLERANCE:
+        return "older than this run's start"
+    return None
 
 
 def _derive(reports, key, compute):
@@ -141,12 +220,13 @@ def _derive(reports, key, compute):
     return reports.derive(key, compute) if isinstance(reports, ReportSet) else compute()
 
 
-def _fresh_reports(reports, limit: float):
-    if all(r.mtime >= limit for r in reports):
+def _fresh_reports(reports, floor: Optional[float], cut: Optional[float]):
+    why = {i: earlier(r, floor, cut) for i, r in enumerate(reports)}
+    if not any(why.values()):
         return reports, ()  # the same object: what is derived from it stays memoised
-    kept = ReportSet(r for r in reports if r.mtime >= limit)
-    return kept, tuple(f"{r.result.path}: older than this run's start (earlier run of the same build)"
-                       for r in reports if r.mtime < limit)
+    kept = ReportSet(r for i, r in enumerate(reports) if not why[i])
+    return kept, tuple(f"{r.result.path}: {why[i]} (an earlier run of the same build)"
+                       for i, r in enumerate(reports) if why[i])
 
 
 # --- one scope: a plain run or one sub-run ---------------------------------------------------
@@ -181,13 +261,6 @@ def _tally(reports: Iterable[Report]) -> Tuple[Counts, Tuple[str, ...], List[Rep
     return counts, tuple(chosen), unreadable
 
 
-def last_progress(scopes: Iterable[ScopeEvidence], start: float) -> float:
-    times = [start]
-    for s in scopes:
-        times += _own_files(s) + [max(_report_mtimes(s.reports), default=start)]
-    return max(times)
-
-
 def _has_evidence(scopes: Iterable[ScopeEvidence]) -> bool:
     return any(s.log or s.status or s.exit or s.reports for s in scopes)
 
@@ -197,7 +270,7 @@ def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdic
     if word in TERMINAL:
         return Verdict(word, "status-file", f"{f.path} says {word} (the launcher's word is final)",
                        finished_at=f.mtime)
-    if f.problem or now - f.mtime >= limits.settle:
+    if f.problem or now - changed_at(f) >= limits.settle:
         return Verdict(State.UNKNOWN, "status-unreadable",
                        f"{f.path} holds {f.text[:40]!r}{' (' + f.problem + ')' if f.problem else ''}, "
                        f"not one of {', '.join(TERMINAL_WORDS)}")
@@ -212,7 +285,7 @@ def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Ver
                            f"{f.path} says exit code {code}: the launcher was killed by a signal",
                            finished_at=f.mtime), code
         return None, code
-    if f.problem or now - f.mtime >= limits.settle:
+    if f.problem or now - changed_at(f) >= limits.settle:
         return Verdict(State.UNKNOWN, "exit-unreadable",
                        f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
     return Verdict(State.RUNNING, "exit-settling", f"{f.path} is still being written"), None
@@ -231,7 +304,7 @@ def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive
     log = scope.log
     if log and log.finished_banner:
         failed = log.summary == "failed"
-        if log.summary or not launcher_alive or now - log.mtime >= limits.settle:
+        if log.summary or not launcher_alive or now - changed_at(log) >= limits.settle:
             said = (f"{log.failed_specs} of {log.total_specs} specs failed" if failed
                     else "all specs passed" if log.summary else "no summary line")
             return None, ("log-banner", f"{log.path} shows Cypress's (Run Finished) banner ({said})",
@@ -244,7 +317,7 @@ def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive
 def decide_finished(scope: ScopeEvidence, finish, now: float, limits: Limits) -> Verdict:
     rule, reason, failed, finished_at = finish
     counts, titles, unreadable = tally(scope.reports)
-    if any(now - r.mtime < limits.settle for r in unreadable):
+    if any(now - changed_at(r) < limits.settle for r in unreadable):
         return Verdict(State.RUNNING, "report-settling", f"{reason}; a report is still being written")
     failed_reports = counts.failed > 0
     base = dict(group=scope.group, counts=counts, failed_titles=titles, finished_at=finished_at)
@@ -272,9 +345,24 @@ def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_aliv
     return replace(verdict, group=scope.group)
 
 
-def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, limits: Limits) -> Verdict:
+def last_progress(scopes: Iterable[ScopeEvidence], since: float) -> float:
+    """When any of this run's files last changed (monotonic), and not before ``since``."""
+    times = [since]
+    for s in scopes:
+        times += [changed_at(f) for f in _own(s)]
+        if s.reports:
+            times.append(_derive(s.reports, "changed", lambda s=s: max(changed_at(r) for r in s.reports)))
+    return max(times)
+
+
+def _baseline(snap: Snapshot) -> float:
+    """Since when a silent run counts as silent: its launcher's start, else the watcher's (monotonic)."""
+    return snap.launcher.started_mono if snap.launcher.started_mono is not None else snap.watcher_started_at
+
+
+def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], limits: Limits) -> Verdict:
     now, launcher = snap.taken_at, snap.launcher
-    progress = last_progress(scopes, start)
+    progress = last_progress(scopes, _baseline(snap))
     if launcher.alive:
         idle = now - progress
         if idle >= limits.hung_after:
@@ -283,7 +371,7 @@ def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, 
                            f"(limit {limits.hung_after:g}s)")
         return Verdict(State.RUNNING, "launcher-alive", f"launcher pid {launcher.pid} is alive ({launcher.source})")
     if _has_evidence(scopes) or launcher.last_seen_alive is not None:
-        gone_since = max(progress, launcher.last_seen_alive or 0.0)
+        gone_since = max(progress, launcher.last_seen_alive if launcher.last_seen_alive is not None else progress)
         gone = now - gone_since
         if gone >= limits.gone_grace:
             return Verdict(State.TERMINATED, "launcher-gone",
@@ -294,28 +382,50 @@ def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, 
     waited = now - snap.watcher_started_at
     if waited >= limits.start_timeout:
         return Verdict(State.UNKNOWN, "no-evidence",
-                       f"no log, report, outcome file or launcher after {waited:.0f}s "
+                       f"no log, report, outcome file or launcher of this run after {waited:.0f}s "
                        f"(start timeout {limits.start_timeout:g}s)")
-    return Verdict(State.WAITING, "waiting-for-start", "no evidence of the run yet")
+    return Verdict(State.WAITING, "waiting-for-start", "no evidence of this run yet")
 
 
-def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: float,
+def finish_changed(scope: ScopeEvidence) -> Optional[float]:
+    """When the scope's finish evidence last changed (monotonic), if it has any."""
+    times = [changed_at(f) for f in (scope.status, scope.exit) if f is not None]
+    if scope.log is not None and scope.log.finished_banner:
+        times.append(changed_at(scope.log))
+    return max(times) if times else None
+
+
+def _first_change(scope: ScopeEvidence) -> Optional[float]:
+    return min((changed_at(f) for f in _files(scope)), default=None)
+
+
+def timed(v: Verdict, scope: ScopeEvidence, began: Optional[float], start: RunStart) -> Verdict:
+    """The verdict with its start (wall, recorded) and, once terminal, its length (monotonic)."""
+    v = replace(v, run_start=start.floor)
+    end = finish_changed(scope) if v.terminal else None
+    if end is None or began is None or end < began:
+        return v
+    return replace(v, elapsed=end - began)
+
+
+def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: RunStart,
                  cancelled: bool) -> Verdict:
     if cancelled:
-        return Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present", run_start=start)
+        return Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present", run_start=start.floor)
     verdict = settle_scope(scope, snap.taken_at, limits, snap.launcher.alive)
     if verdict is None:
-        verdict = liveness_verdict(snap, [scope], start, limits)
+        verdict = liveness_verdict(snap, [scope], limits)
         if not verdict.terminal:
             counts, titles, _ = tally(scope.reports)
             verdict = replace(verdict, counts=counts, failed_titles=titles)
-    return replace(verdict, run_start=start)
+    began = start.started_mono if start.started_mono is not None else _first_change(scope)
+    return timed(verdict, scope, began, start)
 
 
 # --- categorized runs -------------------------------------------------------------------------
 
 
-def aggregate(groups: List[Verdict]) -> str:
+def aggregate(groups: List[Verdict]) -> State:
     states = [g.state for g in groups]
     if State.FAILED in states:
         return State.FAILED
@@ -324,30 +434,48 @@ def aggregate(groups: List[Verdict]) -> str:
     return next(s for s in states if s != State.COMPLETED)
 
 
+Fresh = Tuple[ScopeEvidence, Tuple[str, ...]]  # a scope less an earlier run's files, and what was dropped
+
+
+def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[str, ...]]:
+    """Sub-runs with evidence of this run; a group only an earlier run left behind is none of them."""
+    kept: List[ScopeEvidence] = []
+    ignored: List[str] = []
+    for g, ig in groups:
+        ignored += ig
+        if _files(g):
+            kept.append(g)
+        elif ig:
+            ignored.append(f"sub-run {g.group}: only an earlier run's files; not a sub-run of this run")
+    return kept, tuple(ignored)
+
+
 def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
-                       groups: List[Tuple[ScopeEvidence, Tuple[str, ...]]], limits: Limits, start: float,
-                       cancelled: bool, how: str) -> Decision:
+                       groups: List[Fresh], limits: Limits, start: RunStart,
+                       cancelled: bool) -> Decision:
     now = snap.taken_at
-    scopes = [g for g, _ in groups]
+    scopes, group_ignored = this_runs_groups(groups)
     own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
-    all_ignored = ignored + tuple(i for _, ig in groups for i in ig)
+    all_ignored = ignored + group_ignored
     if cancelled:
         verdict = Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present")
     else:
         verdict = settle_scope(parent, now, limits, snap.launcher.alive) or liveness_verdict(
-            snap, [parent] + scopes, start, limits)
+            snap, [parent] + scopes, limits)
         if verdict.state == State.TERMINATED and verdict.rule == "launcher-gone" and scopes and all(
             v is not None and v.terminal for v in own
         ):
             verdict = Verdict(State.COMPLETED, "groups-done", "the launcher is gone and every sub-run finished")
     unresolved_wait = any(
-        (v is None or not v.terminal) and now - last_progress([g], start) < limits.settle
+        (v is None or not v.terminal) and now - last_progress([g], float("-inf")) < limits.settle
         for v, g in zip(own, scopes)
     )
     if verdict.terminal and unresolved_wait and not cancelled:
         verdict = Verdict(State.RUNNING, "groups-settling", f"{verdict.reason}; a sub-run's files are still changing")
     final_groups: List[Verdict] = []
-    for v, g in zip(own, scopes):
+    began = start.started_mono if start.started_mono is not None else min(
+        (t for t in (_first_change(g) for g in scopes) if t is not None), default=None)
+    for position, (v, g) in enumerate(zip(own, scopes), start=1):
         if v is None or not v.terminal:
             counts, titles, _ = tally(g.reports)
             if verdict.terminal:
@@ -359,12 +487,14 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
                 v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
                             group=g.group, counts=counts, failed_titles=titles)
         # Sub-runs run one after another: one starts when the one before it finished.
-        previous_end = final_groups[-1].finished_at if final_groups else None
-        final_groups.append(replace(v, run_start=max(start, previous_end or start)))
-    if verdict.terminal and verdict.state in POSTED and final_groups:
+        v = timed(replace(v, position=position), g, began, start)
+        began = finish_changed(g) if finish_changed(g) is not None else began
+        final_groups.append(v)
+    launcher_word = verdict.rule == "status-file"  # the launcher's .status is final, for the parent as for any scope
+    if verdict.terminal and verdict.state in POSTED and final_groups and not launcher_word:
         verdict = replace(verdict, state=aggregate(final_groups + ([verdict] if verdict.rule != "groups-done" else [])))
     total = Counts()
     for v in final_groups:
         total = total + v.counts
-    run = replace(verdict, counts=total, run_start=start, ignored=all_ignored)
-    return Decision(run, tuple(final_groups), how)
+    run = replace(verdict, counts=total, run_start=start.floor, ignored=all_ignored)
+    return Decision(run, tuple(final_groups), start.how)

@@ -25,7 +25,17 @@ from .buildname import check_group_name
 from .layout import RunLayout, ScopePaths
 from .reports import MAX_REPORT_BYTES, parse_report
 from .safefile import open_regular, read_capped, read_first_line
-from .vocab import NO_REPORTS, LogFacts, OutcomeFile, Report, ReportResult, ReportSet, ScopeEvidence, Snapshot
+from .vocab import (
+    NO_REPORTS,
+    LogFacts,
+    OutcomeFile,
+    Report,
+    ReportResult,
+    ReportSet,
+    ScopeEvidence,
+    Snapshot,
+    changed_at,
+)
 
 LOG_FIRST_READ_WINDOW = 16 * 1024 * 1024  # the banner and summary are at the end of a log
 LOG_CHUNK = 1024 * 1024
@@ -54,6 +64,7 @@ class LogTail:
     def __init__(self, path: Path):
         self.path = path
         self.inode: Optional[Tuple[int, int]] = None
+        self.restarted_at: Optional[float] = None
         self._start(0)
 
     def _start(self, offset: int) -> None:
@@ -64,7 +75,7 @@ class LogTail:
         self.summary: Optional[str] = None
         self.failed_specs = self.total_specs = 0
 
-    def facts(self) -> Optional[LogFacts]:
+    def facts(self, changes: Optional[Changes] = None, mono: float = 0.0, wall: float = 0.0) -> Optional[LogFacts]:
         try:
             st = os.stat(self.path)
         except OSError:
@@ -73,12 +84,15 @@ class LogTail:
             return None  # a FIFO or device is no log, and reading one could block
         ident = (st.st_dev, st.st_ino)
         if ident != self.inode or st.st_size < self.offset:
+            if changes is not None and changes.watching:
+                self.restarted_at = mono  # created, replaced or truncated while watched: a new run's log
             self.inode = ident
             self._start(max(0, st.st_size - LOG_FIRST_READ_WINDOW))
         if st.st_size > self.offset:
             self._read_new(st.st_size)
+        at, seen = changes.note(str(self.path), st, mono, wall) if changes is not None else (None, False)
         return LogFacts(str(self.path), st.st_size, st.st_mtime, self.banner, self.summary,
-                        self.failed_specs, self.total_specs)
+                        self.failed_specs, self.total_specs, at, seen, self.restarted_at)
 
     def _read_new(self, size: int) -> None:
         try:
@@ -121,14 +135,41 @@ class LogTail:
             self.summary, self.failed_specs, self.total_specs = "failed", int(m.group(1)), int(m.group(2))
 
 
-def read_outcome(path: Path) -> Optional[OutcomeFile]:
+class Changes:
+    """When the watcher saw each file change, on the monotonic clock (vocab.py says why).
+
+    Until the first snapshot is complete (``watching`` false) a file is merely found: its change is
+    dated by its age at first sight, never negative (a future mtime is a change now). Afterwards a
+    new or changed file is a change the watcher saw, dated when it saw it.
+    """
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, Tuple[Tuple[int, int, int], float, bool]] = {}
+        self.watching = False
+
+    def note(self, key: str, st: os.stat_result, mono: float, wall: float) -> Tuple[float, bool]:
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        prev = self.seen.get(key)
+        if prev is not None and prev[0] == sig:
+            return prev[1], prev[2]
+        if prev is None and not self.watching:
+            at, seen = mono - max(0.0, wall - st.st_mtime), False
+        else:
+            at, seen = mono, True
+        self.seen[key] = (sig, at, seen)
+        return at, seen
+
+
+def read_outcome(path: Path, changes: Optional[Changes] = None, mono: float = 0.0,
+                 wall: float = 0.0) -> Optional[OutcomeFile]:
     try:
         word, st = read_first_line(path, 256)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}")
-    return OutcomeFile(str(path), st.st_mtime, word)
+        return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}", mono, False)
+    at, seen = changes.note(str(path), st, mono, wall) if changes is not None else (None, False)
+    return OutcomeFile(str(path), st.st_mtime, word, None, at, seen)
 
 
 def parse_file(path: str, size: int) -> ReportResult:
@@ -183,9 +224,13 @@ class ReportScanner:
         self.reports: ReportSet = NO_REPORTS
         self.changed = self.relisted = False
         self.checked: Set[str] = set()  # paths stat-ed during the current scan
+        self.watching = False  # the first scan is done: what is new or changed now was seen changing
+        self.mono = 0.0
 
-    def scan(self, now: Optional[float] = None, thorough: bool = False) -> ReportSet:
+    def scan(self, now: Optional[float] = None, thorough: bool = False, mono: Optional[float] = None) -> ReportSet:
+        """``now`` is the wall clock (compared with mtimes); ``mono`` dates the changes seen (vocab.py)."""
         now = time.time() if now is None else now
+        self.mono = time.monotonic() if mono is None else mono
         self.checked = set()
         self._visit_folders()
         for path in self._due(now, thorough):
@@ -197,6 +242,7 @@ class ReportScanner:
             self.reports = ReportSet(self.files[p].report for p in self.order)
         self.changed = self.relisted = False
         self.last_scan = now
+        self.watching = True
         return self.reports
 
     def _visit_folders(self) -> None:
@@ -282,7 +328,13 @@ class ReportScanner:
         seen = self.files.get(path)
         if seen is None or not seen.same(st) or racy(seen.parsed_at, st.st_mtime):
             parsed_at = time.time()
-            report = Report(st.st_mtime, st.st_size, parse_file(path, st.st_size))
+            if seen is not None and seen.same(st):  # parsed again only to be sure: not a change
+                at, saw = seen.report.changed_at, seen.report.seen_change
+            elif seen is None and not self.watching:
+                at, saw = self.mono - max(0.0, parsed_at - st.st_mtime), False
+            else:
+                at, saw = self.mono, True
+            report = Report(st.st_mtime, st.st_size, parse_file(path, st.st_size), at, saw)
             if seen is None:
                 self.relisted = True
             self.files[path] = _Seen(st.st_ino, st.st_size, st.st_mtime_ns, parsed_at, report)
@@ -302,13 +354,14 @@ def racy(seen_at: float, mtime: float) -> bool:
     return abs(seen_at - mtime) < RACY_SECONDS
 
 
-def finish_time(log: Optional[LogFacts], status: Optional[OutcomeFile],
-                exit_: Optional[OutcomeFile]) -> Optional[float]:
-    """When the scope's finish evidence last changed, if it has any."""
-    times = [f.mtime for f in (status, exit_) if f is not None]
-    if log is not None and log.finished_banner:
-        times.append(log.mtime)
-    return max(times) if times else None
+class Clock:
+    """The two clocks the reader needs; tests and tools may pass their own."""
+
+    wall = staticmethod(time.time)
+    mono = staticmethod(time.monotonic)
+
+
+SYSTEM_CLOCK = Clock()
 
 
 class Scope:
@@ -319,34 +372,40 @@ class Scope:
         self.tail = LogTail(paths.log)
         self.scanner = ReportScanner(paths.reports)
         self.status_path, self.exit_path = paths.status, paths.exit
+        self.changes = Changes()
 
-    def evidence(self, now: float, read_reports: bool = True) -> ScopeEvidence:
-        log, status, exit_ = self.tail.facts(), read_outcome(self.status_path), read_outcome(self.exit_path)
+    def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
+        log = self.tail.facts(self.changes, mono, wall)
+        status = read_outcome(self.status_path, self.changes, mono, wall)
+        exit_ = read_outcome(self.exit_path, self.changes, mono, wall)
         reports = NO_REPORTS
         if read_reports:
-            finished = finish_time(log, status, exit_)
-            reports = self.scanner.scan(now, thorough=finished is not None and now - finished < THOROUGH_SECONDS)
+            finished = [changed_at(f) for f in (status, exit_) if f is not None]
+            if log is not None and log.finished_banner:
+                finished.append(changed_at(log))
+            thorough = bool(finished) and mono - max(finished) < THOROUGH_SECONDS
+            reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
+        self.changes.watching = True
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
-
-    def any_file_exists(self) -> bool:
-        return any(p.exists() for p in (self.tail.path, self.status_path, self.exit_path))
 
 
 class EvidenceReader:
     """Stateful reader for one build; ``snapshot()`` is called once per poll."""
 
-    def __init__(self, layout: RunLayout, categorized: bool, watcher_started_at: float,
-                 known_groups: Tuple[str, ...] = (), recorded_run_start: Optional[float] = None):
+    def __init__(self, layout: RunLayout, categorized: bool, clock: Clock = SYSTEM_CLOCK,
+                 known_groups: Tuple[str, ...] = (), recorded_run_start: Optional[float] = None,
+                 requested_at: Optional[float] = None):
         self.build = build = layout.build
         self.layout = layout
+        self.clock = clock
         self.recorded_run_start = recorded_run_start
+        self.requested_at = requested_at
         self.categorized = categorized
-        self.watcher_started_at = watcher_started_at
+        self.watcher_started_at = clock.mono()
         self.parent = Scope(None, self.layout.run())
         self.groups: Dict[str, Scope] = {}
         for g in known_groups:
             self._add_group(g)
-        self.files_existed_at_start = self.parent.any_file_exists() or bool(self._group_files())
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
 
     def _add_group(self, g: str) -> None:
@@ -372,8 +431,8 @@ class EvidenceReader:
                     seen[name] = min(mtime, seen.get(name, mtime))
         return sorted((t, g) for g, t in seen.items())
 
-    def snapshot(self, now: Optional[float] = None) -> Snapshot:
-        now = time.time() if now is None else now
+    def snapshot(self) -> Snapshot:
+        mono, wall = self.clock.mono(), self.clock.wall()
         if self.categorized:
             for _, g in self._group_files():  # groups in order of appearance
                 if g not in self.groups:
@@ -381,13 +440,14 @@ class EvidenceReader:
         return Snapshot(
             build=self.build,
             categorized=self.categorized,
-            taken_at=now,
+            taken_at=mono,
             watcher_started_at=self.watcher_started_at,
-            files_existed_at_start=self.files_existed_at_start,
-            launcher=self.launcher.check(now),
-            parent=self.parent.evidence(now, read_reports=not self.categorized),
-            groups=tuple(s.evidence(now) for s in self.groups.values()),
+            launcher=self.launcher.check(mono, wall),
+            parent=self.parent.evidence(mono, wall, read_reports=not self.categorized),
+            groups=tuple(s.evidence(mono, wall) for s in self.groups.values()),
             recorded_run_start=self.recorded_run_start,
+            requested_at=self.requested_at,
+            wall_at=wall,
         )
 
     @property

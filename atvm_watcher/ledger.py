@@ -54,9 +54,9 @@ def delivery_status(run: RunDir) -> Delivery:
 def verdict_record(v: Verdict, build: str, position: Optional[int] = None) -> Dict[str, Any]:
     rec: Dict[str, Any] = {"build_name": build, "state": v.state, "rule": v.rule, "reason": v.reason,
                            "counts": asdict(v.counts), "failed_titles": list(v.failed_titles[:MAX_STORED_TITLES]),
-                           "run_start": v.run_start, "finished_at": v.finished_at}
+                           "run_start": v.run_start, "finished_at": v.finished_at, "elapsed": v.elapsed}
     if v.group:
-        rec.update(group=v.group, position=position)
+        rec.update(group=v.group, position=v.position if v.position is not None else position)
     return rec
 
 
@@ -238,9 +238,7 @@ class Ledger:
             return self._apply_scope(self.scope(RUN), decision.run, None, render)
         owed: List[Scope] = []
         for v in decision.groups:
-            group = v.group or "?"
-            owed += self._apply_scope(self.scope(group), v, order.index(group) + 1 if group in order else None,
-                                      render)
+            owed += self._apply_scope(self.scope(v.group or "?"), v, v.position, render)
         self._note(self.scope(RUN), decision.run)
         if not decision.run.terminal:
             self._write_if_changed(self.scope(RUN), {**verdict_record(decision.run, self.build_name),

@@ -89,8 +89,7 @@ def fields_for(verdict: Verdict, request: Request, ctx: Context) -> List[Dict[st
         field("Scope", defuse(request.scope_description) or "-", short=False),
         field("VMs under test", vms[:MAX_VALUE_CHARS], short=False),
         field("Tests", counts_line(verdict)),
-        field("Duration", duration(verdict.finished_at - verdict.run_start
-                                   if verdict.finished_at and verdict.run_start else None)),
+        field("Duration", duration(verdict.elapsed)),
         field("Controller", code(ctx.hostname, 200)),
     ]
     if verdict.failed_titles:

@@ -213,15 +213,17 @@ class LauncherTracker:
         self.pid_file = pid_file
         self.pid: Optional[int] = None
         self.started_at: Optional[float] = None
-        self.last_seen: Optional[float] = None
+        self.last_seen: Optional[float] = None  # monotonic
+        self.started_mono: Optional[float] = None
         self.source = "none"
         self.exclude = (os.getpid(), os.getppid())
         self.scanner = ArgvScanner(build, self.exclude)
 
-    def check(self, now: float) -> Liveness:
+    def check(self, mono: float, wall: Optional[float] = None) -> Liveness:
+        """Is the launcher alive now? ``mono`` dates what is seen; ``wall`` dates the launcher's start."""
         if self.pid is not None and alive(self.pid, self.started_at):
-            self.last_seen = now
-            return Liveness(True, self.pid, self.started_at, now, self.source)
+            self.last_seen = mono
+            return self._liveness(True, mono)
         pid, pid_mtime, note = read_pid_file(self.pid_file)
         source = "pid file"
         if pid is not None:
@@ -231,11 +233,17 @@ class LauncherTracker:
             elif pid_mtime is not None and info[0] > pid_mtime + PIDFILE_SLACK:
                 note, pid = f"pid {pid} from the pid file belongs to a newer process (pid reused)", None
         if pid is None:
-            pid, source = self.scanner.find(now), "process scan"
+            pid, source = self.scanner.find(mono), "process scan"
         if pid is None:
-            return Liveness(False, self.pid, self.started_at, self.last_seen, self.source, note)
+            return self._liveness(False, mono, note)
         info = process_start(pid)
         self.pid, self.source = pid, source
         self.started_at = info[0] if info else None
-        self.last_seen = now
-        return Liveness(True, pid, self.started_at, now, source, note)
+        # Its age at first sight, on the monotonic clock: a later step of the wall clock cannot move it.
+        wall = time.time() if wall is None else wall
+        self.started_mono = None if self.started_at is None else mono - max(0.0, wall - self.started_at)
+        self.last_seen = mono
+        return self._liveness(True, mono, note)
+
+    def _liveness(self, alive_now: bool, mono: float, note: str = "") -> Liveness:
+        return Liveness(alive_now, self.pid, self.started_at, self.last_seen, self.source, note, self.started_mono)

@@ -46,6 +46,7 @@ class Settings:
     start_timeout_seconds: float
     gone_grace_seconds: float
     settle_seconds: float
+    launch_allowance_seconds: float
     post_timeout_seconds: float
     post_attempts: int
     post_backoff_seconds: float
@@ -64,7 +65,7 @@ class Settings:
 
     def limits(self) -> Limits:
         return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,
-                      self.settle_seconds)
+                      self.settle_seconds, self.launch_allowance_seconds)
 
 
 def parse_env_file(text: str) -> Dict[str, str]:
@@ -191,6 +192,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         start_timeout_seconds=_seconds(env, "ATVM_START_TIMEOUT_SECONDS", 1800.0),
         gone_grace_seconds=_seconds(env, "ATVM_GONE_GRACE_SECONDS", 60.0),
         settle_seconds=_seconds(env, "ATVM_SETTLE_SECONDS", 2.0),
+        launch_allowance_seconds=_seconds(env, "ATVM_LAUNCH_ALLOWANCE_SECONDS", 300.0),
         post_timeout_seconds=_seconds(env, "ATVM_POST_TIMEOUT_SECONDS", 15.0, minimum=0.05),
         post_attempts=_count(env, "ATVM_POST_ATTEMPTS", 5),
         post_backoff_seconds=_seconds(env, "ATVM_POST_BACKOFF_SECONDS", 2.0),

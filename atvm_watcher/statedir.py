@@ -188,6 +188,18 @@ class BuildDir(RunDir):
     def events_file(self) -> Path:
         return self.path / "events.jsonl"
 
+    def record_request(self, request: Dict[str, Any]) -> None:
+        """request.json: what was asked for, and when (the earliest this run's evidence may date from)."""
+        self.ensure()
+        write_json_atomic(self.request_file, {**request, "requested_at": utc_now_iso()})
+
+    def requested_at(self) -> Optional[float]:
+        data, _ = read_json(self.request_file)
+        try:
+            return datetime.fromisoformat(str((data or {})["requested_at"])).timestamp()
+        except (KeyError, ValueError, OverflowError, OSError):
+            return None
+
     def archive(self, state_root: Path) -> Path:
         """Move this build's whole folder under the state root's archive; returns where it went."""
         folder = state_root / ARCHIVE

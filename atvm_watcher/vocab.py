@@ -123,6 +123,14 @@ def exit_codes_help() -> str:
 
 
 # --- evidence: what the adapter (evidence.py) reads and the decision core (decide.py) decides on ---
+#
+# Two clocks, never mixed: an ``mtime`` (and a process start time) is the wall clock's, which steps
+# both ways and may be in the future; it serves only to tell an earlier run's leftovers from this
+# run's files. Every elapsed duration (settle, no progress, gone grace, start timeout, the run's
+# length) is measured on the monotonic clock, from ``changed_at``: when the watcher saw the file
+# change, or, for a file it found already there, the file's age at first sight (never negative)
+# taken back from the moment it first saw it. ``seen_change`` says the watcher itself saw the file
+# appear or change: such a file belongs to this run whatever its mtime says.
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,9 @@ class LogFacts:
     summary: Optional[str] = None  # "passed" | "failed" once Cypress printed its closing line
     failed_specs: int = 0
     total_specs: int = 0
+    changed_at: Optional[float] = None  # monotonic; None: hand-made evidence whose clock is the mtime's
+    seen_change: bool = False
+    restarted_at: Optional[float] = None  # monotonic: when the watcher saw the log rewritten from scratch
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,8 @@ class OutcomeFile:
     mtime: float
     text: str  # first line, stripped; "" for an empty (maybe half-written) file
     problem: Optional[str] = None
+    changed_at: Optional[float] = None
+    seen_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,13 @@ class Report:
     mtime: float
     size: int
     result: ReportResult
+    changed_at: Optional[float] = None
+    seen_change: bool = False
+
+
+def changed_at(f: Any) -> float:
+    """When a file last changed on the monotonic clock (see above); hand-made evidence uses its mtime."""
+    return f.changed_at if f.changed_at is not None else f.mtime
 
 
 class ReportSet(tuple):
@@ -187,10 +207,11 @@ NO_REPORTS = ReportSet()
 class Liveness:
     alive: bool
     pid: Optional[int]
-    started_at: Optional[float]  # launcher start (epoch seconds), remembered after it is gone
-    last_seen_alive: Optional[float]
+    started_at: Optional[float]  # launcher start (wall clock, epoch seconds), remembered after it is gone
+    last_seen_alive: Optional[float]  # monotonic
     source: str  # "pid file", "process scan", "none"
     note: str = ""
+    started_mono: Optional[float] = None  # the launcher's start on the monotonic clock
 
 
 @dataclass(frozen=True)
@@ -208,10 +229,12 @@ class ScopeEvidence:
 class Snapshot:
     build: str
     categorized: bool
-    taken_at: float
-    watcher_started_at: float
-    files_existed_at_start: bool  # a log or outcome file of this build existed when the watcher started
+    taken_at: float  # monotonic: "now" for every elapsed duration
+    watcher_started_at: float  # monotonic
     launcher: Liveness
     parent: ScopeEvidence
     groups: Tuple[ScopeEvidence, ...] = field(default_factory=tuple)
-    recorded_run_start: Optional[float] = None  # what an earlier watcher of this run decided (state.json)
+    recorded_run_start: Optional[float] = None  # wall: what an earlier watcher of this run decided (state.json)
+    # wall: the run was asked for then (request.json), so its evidence is not much older (see decide.py)
+    requested_at: Optional[float] = None
+    wall_at: Optional[float] = None  # the wall clock when taken; None: hand-made, the same as taken_at

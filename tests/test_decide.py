@@ -44,8 +44,8 @@ def scope(group: Optional[str] = None, log_=None, reports=(), status=None, exit_
 
 
 def snap(now: float, parent: ScopeEvidence, launcher: Liveness = GONE, groups: Tuple[ScopeEvidence, ...] = (),
-         existed: bool = False) -> Snapshot:
-    return Snapshot("B", bool(groups), now, T0, existed, launcher, parent, groups)
+         requested_at: Optional[float] = None) -> Snapshot:
+    return Snapshot("B", bool(groups), now, T0, launcher, parent, groups, requested_at=requested_at)
 
 
 FINISHED = log(banner=True, summary="passed")
@@ -163,38 +163,46 @@ def test_old_failed_report_is_ignored_when_launcher_start_is_known():
     assert any("older than this run's start" in i for i in verdict.ignored)
 
 
-def test_old_files_ignored_relative_to_watcher_start_when_none_existed():
+def test_old_files_ignored_relative_to_the_request_while_nothing_changed():
     old_log = log(mtime=T0 - 3600, banner=True, summary="failed", failed=1, total=1)
-    verdict = decide(snap(T0 + 10, scope(log_=old_log, exit_=outcome("1", mtime=T0 - 3600)), ALIVE), LIMITS).run
-    assert verdict.state == "RUNNING"
-    assert len(verdict.ignored) == 2
+    verdict = decide(snap(T0 + 10, scope(log_=old_log, exit_=outcome("1", mtime=T0 - 3600)), requested_at=T0),
+                     LIMITS).run
+    assert verdict.state == "WAITING" and verdict.rule == "waiting-for-start"
+    assert len(verdict.ignored) == 2 and all("older than this run's start" in i for i in verdict.ignored)
 
 
-def test_run_start_falls_back_to_earliest_own_file_of_a_finished_build():
-    # Watcher started after the run ended, no launcher: the run's own files are this run.
-    s = snap(T0 + 10, scope(log_=log(mtime=T0 - 600, banner=True, summary="passed"),
+def test_a_finished_build_as_recent_as_the_request_is_this_run_whole():
+    # The watcher started just after the run ended, no launcher: every file on disk is this run's.
+    s = snap(T0 + 10, scope(log_=log(mtime=T0 - 60, banner=True, summary="passed"),
                             reports=[fixture_report("pass", mtime=T0 - 650), fixture_report("fail", mtime=T0 - 9000)]),
-             existed=True)
+             requested_at=T0)
     d = decide(s, LIMITS)
-    assert d.run.state == "COMPLETED" and "earliest" in d.run_start_rule
-    assert d.run.run_start == T0 - 650  # the report written before the log's last write belongs to the run
-    assert len(d.run.ignored) == 1  # the report 2 h older than the rest: more than HUNG_AFTER apart
+    assert d.run.state == "FAILED" and d.run.ignored == ()  # the early failing report is never sliced off
+    assert "as recent as the request" in d.run_start_rule
 
 
 def test_late_watcher_counts_every_report_of_a_long_finished_run():
     # 30 reports over 2 hours, the log last written 121 s ago: none of them is an earlier run's.
     reports = [fixture_report("fail" if i == 7 else "pass", mtime=T0 - 7300 + i * 240) for i in range(30)]
     s = snap(T0, scope(log_=log(mtime=T0 - 121, banner=True, summary="failed", failed=1, total=30),
-                       exit_=outcome("1", mtime=T0 - 120), reports=reports), existed=True)
+                       exit_=outcome("1", mtime=T0 - 120), reports=reports), requested_at=T0)
     d = decide(s, LIMITS)
     assert d.run.state == "FAILED" and d.run.ignored == ()
     assert d.run.counts.tests == 30 * 2 + 0 and d.run.counts.failed == 1 and d.run.failed_titles
 
 
+def test_an_earlier_runs_outcome_file_marks_where_this_run_began():
+    # Yesterday's run ended with B.exit; today's log is newer: yesterday's exit and reports are not this run's.
+    s = snap(T0 + 10, scope(log_=log(mtime=T0 + 5), exit_=outcome("1", mtime=T0 - 5000),
+                            reports=[fixture_report("fail", mtime=T0 - 5100), fixture_report("pass", mtime=T0)]))
+    d = decide(s, LIMITS)
+    assert d.run.state != "FAILED" and not d.run.terminal
+    assert "earlier run's end" in d.run_start_rule and len(d.run.ignored) == 2
+
+
 def test_a_restarted_watcher_keeps_the_recorded_run_start():
     old = fixture_report("fail", mtime=T0 - 50)
-    s = replace(snap(T0 + 10, scope(log_=FINISHED, reports=[old, fixture_report("pass")]), existed=True),
-                recorded_run_start=T0)
+    s = replace(snap(T0 + 10, scope(log_=FINISHED, reports=[old, fixture_report("pass")])), recorded_run_start=T0)
     d = decide(s, LIMITS)
     assert d.run.state == "COMPLETED" and d.run.run_start == T0 and "earlier watcher" in d.run_start_rule
 
@@ -213,7 +221,7 @@ def group(name: str, exit_text: Optional[str] = None, mtime: float = T0 + 60, re
 
 
 def cat(now: float, parent: ScopeEvidence, groups, launcher=ALIVE) -> Snapshot:
-    return Snapshot("B", True, now, T0, False, launcher, parent, tuple(groups))
+    return Snapshot("B", True, now, T0, launcher, parent, tuple(groups))
 
 
 def states(decision):
@@ -268,9 +276,10 @@ def test_categorized_no_groups_no_evidence_is_unknown():
 
 
 def test_subrun_duration_starts_when_previous_ended():
-    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", "0", T0 + 50)], GONE), LIMITS)
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", "0", T0 + 50)], ALIVE), LIMITS)
     first, second = d.groups
-    assert first.run_start == T0 and second.run_start == T0 + 20  # no launcher seen: the watcher start
+    assert (first.position, second.position) == (1, 2)
+    assert first.elapsed == pytest.approx(30) and second.elapsed == pytest.approx(30)  # launcher seen at T0 - 10
 
 
 def test_decision_is_pure_same_input_same_output():

@@ -361,6 +361,22 @@ def test_a_fifo_among_reports_is_skipped(root, no_hang):
 # --- EvidenceReader: finish evidence makes the next poll thorough ------------------------------------------
 
 
+class StepClock:
+    """Both clocks at one value that a test moves by hand."""
+
+    def __init__(self, t: float):
+        self.t = t
+
+    def wall(self) -> float:
+        return self.t
+
+    def mono(self) -> float:
+        return self.t
+
+    def step(self, seconds: float) -> None:
+        self.t += seconds
+
+
 def test_fresh_finish_evidence_rereads_every_report(tmp_path):
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
     run = layout.run()
@@ -368,12 +384,13 @@ def test_fresh_finish_evidence_rereads_every_report(tmp_path):
         write(run.reports / f"m{i:03d}.json", report_bytes(False, f"s{i}.cy.js"))
     settle(run.reports)
     write(run.log, b"  (Run Starting)\n")
-    reader = EvidenceReader(layout, False, time.time())
-    now = time.time()
-    reader.snapshot(now)
+    clock = StepClock(time.time())
+    reader = EvidenceReader(layout, False, clock)
+    reader.snapshot()
     write(run.reports / "m150.json", report_bytes(True, "s150.cy.js"), mtime=OLD + 1)
     run.exit.write_text("0\n")  # finish evidence, just written
-    snap = reader.snapshot(now + 1)
+    clock.step(1)
+    snap = reader.snapshot()
     assert sum(r.result.failed for r in snap.parent.reports) == 1
 
 
@@ -383,7 +400,7 @@ def test_categorized_groups_keep_their_reports_apart(tmp_path):
     write(layout.group("windows").log, b"x\n", mtime=time.time() - 10)
     write(layout.group("linux").reports / "m.json", report_bytes(False))
     write(layout.group("windows").reports / "m.json", report_bytes(True))
-    reader = EvidenceReader(layout, True, time.time())
+    reader = EvidenceReader(layout, True)
     snap = reader.snapshot()
     assert reader.group_order == ("linux", "windows")
     assert snap.parent.reports == ()

@@ -500,7 +500,7 @@ def snapshots(draw) -> Snapshot:
     groups = tuple(draw(scopes(g)) for g in names) if categorized else ()
     launcher = Liveness(draw(st.booleans()), draw(st.none() | st.integers(1, 99999)), draw(st.none() | times),
                         draw(st.none() | times), draw(st.sampled_from(["pid file", "process scan", "none"])))
-    return Snapshot("B", categorized, draw(times), T0, draw(st.booleans()), launcher, draw(scopes()), groups)
+    return Snapshot("B", categorized, draw(times), T0, launcher, draw(scopes()), groups)
 
 
 limits = st.builds(Limits, st.floats(0, 5000), st.floats(0, 5000), st.floats(0, 500), st.floats(0, 10))
@@ -512,7 +512,7 @@ PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=list(
 def test_decide_never_raises_on_any_evidence(snap, lim, cancelled):
     d = decide(snap, lim, cancelled)
     assert State.of(d.run.state) is not None
-    assert len(d.groups) == len(snap.groups)
+    assert {g.group for g in d.groups} <= {g.group for g in snap.groups}  # an earlier run's group is dropped
     assert all(State.of(g.state) is not None for g in d.groups)
 
 

@@ -18,7 +18,7 @@ CTX = Context(hostname="controller-1", vm_labels=["rh96-src (RHEL 9.6)"], positi
 
 def verdict(state="FAILED", titles=("suite a fails",), group="windows"):
     return Verdict(state, "exit-code", "why", group=group, counts=Counts(10, 7, 1, 1, 1), failed_titles=tuple(titles),
-                   run_start=1000.0, finished_at=1000.0 + 3725)
+                   run_start=1000.0, finished_at=1000.0 + 3725, elapsed=3725.0)
 
 
 def fields(payload):

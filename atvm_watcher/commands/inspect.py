@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
@@ -44,8 +43,8 @@ def explain(snap: Snapshot, settings: Settings, recorded: Optional[Dict[str, Any
         "decision": {"state": d.run.state, "rule": d.run.rule, "reason": d.run.reason,
                      "counts": asdict(d.run.counts), "failed_titles": list(d.run.failed_titles[:20])},
         # inspect has no watcher: its "watcher's start" is now
-        "run_start": {"at": utc_now_iso(d.run.run_start) if d.run.run_start else None,
-                      "from": d.run_start_rule.replace("the watcher's start", "now, as inspect runs")},
+        "run_start": {"at": utc_now_iso(d.run.run_start) if d.run.run_start is not None else "not known",
+                      "from": d.run_start_rule},
         "launcher": {"alive": launcher.alive, "pid": launcher.pid, "found_by": launcher.source, "note": launcher.note},
         "evidence": _scope_lines(snap.parent),
         "ignored": list(d.run.ignored),
@@ -62,7 +61,8 @@ def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
     req_data, _ = read_json(bd.request_file)
     categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
     groups = tuple((recorded or {}).get("groups") or ())
-    reader = EvidenceReader(settings.layout(build), categorized, time.time(), groups, recorded_run_start(recorded))
+    reader = EvidenceReader(settings.layout(build), categorized, known_groups=groups,
+                            recorded_run_start=recorded_run_start(recorded), requested_at=bd.requested_at())
     info = explain(reader.snapshot(), settings, recorded)
     info["state_problem"] = problem
     info["cancelled"] = bd.is_cancelled()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..ledger import finished_state
 from ..request import Request
 from ..settings import Settings
-from ..statedir import BuildDir, utc_now_iso, write_json_atomic
+from ..statedir import BuildDir
 from ..vocab import ExitCode
 
 
@@ -23,7 +23,6 @@ def run(settings: Settings, req: Request, rerun: bool) -> int:
     if bd.path.exists() and (finished or rerun):
         archive = bd.archive(settings.state_root)
         print(f"archived the previous state of {req.build_name} to {archive}")
-    bd.ensure()
-    write_json_atomic(bd.request_file, {**req.to_json(), "requested_at": utc_now_iso()})
+    bd.record_request(req.to_json())
     print(f"recorded request for {req.build_name} in {bd.request_file}")
     return ExitCode.OK

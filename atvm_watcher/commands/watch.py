@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import inventory, log
 from ..decide import Verdict, decide
 from ..delivery import Deliverer, Result
-from ..evidence import EvidenceReader
+from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
 from ..message import Context, render
 from ..request import Request
@@ -27,7 +26,7 @@ from ..vocab import Delivery, ExitCode
 
 class Watcher:
     def __init__(self, settings: Settings, request: Request, dry_run: bool = False,
-                 at_least_once: bool = False, clock: Callable[[], float] = time.time,
+                 at_least_once: bool = False, clock: Clock = SYSTEM_CLOCK,
                  out: Callable[[str], None] = print):
         self.s, self.req, self.dry_run = settings, request, dry_run
         self.clock = clock
@@ -62,6 +61,8 @@ class Watcher:
         if self.build.is_cancelled():
             self.ledger.cancel(recovery.groups)
             return ExitCode.OK
+        if not self.build.request_file.exists():  # watched without the start helper: when it was asked for
+            self.build.record_request(self.req.to_json())
         self.ledger.begin(recovery.groups, recovery.run_start)
         self.log.info("watching (categorized=%s, poll %gs)", self.req.categorize, self.s.poll_seconds)
         self._deliver_owed()  # sub-runs a stopped watcher decided but did not post
@@ -79,22 +80,29 @@ class Watcher:
         return self.ledger.exit_code()
 
     def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
-        return EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock(), groups,
-                              run_start)
+        return EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock, groups,
+                              run_start, self.build.requested_at())
+
+    @staticmethod
+    def _order(decision) -> Tuple[str, ...]:
+        """This run's sub-runs in order: the groups found on disk less those only an earlier run left."""
+        return tuple(v.group for v in decision.groups if v.group)
 
     def _loop(self, reader: EvidenceReader) -> int:
         limits = self.s.limits()
+        order = reader.group_order
         while True:
             if not self.dry_run and self.build.is_cancelled():
-                self.ledger.cancel(reader.group_order)
+                self.ledger.cancel(order)
                 return ExitCode.OK
-            decision = decide(reader.snapshot(self.clock()), limits)
-            for scope in self.ledger.apply(decision, reader.group_order, self._render):
+            decision = decide(reader.snapshot(), limits)
+            order = self._order(decision)
+            for scope in self.ledger.apply(decision, order, self._render):
                 self._deliver(scope)
             if decision.run.terminal:
                 if not self.dry_run:
                     self._deliver_owed()
-                code = self.ledger.finish(decision, reader.group_order)
+                code = self.ledger.finish(decision, order)
                 self.log.info("finished: %s; exit %d", decision.run.state, code)
                 return code
             if not self.stop.sleep(self.s.poll_seconds):
