@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
+from .redact import Redactor
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
 
 DEFAULT_ENV_FILE = "/etc/atvm-run-watcher.env"
@@ -20,6 +22,7 @@ DEFAULT_STATE_ROOT = "/var/lib/atvm-run-watcher"
 DEFAULT_AUTOMATION_ROOT = "/root/cdc-e2e-cyp-12.17.4"
 DEFAULT_LOG_DIR = "/tmp/.log"
 UNIT_TEMPLATE = "atvm-run-watcher@.service"
+SECRET_SETTINGS = ("MATTERMOST_ATVM_WEBHOOK",)
 
 
 class ConfigError(Exception):
@@ -150,11 +153,37 @@ def default_inventory() -> Path:
     return PACKAGE_ROOT / "inventory" / "vm-inventory.md"  # a checkout keeps it in inventory/
 
 
+def _redactor(*sources: Mapping[str, str]) -> Redactor:
+    """Built from every secret setting's value in every source (the environment, the env file)."""
+    return Redactor(env.get(name, "") for env in sources for name in SECRET_SETTINGS)
+
+
+def secrets_redactor(environ: Optional[Mapping[str, str]] = None) -> Redactor:
+    """A Redactor for output made without settings at hand (the CLI's last-resort report). Never raises."""
+    process = dict(os.environ if environ is None else environ)
+    try:
+        file_values, _, _ = _read_env_file(Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE))
+    except Exception:  # noqa: BLE001 - called while reporting another error: never add one
+        file_values = {}
+    return _redactor(process, file_values)
+
+
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """Build settings: process environment first, then the env file, then defaults."""
+    """Build settings: process environment first, then the env file, then defaults.
+
+    A configuration error's text passes the Redactor of every secret value read (env file included).
+    """
     process = dict(os.environ if environ is None else environ)
     env_file = Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE)
     file_values, problem, unsafe = _read_env_file(env_file)
+    try:
+        return _settings(process, file_values, env_file, problem, unsafe)
+    except ConfigError as exc:
+        raise ConfigError(_redactor(process, file_values)(str(exc))) from None
+
+
+def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_file: Path, problem: Optional[str],
+              unsafe: bool) -> Settings:
     env = {**file_values, **process}  # the process environment wins
 
     automation_root = Path(env.get("ATVM_AUTOMATION_ROOT") or DEFAULT_AUTOMATION_ROOT)
