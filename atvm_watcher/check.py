@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 from . import inventory
 from .settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
-from .webhook import Target
+from .transport import Target
 
 HELPERS = ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh")
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
-from . import webhook
+from . import mattermost as webhook
 from .statedir import BuildDir, RunDir, StateError, utc_now_iso
 
 # delivery.json "phase": what a restarted watcher may do with it

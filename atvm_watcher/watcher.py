@@ -19,7 +19,8 @@ from .buildname import check_group_name
 from .decide import Decision, Limits, Verdict, decide
 from .delivery import NOT_SENT, REJECTED, SENDING, UNCERTAIN, Deliverer, Result
 from .evidence import EvidenceReader
-from .message import Context, render
+from .mattermost import render
+from .message import Context, compose
 from .request import Request
 from .settings import Settings
 from .statedir import BuildDir, Locked, RunDir, StateError, read_json
@@ -272,7 +273,8 @@ class Watcher:
             self._write_if_changed(key, run, record)
             return
         if v.state in POSTED_STATES:
-            record["message"] = render(v, self.req, self._context(position))
+            record["message"] = render(compose(v, self.req, self._context(position)), self.s.channel,
+                                       self.s.username)
             record["delivery"] = "pending"  # a restart finds the post owed and sends it
         if self.dry_run:
             self.done[key] = record
@@ -313,8 +315,7 @@ class Watcher:
     def _context(self, position: Optional[int]) -> Context:
         vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
         return Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
-                       inventory_problem=problem, position=position, channel=self.s.channel,
-                       username=self.s.username)
+                       inventory_problem=problem, position=position)
 
     # --- delivery ------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from reliability_helpers import (  # noqa: F401
     watch,
 )
 
-from atvm_watcher import log, settings, webhook
+from atvm_watcher import log, mattermost, settings, transport
 from atvm_watcher.receiver import Fault
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
@@ -160,13 +160,13 @@ def test_post_outcomes_and_exceptions_never_carry_the_url(receiver, monkeypatch)
         raise ValueError(f"cannot send {url} to {self.host}")
 
     monkeypatch.setattr("http.client.HTTPConnection.request", explode)
-    outcome = webhook.post(receiver.url, {"text": "x"}, timeout=1)
+    outcome = mattermost.post(receiver.url, {"text": "x"}, timeout=1)
     assert outcome.kind == "uncertain"
     assert_no_token(repr(outcome))
-    target = webhook.Target(receiver.url)
+    target = transport.Target(receiver.url)
     assert_no_token(repr(target), str(target))
     with pytest.raises(ValueError) as bad:
-        webhook.Target(f"gopher://h/hooks/{HOOK_TOKEN}")
+        transport.Target(f"gopher://h/hooks/{HOOK_TOKEN}")
     assert_no_token(str(bad.value))
 
 

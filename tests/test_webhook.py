@@ -21,7 +21,7 @@ import pytest
 from conftest import HOOK_TOKEN
 from reliability_helpers import assert_no_token, finished, no_token_left, read_json, status, watch  # noqa: F401
 
-from atvm_watcher import webhook
+from atvm_watcher import mattermost, transport
 from atvm_watcher.receiver import Answer, Fault, MattermostDouble, app_error
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
@@ -143,7 +143,7 @@ SERVER_FAULTS = {
 def test_one_post_is_classified(receiver, name):
     fault, kind, posts, error_id = SERVER_FAULTS[name]
     receiver.queue(fault)
-    outcome = webhook.post(receiver.url, PAYLOAD, timeout=0.5)
+    outcome = mattermost.post(receiver.url, PAYLOAD, timeout=0.5)
     assert (outcome.kind, outcome.error_id) == (kind, error_id), outcome
     receiver.wait_for_posts(posts, timeout=2)
     assert len(receiver.posts) == posts
@@ -154,13 +154,13 @@ def test_one_post_is_classified(receiver, name):
 
 
 def test_connection_refused_is_not_sent():
-    outcome = webhook.post(f"http://127.0.0.1:{closed_port()}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
+    outcome = mattermost.post(f"http://127.0.0.1:{closed_port()}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
     assert outcome.kind == "not-sent" and "cannot connect" in outcome.detail
     assert_no_token(repr(outcome))
 
 
 def test_name_not_resolvable_is_not_sent(no_dns):
-    outcome = webhook.post(f"https://mattermost.invalid/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
+    outcome = mattermost.post(f"https://mattermost.invalid/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
     assert outcome.kind == "not-sent" and "cannot resolve" in outcome.detail
     assert no_dns == ["mattermost.invalid"]
     assert_no_token(repr(outcome))
@@ -169,28 +169,28 @@ def test_name_not_resolvable_is_not_sent(no_dns):
 def test_connect_timeout_is_not_sent():
     with full_backlog() as port:
         started = time.monotonic()
-        outcome = webhook.post(f"http://127.0.0.1:{port}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=0.3)
+        outcome = mattermost.post(f"http://127.0.0.1:{port}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=0.3)
     assert outcome.kind == "not-sent" and "timed out" in outcome.detail
     assert time.monotonic() - started < 10  # bounded by the timeout, not by the kernel's SYN retries
 
 
 def test_a_url_http_client_would_refuse_is_rejected_before_connecting(receiver):
     for url in (receiver.url + " x", receiver.url + "\r\nX: y", receiver.url + "é"):
-        outcome = webhook.post(url, PAYLOAD, timeout=1)
+        outcome = mattermost.post(url, PAYLOAD, timeout=1)
         assert outcome.kind == "rejected", outcome
         assert_no_token(repr(outcome))
     assert receiver.requests == []
 
 
 def test_a_lone_surrogate_in_the_payload_is_sent_not_crashed_on(receiver):
-    outcome = webhook.post(receiver.url, {"text": "title \ud800 end"}, timeout=1)
+    outcome = mattermost.post(receiver.url, {"text": "title \ud800 end"}, timeout=1)
     assert outcome.kind == "posted"
     assert receiver.posts[0]["text"].startswith("title ")
 
 
 def test_huge_answer_body_is_capped(receiver):
-    receiver.queue(Fault.body_200("x" * (webhook.MAX_BODY * 4)))
-    outcome = webhook.post(receiver.url, PAYLOAD, timeout=2)
+    receiver.queue(Fault.body_200("x" * (transport.MAX_BODY * 4)))
+    outcome = mattermost.post(receiver.url, PAYLOAD, timeout=2)
     assert outcome.kind == "uncertain" and len(outcome.detail) < 300
 
 
@@ -206,7 +206,7 @@ def test_huge_answer_body_is_capped(receiver):
     ({}, None),
 ])
 def test_retry_after_headers(headers, expected):
-    assert webhook.retry_after(headers, now=1767225600.0) == expected
+    assert mattermost.retry_after(headers, now=1767225600.0) == expected
 
 
 # --- the watcher against each fault ----------------------------------------------------------------
