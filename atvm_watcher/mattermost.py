@@ -206,12 +206,14 @@ def _error_field(body: bytes, key: str) -> str:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return ""
-    return str(data.get(key, ""))[:200] if isinstance(data, dict) else ""
+    return str(data.get(key, "")) if isinstance(data, dict) else ""
 
 
-def classify(status: int, body: bytes, headers: Mapping[str, str], now: float) -> PostOutcome:
-    text = body[:200].decode("utf-8", "replace").strip()
-    err = _error_field(body, "id")
+def classify(status: int, body: bytes, headers: Mapping[str, str], now: float,
+             redact: Redactor) -> PostOutcome:
+    """What an answer means. Every text taken from it is redacted whole, and only then shortened."""
+    text = redact(body.decode("utf-8", "replace")).strip()
+    err = redact.clip(_error_field(body, "id"), 200)
     said = f"HTTP {status}" + (f" {err}" if err else "")
     if status == 200:
         if body == b"ok":
@@ -229,7 +231,8 @@ def classify(status: int, body: bytes, headers: Mapping[str, str], now: float) -
     if status >= 500 and status != 501:
         return PostOutcome("uncertain", f"{said}: a server or proxy error after the request was sent", status, err)
     if status in PERMANENT or 300 <= status < 500:
-        return PostOutcome("rejected", f"{said}: {_error_field(body, 'message') or text[:120]!s}", status, err)
+        message = redact.clip(_error_field(body, "message"), 200)
+        return PostOutcome("rejected", f"{said}: {message or text[:120]}", status, err)
     return PostOutcome("uncertain", f"{said}: unexpected answer", status, err)
 
 
@@ -244,5 +247,5 @@ def post(url: str, payload: Dict[str, Any], timeout: float, clock=time.time) -> 
     if isinstance(answer, transport.Failure):
         outcome = PostOutcome("uncertain" if answer.sent else "not-sent", answer.reason)
     else:
-        outcome = classify(answer.status, answer.body, answer.headers, clock())
+        outcome = classify(answer.status, answer.body, answer.headers, clock(), redact)
     return redact.strings(outcome)
