@@ -15,12 +15,14 @@ is longer than ``MIN_KEPT``, the attachment's fields are dropped from the last. 
 builds is capped per value and always fits; the check guards what was stored before.
 
 Answers, sorted into what the caller may do next (CONTRACT.md, "Delivery"):
-  posted     200 and the body exactly ``ok``
+  posted     a final 200 whose whole body (as long as its Content-Length says) is exactly ``ok``
   not-sent   certainly no post was made (no connection, 429, 408, a Mattermost 500 on a message
              kept under the split limit): safe to retry
-  rejected   a permanent answer (400/403/404/413/501, other 4xx, redirects): do not loop
-  uncertain  the request may have created a post (timeout or reset after sending, proxy 5xx,
-             200 with another body): never resent automatically
+  rejected   a refusal: 400/403/404/413/501 (Mattermost's permanent ones) and other 4xx, after which
+             the server did not act; do not loop
+  uncertain  the request may have created a post: a timeout or reset after sending, a body cut short,
+             a proxy's 5xx, a 200 with another body, any redirect (303 See Other even says the server
+             acted; none is followed), anything else unexpected; never resent automatically
 The webhook URL (its path is the secret) never enters an outcome: every outcome passes the Redactor.
 """
 
@@ -230,7 +232,10 @@ def classify(status: int, body: bytes, headers: Mapping[str, str], now: float,
                            retry_after(headers, now))
     if status >= 500 and status != 501:
         return PostOutcome("uncertain", f"{said}: a server or proxy error after the request was sent", status, err)
-    if status in PERMANENT or 300 <= status < 500:
+    if 300 <= status < 400:
+        return PostOutcome("uncertain", f"{said}: a redirect, not followed; the server may have acted on the "
+                           "request before redirecting", status, err)
+    if status in PERMANENT or 400 <= status < 500:
         message = redact.clip(_error_field(body, "message"), 200)
         return PostOutcome("rejected", f"{said}: {message or text[:120]}", status, err)
     return PostOutcome("uncertain", f"{said}: unexpected answer", status, err)

@@ -19,16 +19,18 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Union
+from typing import Mapping, Tuple, Union
 from urllib.parse import urlsplit
 
 MAX_BODY = 64 * 1024  # bytes of an answer kept; the rest is not read
+MAX_INTERIM = 32  # interim (1xx) responses skipped before the answer counts as garbled
+_MAX_LINE = 65536
 _SENDABLE = re.compile(r"[\x21-\x7e]+")  # what http.client can put on a request line unchanged
 
 
 @dataclass(frozen=True)
 class Response:
-    """An answer, its body read up to ``MAX_BODY`` bytes."""
+    """A final (non-1xx) answer read to the end of its body, or to ``MAX_BODY`` bytes of it."""
 
     status: int
     headers: Mapping[str, str]
@@ -68,9 +70,47 @@ class Target:
     __str__ = __repr__
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """Reads past every interim answer to the final one.
+
+    http.client skips only ``100 Continue``; a ``103 Early Hints`` (or any other 1xx a server or
+    proxy sends unasked) would otherwise be taken as the answer, and the real one never read.
+    ``101 Switching Protocols`` is returned as it is: nothing here asked for it, so it is no answer.
+    """
+
+    def _read_status(self) -> Tuple[str, int, str]:
+        for _ in range(MAX_INTERIM):
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            _skip_header_block(self.fp)
+        raise http.client.HTTPException(f"more than {MAX_INTERIM} interim answers")
+
+
+def _skip_header_block(fp) -> None:
+    for _ in range(100):
+        line = fp.readline(_MAX_LINE + 1)
+        if line in (b"\r\n", b"\n", b""):
+            return
+    raise http.client.HTTPException("an interim answer with too many header lines")
+
+
 def _read_body(resp: http.client.HTTPResponse) -> bytes:
-    body = resp.read(MAX_BODY + 1)
-    return body[:MAX_BODY]
+    """The body up to MAX_BODY bytes; raises IncompleteRead when it ends before its declared length.
+
+    ``read(n)`` returns what arrived and says nothing when the connection closes short of the
+    Content-Length (a chunked body does raise): so a 200 cut after ``ok`` of a longer body would
+    read as ``ok``. What is left of the declared length tells.
+    """
+    data = bytearray()
+    while len(data) < MAX_BODY:
+        chunk = resp.read(MAX_BODY - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < MAX_BODY and resp.length:  # the connection ended with declared bytes still to come
+        raise http.client.IncompleteRead(bytes(data), resp.length)
+    return bytes(data)
 
 
 def _connection(target: Target, timeout: float) -> http.client.HTTPConnection:
@@ -79,6 +119,7 @@ def _connection(target: Target, timeout: float) -> http.client.HTTPConnection:
             target.host, target.port, timeout=timeout, context=ssl.create_default_context())
     else:
         conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    conn.response_class = _FinalResponse
     return conn
 
 
@@ -116,6 +157,8 @@ def post(target: Target, body: bytes, headers: Mapping[str, str], timeout: float
     except (http.client.HTTPException, OSError, ValueError) as exc:
         if watchdog.finished.is_set() or isinstance(exc, (socket.timeout, TimeoutError)):
             return Failure(True, f"no complete answer within {timeout:g}s after the request was sent")
+        if isinstance(exc, http.client.IncompleteRead):
+            return Failure(True, "the answer ended before its declared length, after the request was sent")
         return Failure(True, f"connection failed after the request was sent ({type(exc).__name__})")
     finally:
         watchdog.cancel()

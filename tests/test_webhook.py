@@ -10,8 +10,10 @@ listener whose accept queue is full.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from conftest import HOOK_TOKEN
 from reliability_helpers import assert_no_token, finished, no_token_left, read_json, status, watch  # noqa: F401
 
 from atvm_watcher import mattermost, transport
-from atvm_watcher.receiver import Answer, Fault, MattermostDouble, app_error
+from atvm_watcher.receiver import EARLY_HINTS, Answer, Fault, MattermostDouble, app_error
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 PAYLOAD = {"text": "ATVM run COMPLETED: b", "attachments": [{"fallback": "done", "color": "#2eb886"}]}
@@ -136,6 +138,24 @@ SERVER_FAULTS = {
     "trickle-too-slow": (Fault.trickle(0.05), "uncertain", 1, ""),
     "trickle-in-time": (Fault.trickle(0.001), "posted", 1, ""),
     "ok": (Fault.ok(), "posted", 1, ""),
+    # Only a complete "200 ok" is a post: a body cut short of its length, an interim answer taken for
+    # the answer, and a redirect after which the server may have acted all used to read otherwise.
+    "200-cut-after-ok": (Fault.post_then_cut(), "uncertain", 1, ""),
+    "200-cut-after-o": (Fault.post_then_cut(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no"), "uncertain", 1, ""),
+    "200-chunked-cut": (Fault.post_then_cut(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+                        "uncertain", 1, ""),
+    "103-then-200": (Fault.interim_then_answer(), "posted", 1, ""),
+    "100-then-200": (Fault.interim_then_answer(b"HTTP/1.1 100 Continue\r\n\r\n"), "posted", 1, ""),
+    "102-100-103-then-200": (Fault.interim_then_answer(b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n"
+                                                       b"\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+                             "posted", 1, ""),
+    "103-then-502": (Fault("interim_502", then="interim", raw=EARLY_HINTS, answer=Answer(502)), "uncertain", 0, ""),
+    "303-after-post": (Fault.post_then_redirect(303), "uncertain", 1, ""),
+    "301": (Fault.redirect(301), "uncertain", 0, ""),
+    "302": (Fault.redirect(302), "uncertain", 0, ""),
+    "307": (Fault.redirect(307), "uncertain", 0, ""),
+    "308": (Fault.redirect(308), "uncertain", 0, ""),
+    "409": (Fault("conflict", answer=Answer(409)), "rejected", 0, ""),
 }
 
 
@@ -194,6 +214,58 @@ def test_huge_answer_body_is_capped(receiver):
     assert outcome.kind == "uncertain" and len(outcome.detail) < 300
 
 
+@contextmanager
+def raw_server(answer: bytes) -> Iterator[str]:
+    """A 127.0.0.1 server that reads one request whole, sends exactly ``answer`` and closes: no HTTP library
+    between the bytes in a test and the client."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks/{HOOK_TOKEN}"
+    finally:
+        thread.join(timeout=5)
+        server.close()
+
+
+RAW_ANSWERS = {
+    "103-then-200": (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "posted"),
+    "200": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "posted"),
+    "200-until-close": (b"HTTP/1.1 200 OK\r\n\r\nok", "posted"),  # no length: the close ends the body
+    "200-cut-after-ok": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", "uncertain"),
+    "200-cut-after-o": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", "uncertain"),
+    "200-head-only": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "uncertain"),
+    "101-unasked": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nok", "uncertain"),
+    "endless-103": (b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    "uncertain"),
+    "303": (b"HTTP/1.1 303 See Other\r\nLocation: /posts/1\r\nContent-Length: 0\r\n\r\n", "uncertain"),
+}
+
+
+@pytest.mark.parametrize("name", list(RAW_ANSWERS))
+def test_only_a_complete_final_200_ok_is_a_post(name):
+    answer, kind = RAW_ANSWERS[name]
+    with raw_server(answer) as url:
+        outcome = mattermost.post(url, PAYLOAD, timeout=2)
+    assert outcome.kind == kind, outcome
+
+
 @pytest.mark.parametrize("headers, expected", [
     ({"Retry-After": "3"}, 3.0),
     ({"Retry-After": "0.5"}, 0.5),
@@ -241,6 +313,9 @@ UNCERTAIN_E2E = {  # fault -> posts it creates
     "200-html": (Fault.html_200, 0),
     "200-other-body": (lambda: Fault.body_200("sent"), 0),
     "trickle-too-slow": (lambda: Fault.trickle(0.05), 1),
+    "200-cut-after-ok": (Fault.post_then_cut, 1),
+    "303-after-post": (lambda: Fault.post_then_redirect(303), 1),
+    "308": (lambda: Fault.redirect(308), 0),
 }
 
 
@@ -366,6 +441,16 @@ def test_connect_timeout_is_retried_then_left_to_a_restart(world):
                                                     "MATTERMOST_ATVM_WEBHOOK": url})
     assert code == 75 and "timed out" in err
     assert delivery(world, "timeout")["phase"] == "not-sent"
+
+
+def test_interim_answers_before_200_ok_are_skipped_and_the_post_counted(world):
+    world.receiver.queue(Fault.interim_then_answer())
+    finished(world, "early-hints")
+    code, _, err = watch(world, "early-hints", env=FAST)
+    assert code == 0, err
+    assert len(world.receiver.requests) == 1 and len(world.receiver.posts) == 1
+    assert status(world, "early-hints")["delivery"] == "posted"
+    restart_adds_nothing(world, "early-hints", env=FAST)
 
 
 def test_trickle_in_time_is_posted(world):
