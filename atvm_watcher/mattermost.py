@@ -11,8 +11,9 @@ message into several posts, and the JSON body under the server's default 300000-
 payload over either is never sent split: it is shrunk, one step at a time until it fits, by this
 rule: the longest counted string (the failed-test list, when a run has many failures) is cut to
 at most half its length, at a line end where it has lines, and says so at its end; once no string
-is longer than ``MIN_KEPT``, the attachment's fields are dropped from the last. What ``render``
-builds is capped per value and always fits; the check guards what was stored before.
+is longer than ``MIN_KEPT``, the attachment's fields are dropped from the last; last of all, only
+``text``, ``channel`` and ``username`` are kept. What ``render`` builds is capped per value and
+always fits; the check guards a payload stored by an earlier version, or edited.
 
 Answers, sorted into what the caller may do next (CONTRACT.md, "Delivery"):
   posted     a final 200 whose whole body (as long as its Content-Length says) is exactly ``ok``
