@@ -145,6 +145,9 @@ _LOGIN_PAGE = (
 )
 
 
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </static/main.css>; rel=preload; as=style\r\n\r\n"
+
+
 def _rate_limit_headers(limit: Optional[int], remaining: Optional[int], reset: Optional[int],
                         retry_after: Optional[int]) -> Tuple[Tuple[str, str], ...]:
     pairs = (("X-RateLimit-Limit", limit), ("X-RateLimit-Remaining", remaining),
@@ -162,8 +165,8 @@ class Fault:
     wait_before: float = 0.0  # before processing: the post appears late too
     wait_after: float = 0.0  # after processing: the post exists, the answer is late
     answer: Optional[Answer] = None
-    then: str = "answer"  # answer | hang | reset | partial | trickle
-    raw: bytes = b""  # partial: what is sent before the reset
+    then: str = "answer"  # answer | hang | reset | partial | trickle | cut | interim
+    raw: bytes = b""  # partial, cut: what is sent before the reset or close; interim: what precedes the answer
     interval: float = 0.0  # trickle: seconds between bytes
 
     @classmethod
@@ -225,6 +228,26 @@ class Fault:
     @classmethod
     def post_then_partial(cls, raw: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no") -> Fault:
         return cls("post_then_partial", process=True, then="partial", raw=raw)
+
+    @classmethod
+    def post_then_cut(cls, raw: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok") -> Fault:
+        """The post is made; the answer stops short of its Content-Length and the connection closes (no reset)."""
+        return cls("post_then_cut", process=True, then="cut", raw=raw)
+
+    @classmethod
+    def interim_then_answer(cls, raw: bytes = EARLY_HINTS) -> Fault:
+        """Interim (1xx) answers sent unasked, by default a 103 Early Hints, then the real answer."""
+        return cls("interim_then_answer", process=True, then="interim", raw=raw)
+
+    @classmethod
+    def post_then_redirect(cls, status: int = 303, location: str = "/api/v4/posts/created") -> Fault:
+        """The post is made, then a redirect: a 303 See Other says the server acted on the request."""
+        return cls(f"post_then_{status}", process=True, answer=Answer(status, (("Location", location),)))
+
+    @classmethod
+    def redirect(cls, status: int = 301, location: str = "https://mattermost.example.com/hooks/moved") -> Fault:
+        """A redirect from something in front of the server (the hook moved): no post is made."""
+        return cls(f"redirect_{status}", answer=Answer(status, (("Location", location),)))
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
@@ -653,6 +676,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self._then_reset(record, answer, fault)
+
+    def _then_cut(self, record: RequestRecord, answer: Answer, fault: Fault) -> None:
+        self.close_connection = True  # closed as usual after this (a FIN): the short body looks complete
+        self._send(record, answer.status, fault.raw)
+
+    def _then_interim(self, record: RequestRecord, answer: Answer, fault: Fault) -> None:
+        if self._send(record, answer.status, fault.raw):
+            self._then_answer(record, answer, fault)
 
     def _send(self, record: RequestRecord, status: int, data: bytes) -> bool:
         self.server.double.set_status(record, status)  # before sending: a client that has it sees it

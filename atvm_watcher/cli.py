@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from typing import List, Optional
@@ -11,7 +10,7 @@ from typing import List, Optional
 from . import __version__, log
 from .buildname import BadName, check_build_name
 from .request import FIELDS, Request
-from .settings import ConfigError, load
+from .settings import ConfigError, load, secrets_redactor
 from .statedir import BuildDir, StateError, read_json
 from .vocab import ExitCode, exit_codes_help
 
@@ -132,10 +131,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: a clear, secret-free report; systemd restarts
-        secret = os.environ.get("MATTERMOST_ATVM_WEBHOOK", "")
-        text = traceback.format_exc()
-        for part in (secret, secret.rstrip("/").rsplit("/", 1)[-1]):
-            if len(part) >= 8:
-                text = text.replace(part, "<webhook>")
+        text = secrets_redactor()(traceback.format_exc())
         print(f"error: internal error ({type(exc).__name__}); details follow\n{text}", file=sys.stderr)
         return ExitCode.INTERNAL

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
-from . import webhook
+from . import mattermost
 from .statedir import BuildDir, RunDir, StateError, utc_now_iso
 from .vocab import Delivery
 
@@ -60,7 +60,7 @@ def previous(run: RunDir, at_least_once: bool) -> Optional[Result]:
 class Deliverer:
     def __init__(self, build: BuildDir, url: str, timeout: float, attempts: int, backoff: float,
                  max_wait: float, at_least_once: bool, sleep: Callable[[float], bool],
-                 post: Callable[..., webhook.PostOutcome] = webhook.post):
+                 post: Callable[..., mattermost.PostOutcome] = mattermost.post):
         self.build, self.url, self.timeout = build, url, timeout
         self.attempts, self.backoff, self.max_wait = attempts, backoff, max_wait
         self.at_least_once = at_least_once
@@ -84,7 +84,7 @@ class Deliverer:
         return Result(Delivery.NOT_SENT, f"not delivered after {self.attempts} attempt(s): {detail}",
                       self.attempts, outcome.error_id if outcome else "", outcome.status if outcome else None)
 
-    def _wait(self, n: int, outcome: webhook.PostOutcome) -> Optional[float]:
+    def _wait(self, n: int, outcome: mattermost.PostOutcome) -> Optional[float]:
         if n >= self.attempts:
             return None
         wait = outcome.retry_after if outcome.retry_after is not None else self.backoff * 2 ** (n - 1)

@@ -1,7 +1,8 @@
 """One line per event, a level, the build and sub-run named; read well by journald.
 
 Under systemd (JOURNAL_STREAM set) each line starts with a ``<N>`` syslog priority so the
-journal stores the right level. A filter strips the webhook URL from anything logged.
+journal stores the right level. A filter passes every line through the Redactor, so the webhook
+URL never reaches the journal, whatever a caller logs.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Iterable, Optional
+from typing import Optional, Union
+
+from .redact import Redactor
 
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -32,27 +35,23 @@ class _Format(logging.Formatter):
 
 
 class _Redact(logging.Filter):
-    def __init__(self, secrets: Iterable[str]):
+    def __init__(self, redact: Redactor):
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 8]
+        self.redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            for s in self.secrets:
-                msg = msg.replace(s, "<webhook>")
-            record.msg, record.args = msg, ()
+        record.msg, record.args = self.redact(record.getMessage()), ()
         return True
 
 
-def setup(webhook: str = "", stream=None, level: int = logging.INFO) -> logging.Logger:
+def setup(webhook: Union[str, Redactor] = "", stream=None, level: int = logging.INFO) -> logging.Logger:
+    """``webhook``: the webhook URL, or a Redactor built from every secret setting."""
     logger = logging.getLogger("atvm")
     for h in list(logger.handlers):
         logger.removeHandler(h)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Format(journal=bool(os.environ.get("JOURNAL_STREAM"))))
-    secrets = [webhook, webhook.rstrip("/").rsplit("/", 1)[-1]] if webhook else []
-    handler.addFilter(_Redact(secrets))
+    handler.addFilter(_Redact(webhook if isinstance(webhook, Redactor) else Redactor([webhook])))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

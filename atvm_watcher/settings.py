@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from .decide import Limits
 from .layout import RunLayout
+from .redact import Redactor
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
 
@@ -23,6 +25,11 @@ DEFAULT_STATE_ROOT = "/var/lib/atvm-run-watcher"
 DEFAULT_AUTOMATION_ROOT = "/root/cdc-e2e-cyp-12.17.4"
 DEFAULT_LOG_DIR = "/tmp/.log"
 UNIT_TEMPLATE = "atvm-run-watcher@.service"
+SECRET_SETTINGS = ("MATTERMOST_ATVM_WEBHOOK",)
+_OURS = r"(?:ATVM|MATTERMOST_ATVM)_[A-Z0-9_]+"  # this program's settings
+_ASSIGNMENT = re.compile(f"({_OURS})=")
+_NUMERIC = re.compile(r"[+-]?(?:\d{1,9}(?:\.\d{0,6})?|\.\d{1,6})(?:[eE][+-]?\d{1,3})?|[+-]?(?:inf|infinity|nan)",
+                      re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -120,6 +127,12 @@ def _read_env_file(path: Path) -> Tuple[Dict[str, str], Optional[str], bool]:
     return parse_env_file(text), None, False
 
 
+def _setting(name: str, raw: str) -> str:
+    """How an error names a setting: with its value only when that is short and numeric, so cannot hold a
+    secret (an env file missing a line break glues the webhook onto the line before)."""
+    return f"{name}={raw!r}" if _NUMERIC.fullmatch(raw) else f"{name} (value not shown)"
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -127,9 +140,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float =
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds (fractions like 0.5 are fine)") from None
+        raise ConfigError(f"{_setting(name, raw)} is not a number of seconds (fractions like 0.5 are fine)") from None
     if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be a finite number of seconds >= {minimum}")
+        raise ConfigError(f"{_setting(name, raw)} must be a finite number of seconds >= {minimum}")
     return value
 
 
@@ -140,9 +153,9 @@ def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) ->
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        raise ConfigError(f"{_setting(name, raw)} is not a whole number") from None
     if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+        raise ConfigError(f"{_setting(name, raw)} must be >= {minimum}")
     return value
 
 
@@ -152,7 +165,17 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return False
     if raw in ("1", "yes", "true", "on"):
         return True
-    raise ConfigError(f"{name}={raw!r} must be yes or no")
+    raise ConfigError(f"{_setting(name, raw)} must be yes or no")
+
+
+def _glued(*sources: Mapping[str, str]) -> None:
+    """Refuse a setting whose value holds another setting's ``NAME=``: two lines run together."""
+    for env in sources:
+        for name, value in env.items():
+            found = _ASSIGNMENT.search(value) if re.fullmatch(_OURS, name) else None
+            if found:
+                raise ConfigError(f"{name}: its value holds {found.group(1)}=..., as if two lines of the env file "
+                                  "were run together (a missing line break?); values not shown")
 
 
 def default_inventory() -> Path:
@@ -162,17 +185,53 @@ def default_inventory() -> Path:
     return PACKAGE_ROOT / "inventory" / "vm-inventory.md"  # a checkout keeps it in inventory/
 
 
+def _redactor(*sources: Mapping[str, str]) -> Redactor:
+    """Built from every secret setting's value in every source (the environment, the env file), also
+    one glued onto the end of another setting's line."""
+    secrets = []
+    for env in sources:
+        for key, value in env.items():
+            for name in SECRET_SETTINGS:
+                if key == name:
+                    secrets.append(value)
+                elif f"{name}=" in value:
+                    secrets.append(value.split(f"{name}=", 1)[1])
+    return Redactor(secrets)
+
+
+def secrets_redactor(environ: Optional[Mapping[str, str]] = None) -> Redactor:
+    """A Redactor for output made without settings at hand (the CLI's last-resort report). Never raises."""
+    process = dict(os.environ if environ is None else environ)
+    try:
+        file_values, _, _ = _read_env_file(Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE))
+    except Exception:  # noqa: BLE001 - called while reporting another error: never add one
+        file_values = {}
+    return _redactor(process, file_values)
+
+
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """Build settings: process environment first, then the env file, then defaults."""
+    """Build settings: process environment first, then the env file, then defaults.
+
+    A configuration error's text passes the Redactor of every secret value read (env file included).
+    """
     process = dict(os.environ if environ is None else environ)
     env_file = Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE)
     file_values, problem, unsafe = _read_env_file(env_file)
+    try:
+        return _settings(process, file_values, env_file, problem, unsafe)
+    except ConfigError as exc:
+        raise ConfigError(_redactor(process, file_values)(str(exc))) from None
+
+
+def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_file: Path, problem: Optional[str],
+              unsafe: bool) -> Settings:
     env = {**file_values, **process}  # the process environment wins
+    _glued(file_values, env)  # also a file line the environment overrides: it may hide the webhook
 
     automation_root = Path(env.get("ATVM_AUTOMATION_ROOT") or DEFAULT_AUTOMATION_ROOT)
     mode = (env.get("ATVM_DELIVERY") or "at-most-once").strip().lower()
     if mode not in ("at-most-once", "at-least-once"):
-        raise ConfigError(f"ATVM_DELIVERY={mode!r} must be at-most-once or at-least-once")
+        raise ConfigError("ATVM_DELIVERY must be at-most-once or at-least-once (value not shown)")
     webhook = (env.get("MATTERMOST_ATVM_WEBHOOK") or "").strip()
     if webhook and not webhook.lower().startswith(("http://", "https://")):
         raise ConfigError("MATTERMOST_ATVM_WEBHOOK must be an http:// or https:// URL (value not shown)")

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import HOOK_TOKEN, World
@@ -31,9 +31,8 @@ def assert_no_token(*texts: object) -> None:
         assert TOKEN not in data, f"webhook token leaked into output: {data[:400]!r}"
 
 
-def token_leaks(root: Path, allowed: Iterable[str] = (".env",)) -> List[str]:
-    """Files under root holding the token (env files, which hold it on purpose, excepted)."""
-    leaks = []
+def world_files(root: Path, allowed: Iterable[str] = (".env",)) -> Iterator[Tuple[Path, bytes]]:
+    """Every regular file under root with its content (its first 64 MiB), env files excepted."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             path = Path(dirpath) / name
@@ -41,11 +40,28 @@ def token_leaks(root: Path, allowed: Iterable[str] = (".env",)) -> List[str]:
                 continue
             try:
                 with path.open("rb") as fh:
-                    if TOKEN in fh.read(64 * 1024 * 1024):
-                        leaks.append(str(path))
+                    yield path, fh.read(64 * 1024 * 1024)
             except OSError:
                 continue
-    return leaks
+
+
+def token_leaks(root: Path, allowed: Iterable[str] = (".env",)) -> List[str]:
+    """Files under root holding the token (env files, which hold it on purpose, excepted)."""
+    return [str(path) for path, data in world_files(root, allowed) if TOKEN in data]
+
+
+def token_runs(data: object, secret: str = HOOK_TOKEN, run: int = 8) -> List[str]:
+    """The runs of ``run`` characters of the secret found in data, ASCII case ignored: any one is a leak,
+    however the secret was cut or wherever it was echoed."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "surrogateescape")
+    text = str(data).lower()
+    return [secret[i:i + run] for i in range(len(secret) - run + 1) if secret[i:i + run].lower() in text]
+
+
+def run_leaks(root: Path) -> Dict[str, List[str]]:
+    """Files under root holding any run of the token (env files, which hold it on purpose, excepted)."""
+    return {str(path): token_runs(data) for path, data in world_files(root) if token_runs(data)}
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 
 from atvm_watcher import delivery, statedir
 from atvm_watcher.delivery import Deliverer, previous
+from atvm_watcher.mattermost import PostOutcome
 from atvm_watcher.statedir import BuildDir, StateError, encode_json, write_json_atomic
-from atvm_watcher.webhook import PostOutcome
 
 PAYLOAD = {"text": "ATVM run COMPLETED: b"}
 URL = "http://127.0.0.1:9/hooks/atvmtesthooktoken0123456789"

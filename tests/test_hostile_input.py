@@ -32,9 +32,9 @@ from atvm_watcher import settings as settings_mod
 from atvm_watcher.commands import watch as watch_mod
 from atvm_watcher.decide import Decision, Limits, Verdict, decide
 from atvm_watcher.layout import RunLayout
+from atvm_watcher.mattermost import PostOutcome
 from atvm_watcher.request import Request
 from atvm_watcher.vocab import Liveness, LogFacts, OutcomeFile, Report, ReportResult, ScopeEvidence, Snapshot, State
-from atvm_watcher.webhook import PostOutcome
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 

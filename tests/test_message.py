@@ -7,10 +7,11 @@ import json
 import pytest
 
 from atvm_dev.receiver import MattermostDouble
+from atvm_watcher import mattermost
 from atvm_watcher.decide import Counts, Verdict
-from atvm_watcher.message import MAX_TITLES, Context, duration, render, runes
+from atvm_watcher.mattermost import MAX_TITLES, post, runes
+from atvm_watcher.message import Context, compose, duration
 from atvm_watcher.request import Request
-from atvm_watcher.webhook import post
 
 REQ = Request("e2e-redhat9.6-ubuntu24.04-w2k25-fc", True, "tmpl", "family", "live", "plugin", "scope words")
 CTX = Context(hostname="controller-1", vm_labels=["rh96-src (RHEL 9.6)"], position=2)
@@ -19,6 +20,10 @@ CTX = Context(hostname="controller-1", vm_labels=["rh96-src (RHEL 9.6)"], positi
 def verdict(state="FAILED", titles=("suite a fails",), group="windows"):
     return Verdict(state, "exit-code", "why", group=group, counts=Counts(10, 7, 1, 1, 1), failed_titles=tuple(titles),
                    run_start=1000.0, finished_at=1000.0 + 3725, elapsed=3725.0)
+
+
+def render(v, req, ctx, **overrides):
+    return mattermost.render(compose(v, req, ctx), **overrides)
 
 
 def fields(payload):
@@ -44,7 +49,7 @@ def test_every_item_of_the_contract_is_in_the_post():
 
 
 def test_completed_is_green_and_plain_run_has_no_subrun():
-    p = render(verdict("COMPLETED", (), None), REQ, Context(hostname="h", channel="town-square"))
+    p = render(verdict("COMPLETED", (), None), REQ, Context(hostname="h"), channel="town-square")
     assert p["attachments"][0]["color"] == "#2eb886" and "Sub-run" not in fields(p)
     assert p["channel"] == "town-square" and "Failed tests" not in json.dumps(p)
 
@@ -83,3 +88,41 @@ def test_worst_case_post_stays_far_under_the_split_limit_and_the_server_makes_on
     with MattermostDouble() as mm:
         assert post(mm.url, p, timeout=5).kind == "posted"
         assert len(mm.posts) == 1
+
+
+# --- the size limits, checked on every payload before it is sent -------------------------------------
+
+
+def oversized(titles: int = 3000) -> dict:
+    p = render(verdict(), REQ, CTX)
+    failed = "\n".join(f"- `spec {i} fails with a long enough title to add up`" for i in range(titles))
+    p["attachments"][0]["fields"][-1]["value"] = failed  # as a payload stored by an uncapped renderer would be
+    return p
+
+
+def test_an_oversized_payload_loses_the_end_of_its_failed_list_and_nothing_else():
+    p = oversized()
+    assert runes(p) > mattermost.MAX_RUNES
+    fitted = mattermost.fit(p)
+    assert mattermost.fits(fitted) and runes(fitted) < mattermost.MAX_RUNES
+    before, after = fields(p), fields(fitted)
+    failed = "Failed tests (1)"
+    assert {k: v for k, v in after.items() if k != failed} == {k: v for k, v in before.items() if k != failed}
+    lines = after[failed].splitlines()
+    assert lines[-1].endswith(mattermost.CUT_NOTE.strip()) and len(lines) > 100
+    assert all(line.endswith("to add up`") for line in lines[:-1])  # whole lines kept: still a list
+    assert p == oversized()  # the caller's payload is left as it was
+    assert mattermost.fit(fitted) is fitted  # what fits is sent as it is
+
+
+def test_an_oversized_payload_is_sent_as_one_post_never_split():
+    with MattermostDouble() as mm:
+        assert post(mm.url, oversized(), timeout=5).kind == "posted"
+        assert post(mm.url, {"text": "y" * 40_000}, timeout=5).kind == "posted"
+        assert len(mm.posts) == 2 and len(mm.requests) == 2
+    assert len(mm.posts[1]["text"]) < mattermost.MAX_RUNES
+
+
+def test_a_body_over_the_byte_limit_keeps_only_its_text():
+    p = {"text": "x", "channel": "c", "props": {"card": "y" * mattermost.MAX_PAYLOAD_BYTES}}
+    assert mattermost.fit(p) == {"text": "x", "channel": "c"}

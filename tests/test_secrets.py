@@ -12,27 +12,36 @@ the other reliability modules scan their outputs and state folders the same way.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
 import signal
 from pathlib import Path
+from typing import List
+from urllib.parse import quote, unquote
 
 import pytest
-from conftest import HOOK_TOKEN
+from conftest import HOOK_TOKEN, World, world_env
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from reliability_helpers import (  # noqa: F401
     assert_no_token,
     cli,
     finish,
     finished,
     no_token_left,
+    run_leaks,
     token_leaks,
+    token_runs,
     wait_for,
     watch,
 )
 
-from atvm_dev.receiver import Fault
-from atvm_watcher import log, settings, webhook
+from atvm_dev.receiver import Answer, Fault, MattermostDouble
+from atvm_watcher import cli as cli_mod
+from atvm_watcher import log, mattermost, redact, transport
+from atvm_watcher import settings as settings_mod
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 
@@ -47,7 +56,7 @@ def write_env(world, mode: int, text: str = "") -> Path:
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o606, 0o777, 0o620])
 def test_env_file_readable_by_group_or_others_is_refused(world, mode):
     path = write_env(world, mode)
-    values, problem = settings.read_env_file(path)
+    values, problem = settings_mod.read_env_file(path)
     assert values == {} and f"{mode:04o}" in problem and "chmod 600" in problem
     res = cli(world, "watch", "--build-name", "unsafe-env")  # values also in the environment, as under systemd
     assert res.returncode == 3 and "chmod 600" in res.stderr
@@ -63,7 +72,7 @@ def test_env_file_readable_by_group_or_others_is_refused(world, mode):
 @pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_env_file_owner_only_is_read(world, mode):
     path = write_env(world, mode)
-    values, problem = settings.read_env_file(path)
+    values, problem = settings_mod.read_env_file(path)
     assert problem is None and values["MATTERMOST_ATVM_CHANNEL"] == "atvm"
     finished(world, "safe-env")
     del world.env["MATTERMOST_ATVM_WEBHOOK"]  # from the file only
@@ -77,10 +86,10 @@ def test_env_file_owner_only_is_read(world, mode):
 def test_env_file_that_is_not_a_regular_file_is_refused(world):
     path = Path(world.env["ATVM_WATCHER_ENV_FILE"])
     path.mkdir()
-    assert "not a regular file" in settings.read_env_file(path)[1]
+    assert "not a regular file" in settings_mod.read_env_file(path)[1]
     os.rmdir(path)
     os.mkfifo(path, 0o600)  # would block a reader forever
-    assert "not a regular file" in settings.read_env_file(path)[1]
+    assert "not a regular file" in settings_mod.read_env_file(path)[1]
 
 
 def test_other_commands_do_not_need_the_secret(world):
@@ -160,13 +169,13 @@ def test_post_outcomes_and_exceptions_never_carry_the_url(receiver, monkeypatch)
         raise ValueError(f"cannot send {url} to {self.host}")
 
     monkeypatch.setattr("http.client.HTTPConnection.request", explode)
-    outcome = webhook.post(receiver.url, {"text": "x"}, timeout=1)
+    outcome = mattermost.post(receiver.url, {"text": "x"}, timeout=1)
     assert outcome.kind == "uncertain"
     assert_no_token(repr(outcome))
-    target = webhook.Target(receiver.url)
+    target = transport.Target(receiver.url)
     assert_no_token(repr(target), str(target))
     with pytest.raises(ValueError) as bad:
-        webhook.Target(f"gopher://h/hooks/{HOOK_TOKEN}")
+        transport.Target(f"gopher://h/hooks/{HOOK_TOKEN}")
     assert_no_token(str(bad.value))
 
 
@@ -184,7 +193,7 @@ def test_log_lines_are_redacted_even_when_code_passes_the_url(receiver):
 
 
 def test_settings_never_show_the_webhook(world):
-    s = settings.load({**world.env})
+    s = settings_mod.load({**world.env})
     assert_no_token(repr(s), str(s))
     assert json.dumps(s.webhook)  # present, only never printed
 
@@ -202,3 +211,184 @@ def test_the_whole_world_is_clean_after_a_crash_and_restart(world, tmp_path):
     assert code == 5
     every_output(world, "crash-scan")
     assert token_leaks(world.root) == []
+
+
+# --- any run of the token, however a server echoes it -------------------------------------------------
+
+QUERY_TOKEN = "Qk7+/zR=w9%2Fx-_.~Lm4"  # a gateway's ?token=..., with characters that get re-encoded
+PASSWORD = "s3cr3t-Pa55word"
+SECRETS = (HOOK_TOKEN, QUERY_TOKEN, PASSWORD)
+
+
+def _json_escaped(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+ENCODINGS = {
+    "raw": lambda t: t,
+    "upper": str.upper,
+    "percent": lambda t: quote(t, safe=""),
+    "percent-every-byte": lambda t: "".join(f"%{b:02X}" for b in t.encode()),
+    "json": _json_escaped,
+    "json-slashes": lambda t: _json_escaped(t).replace("/", "\\/"),
+    "json-every-char": lambda t: "".join(f"\\u{ord(c):04x}" for c in t),
+    "html": html.escape,
+}
+
+
+def any_run_of(text: str, secrets=SECRETS) -> List[str]:
+    """Runs of 8 of any secret, raw or in any encoding above, in text (repr's doubled backslashes undone)."""
+    text = text.replace("\\\\", "\\")
+    forms = {encode(s) for s in secrets for encode in ENCODINGS.values()}
+    return [run for form in forms for run in token_runs(text, form)]
+
+
+@st.composite
+def echoes(draw, secrets=SECRETS):
+    """A server's answer that echoes a piece (8 characters or more) of a secret, cut anywhere, encoded somehow."""
+    secret = draw(st.sampled_from(secrets))
+    length = draw(st.integers(8, len(secret)))
+    start = draw(st.integers(0, len(secret) - length))
+    piece = ENCODINGS[draw(st.sampled_from(sorted(ENCODINGS)))](secret[start:start + length])
+    before = draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=150))
+    after = draw(st.text(max_size=20, alphabet="xyz <>/\n"))
+    text = before + piece + after
+    shape = draw(st.sampled_from(["plain", "json-id", "json-message", "html"]))
+    status = draw(st.sampled_from([200, 303, 400, 403, 404, 413, 429, 500, 502]))
+    if shape.startswith("json"):
+        body = json.dumps({"id": text if shape == "json-id" else "x.app_error", "message": text, "status_code": status})
+        return Answer(status, (("Content-Type", "application/json"),), body.encode())
+    if shape == "html":
+        text = f"<html><body><h1>{status}</h1><p>{text}</p></body></html>"
+    return Answer(status, (("Content-Type", "text/plain"),), text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.fixture(scope="module")
+def echo_double():
+    with MattermostDouble(hook_id=HOOK_TOKEN) as double:
+        yield double
+
+
+URLS = {  # where the secret sits in the webhook URL -> the URL (for a port) and its secrets
+    "path": (lambda port: f"http://127.0.0.1:{port}/hooks/{HOOK_TOKEN}", (HOOK_TOKEN,)),
+    "query": (lambda port: f"http://127.0.0.1:{port}/hooks?token={QUERY_TOKEN}", (QUERY_TOKEN,)),
+    "userinfo": (lambda port: f"http://svc:{PASSWORD}@127.0.0.1:{port}/hooks/{HOOK_TOKEN}", (PASSWORD, HOOK_TOKEN)),
+}
+
+
+@st.composite
+def echoing_urls(draw):
+    where = draw(st.sampled_from(sorted(URLS)))
+    return where, draw(echoes(secrets=URLS[where][1]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=echoing_urls())
+@example(case=("path", Answer(200, (), ("x" * 50 + HOOK_TOKEN).encode())))  # the detail is cut inside the token
+@example(case=("query", Answer(404, (), f"no hook at /hooks?token={QUERY_TOKEN}".encode())))
+def test_no_run_of_a_secret_survives_any_echo(echo_double, case):
+    """Whatever the server echoes, wherever the outcome's detail is cut: nothing of a secret is kept."""
+    where, answer = case
+    url = URLS[where][0](echo_double.port)
+    echo_double.queue(Fault("echo", answer=answer))
+    outcome = mattermost.post(url, {"text": "x"}, timeout=2)
+    assert outcome.kind != "posted"
+    assert any_run_of(repr(outcome)) == [], outcome
+
+
+def test_the_redactor_finds_every_secret_part_of_a_url():
+    url = f"https://svc:{PASSWORD}@mattermost.example.com/gw/{HOOK_TOKEN}/hooks?token={QUERY_TOKEN}&x=1"
+    red = redact.Redactor([url])
+    text = (f"{url} {HOOK_TOKEN[3:15]} {QUERY_TOKEN.upper()} {quote(QUERY_TOKEN, safe='')} {unquote(QUERY_TOKEN)}"
+            f" {_json_escaped(PASSWORD)} {html.escape(QUERY_TOKEN)} host mattermost.example.com")
+    cleaned = red(text)
+    assert any_run_of(cleaned) == [] and cleaned.endswith("host mattermost.example.com")  # the host is no secret
+    assert red("nothing secret here") == "nothing secret here"
+    assert any_run_of(repr(red)) == []
+
+
+def test_the_log_filter_and_the_last_resort_report_catch_a_cut_token(world, capsys, monkeypatch):
+    stream = io.StringIO()
+    log.setup(world.receiver.url, stream=stream)
+    try:
+        log.get("b").error("server said %r", HOOK_TOKEN[:12])
+    finally:
+        log.setup("", stream=io.StringIO())
+    assert token_runs(stream.getvalue()) == [] and "<webhook>" in stream.getvalue()
+
+    def explode(args):
+        raise RuntimeError(f"boom near {HOOK_TOKEN[2:14]}")
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli_mod, "dispatch", explode)
+    assert cli_mod.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err and token_runs(err) == []
+
+
+GLUED = ("ATVM_POLL_SECONDS", "ATVM_POST_ATTEMPTS", "ATVM_DELIVERY", "ATVM_LOG_DIR", "MATTERMOST_ATVM_CHANNEL")
+
+
+@pytest.mark.parametrize("before", GLUED)
+def test_a_webhook_glued_onto_another_line_is_never_printed(world, before):
+    """An env file missing a line break: ``ATVM_POLL_SECONDS=1MATTERMOST_ATVM_WEBHOOK=https://...``."""
+    del world.env["MATTERMOST_ATVM_WEBHOOK"]
+    write_env(world, 0o600, f"{before}=1MATTERMOST_ATVM_WEBHOOK={world.receiver.url}\n")
+    finished(world, "glued")
+    for command in (["watch", "--build-name", "glued"], ["check"], ["status"], ["inspect", "--build-name", "glued"]):
+        res = cli(world, *command)
+        assert res.returncode == 3, (command, res.stdout, res.stderr)
+        output = res.stdout + res.stderr
+        assert before in output and "MATTERMOST_ATVM_WEBHOOK" in output, output  # names, never values
+        assert token_runs(output) == [], output
+    assert world.receiver.requests == []
+
+
+BAD_VALUES = {  # setting -> a bad value that could hold a secret (never shown), a bad value that cannot (shown)
+    "ATVM_POLL_SECONDS": (f"1{HOOK_TOKEN}", "-1"),
+    "ATVM_POST_TIMEOUT_SECONDS": (f"fast {HOOK_TOKEN}", "0.001"),
+    "ATVM_POST_ATTEMPTS": (f"{HOOK_TOKEN}", "0"),
+    "ATVM_DELIVERY": (f"at-{HOOK_TOKEN}", None),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_VALUES))
+def test_configuration_errors_name_the_setting_never_a_value_that_could_be_secret(world, name):
+    secret_like, harmless = BAD_VALUES[name]
+    with pytest.raises(settings_mod.ConfigError) as bad:
+        settings_mod.load({**world.env, name: secret_like, "MATTERMOST_ATVM_WEBHOOK": ""})
+    assert name in str(bad.value) and token_runs(str(bad.value)) == [] and "value not shown" in str(bad.value)
+    if harmless is not None:
+        with pytest.raises(settings_mod.ConfigError) as bad:
+            settings_mod.load({**world.env, name: harmless})
+        assert f"{name}={harmless!r}" in str(bad.value)
+    res = cli(world, "status", env={name: secret_like})
+    assert res.returncode == 3 and name in res.stderr and token_runs(res.stderr) == []
+
+
+def test_a_flag_setting_never_shows_its_value():
+    with pytest.raises(settings_mod.ConfigError) as bad:
+        settings_mod._flag({"X": f"maybe {HOOK_TOKEN}"}, "X")
+    assert token_runs(str(bad.value)) == [] and "yes or no" in str(bad.value)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=echoes(secrets=(HOOK_TOKEN,)))
+@example(answer=Answer(200, (), ("x" * 50 + HOOK_TOKEN).encode()))
+@example(answer=Answer(404, (), ("<p>" + "y" * 110 + f"/hooks/{HOOK_TOKEN}</p>").encode()))
+def test_no_output_of_any_command_holds_a_run_of_the_token(echo_double, tmp_path_factory, answer):
+    """watch (journal format), status, inspect and check, and every file the watcher writes."""
+    root = tmp_path_factory.mktemp("echo")
+    world = World(root, echo_double, world_env(root, echo_double.url))
+    echo_double.queue(Fault("echo", answer=answer))
+    finished(world, "echo")
+    code, out, err = watch(world, "echo", env={"JOURNAL_STREAM": "8:1234", "ATVM_POST_BACKOFF_SECONDS": "0"})
+    assert code in (0, 4, 5), err
+    outputs = [out, err]
+    for command in (["status"], ["status", "--json"], ["inspect", "--build-name", "echo"],
+                    ["inspect", "--build-name", "echo", "--json"], ["check"]):
+        res = cli(world, *command)
+        outputs += [res.stdout, res.stderr]
+    assert [token_runs(text) for text in outputs if token_runs(text)] == []
+    assert run_leaks(root) == {}

@@ -10,8 +10,10 @@ listener whose accept queue is full.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +23,8 @@ import pytest
 from conftest import HOOK_TOKEN
 from reliability_helpers import assert_no_token, finished, no_token_left, read_json, status, watch  # noqa: F401
 
-from atvm_dev.receiver import Answer, Fault, MattermostDouble, app_error
-from atvm_watcher import webhook
+from atvm_dev.receiver import EARLY_HINTS, Answer, Fault, MattermostDouble, app_error
+from atvm_watcher import mattermost, transport
 
 pytestmark = pytest.mark.usefixtures("no_token_left")
 PAYLOAD = {"text": "ATVM run COMPLETED: b", "attachments": [{"fallback": "done", "color": "#2eb886"}]}
@@ -136,6 +138,24 @@ SERVER_FAULTS = {
     "trickle-too-slow": (Fault.trickle(0.05), "uncertain", 1, ""),
     "trickle-in-time": (Fault.trickle(0.001), "posted", 1, ""),
     "ok": (Fault.ok(), "posted", 1, ""),
+    # Only a complete "200 ok" is a post: a body cut short of its length, an interim answer taken for
+    # the answer, and a redirect after which the server may have acted all used to read otherwise.
+    "200-cut-after-ok": (Fault.post_then_cut(), "uncertain", 1, ""),
+    "200-cut-after-o": (Fault.post_then_cut(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no"), "uncertain", 1, ""),
+    "200-chunked-cut": (Fault.post_then_cut(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+                        "uncertain", 1, ""),
+    "103-then-200": (Fault.interim_then_answer(), "posted", 1, ""),
+    "100-then-200": (Fault.interim_then_answer(b"HTTP/1.1 100 Continue\r\n\r\n"), "posted", 1, ""),
+    "102-100-103-then-200": (Fault.interim_then_answer(b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n"
+                                                       b"\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+                             "posted", 1, ""),
+    "103-then-502": (Fault("interim_502", then="interim", raw=EARLY_HINTS, answer=Answer(502)), "uncertain", 0, ""),
+    "303-after-post": (Fault.post_then_redirect(303), "uncertain", 1, ""),
+    "301": (Fault.redirect(301), "uncertain", 0, ""),
+    "302": (Fault.redirect(302), "uncertain", 0, ""),
+    "307": (Fault.redirect(307), "uncertain", 0, ""),
+    "308": (Fault.redirect(308), "uncertain", 0, ""),
+    "409": (Fault("conflict", answer=Answer(409)), "rejected", 0, ""),
 }
 
 
@@ -143,7 +163,7 @@ SERVER_FAULTS = {
 def test_one_post_is_classified(receiver, name):
     fault, kind, posts, error_id = SERVER_FAULTS[name]
     receiver.queue(fault)
-    outcome = webhook.post(receiver.url, PAYLOAD, timeout=0.5)
+    outcome = mattermost.post(receiver.url, PAYLOAD, timeout=0.5)
     assert (outcome.kind, outcome.error_id) == (kind, error_id), outcome
     receiver.wait_for_posts(posts, timeout=2)
     assert len(receiver.posts) == posts
@@ -154,13 +174,13 @@ def test_one_post_is_classified(receiver, name):
 
 
 def test_connection_refused_is_not_sent():
-    outcome = webhook.post(f"http://127.0.0.1:{closed_port()}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
+    outcome = mattermost.post(f"http://127.0.0.1:{closed_port()}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
     assert outcome.kind == "not-sent" and "cannot connect" in outcome.detail
     assert_no_token(repr(outcome))
 
 
 def test_name_not_resolvable_is_not_sent(no_dns):
-    outcome = webhook.post(f"https://mattermost.invalid/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
+    outcome = mattermost.post(f"https://mattermost.invalid/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=1)
     assert outcome.kind == "not-sent" and "cannot resolve" in outcome.detail
     assert no_dns == ["mattermost.invalid"]
     assert_no_token(repr(outcome))
@@ -169,29 +189,81 @@ def test_name_not_resolvable_is_not_sent(no_dns):
 def test_connect_timeout_is_not_sent():
     with full_backlog() as port:
         started = time.monotonic()
-        outcome = webhook.post(f"http://127.0.0.1:{port}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=0.3)
+        outcome = mattermost.post(f"http://127.0.0.1:{port}/hooks/{HOOK_TOKEN}", PAYLOAD, timeout=0.3)
     assert outcome.kind == "not-sent" and "timed out" in outcome.detail
     assert time.monotonic() - started < 10  # bounded by the timeout, not by the kernel's SYN retries
 
 
 def test_a_url_http_client_would_refuse_is_rejected_before_connecting(receiver):
     for url in (receiver.url + " x", receiver.url + "\r\nX: y", receiver.url + "é"):
-        outcome = webhook.post(url, PAYLOAD, timeout=1)
+        outcome = mattermost.post(url, PAYLOAD, timeout=1)
         assert outcome.kind == "rejected", outcome
         assert_no_token(repr(outcome))
     assert receiver.requests == []
 
 
 def test_a_lone_surrogate_in_the_payload_is_sent_not_crashed_on(receiver):
-    outcome = webhook.post(receiver.url, {"text": "title \ud800 end"}, timeout=1)
+    outcome = mattermost.post(receiver.url, {"text": "title \ud800 end"}, timeout=1)
     assert outcome.kind == "posted"
     assert receiver.posts[0]["text"].startswith("title ")
 
 
 def test_huge_answer_body_is_capped(receiver):
-    receiver.queue(Fault.body_200("x" * (webhook.MAX_BODY * 4)))
-    outcome = webhook.post(receiver.url, PAYLOAD, timeout=2)
+    receiver.queue(Fault.body_200("x" * (transport.MAX_BODY * 4)))
+    outcome = mattermost.post(receiver.url, PAYLOAD, timeout=2)
     assert outcome.kind == "uncertain" and len(outcome.detail) < 300
+
+
+@contextmanager
+def raw_server(answer: bytes) -> Iterator[str]:
+    """A 127.0.0.1 server that reads one request whole, sends exactly ``answer`` and closes: no HTTP library
+    between the bytes in a test and the client."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks/{HOOK_TOKEN}"
+    finally:
+        thread.join(timeout=5)
+        server.close()
+
+
+RAW_ANSWERS = {
+    "103-then-200": (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "posted"),
+    "200": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "posted"),
+    "200-until-close": (b"HTTP/1.1 200 OK\r\n\r\nok", "posted"),  # no length: the close ends the body
+    "200-cut-after-ok": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", "uncertain"),
+    "200-cut-after-o": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", "uncertain"),
+    "200-head-only": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "uncertain"),
+    "101-unasked": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nok", "uncertain"),
+    "endless-103": (b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    "uncertain"),
+    "303": (b"HTTP/1.1 303 See Other\r\nLocation: /posts/1\r\nContent-Length: 0\r\n\r\n", "uncertain"),
+}
+
+
+@pytest.mark.parametrize("name", list(RAW_ANSWERS))
+def test_only_a_complete_final_200_ok_is_a_post(name):
+    answer, kind = RAW_ANSWERS[name]
+    with raw_server(answer) as url:
+        outcome = mattermost.post(url, PAYLOAD, timeout=2)
+    assert outcome.kind == kind, outcome
 
 
 @pytest.mark.parametrize("headers, expected", [
@@ -206,7 +278,7 @@ def test_huge_answer_body_is_capped(receiver):
     ({}, None),
 ])
 def test_retry_after_headers(headers, expected):
-    assert webhook.retry_after(headers, now=1767225600.0) == expected
+    assert mattermost.retry_after(headers, now=1767225600.0) == expected
 
 
 # --- the watcher against each fault ----------------------------------------------------------------
@@ -241,6 +313,9 @@ UNCERTAIN_E2E = {  # fault -> posts it creates
     "200-html": (Fault.html_200, 0),
     "200-other-body": (lambda: Fault.body_200("sent"), 0),
     "trickle-too-slow": (lambda: Fault.trickle(0.05), 1),
+    "200-cut-after-ok": (Fault.post_then_cut, 1),
+    "303-after-post": (lambda: Fault.post_then_redirect(303), 1),
+    "308": (lambda: Fault.redirect(308), 0),
 }
 
 
@@ -366,6 +441,16 @@ def test_connect_timeout_is_retried_then_left_to_a_restart(world):
                                                     "MATTERMOST_ATVM_WEBHOOK": url})
     assert code == 75 and "timed out" in err
     assert delivery(world, "timeout")["phase"] == "not-sent"
+
+
+def test_interim_answers_before_200_ok_are_skipped_and_the_post_counted(world):
+    world.receiver.queue(Fault.interim_then_answer())
+    finished(world, "early-hints")
+    code, _, err = watch(world, "early-hints", env=FAST)
+    assert code == 0, err
+    assert len(world.receiver.requests) == 1 and len(world.receiver.posts) == 1
+    assert status(world, "early-hints")["delivery"] == "posted"
+    restart_adds_nothing(world, "early-hints", env=FAST)
 
 
 def test_trickle_in_time_is_posted(world):

@@ -10,8 +10,8 @@ from typing import List, Tuple
 
 from .. import inventory
 from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
+from ..transport import Target
 from ..vocab import ExitCode
-from ..webhook import Target
 
 HELPERS = ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh")
 

@@ -16,7 +16,8 @@ from ..decide import Verdict, decide
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
-from ..message import Context, render
+from ..mattermost import render
+from ..message import Context, compose
 from ..request import Request
 from ..settings import ConfigError, Settings
 from ..statedir import BuildDir, Locked, StateError
@@ -112,9 +113,8 @@ class Watcher:
     def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
         vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
         ctx = Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
-                      inventory_problem=problem, position=position, channel=self.s.channel,
-                      username=self.s.username)
-        return render(verdict, self.req, ctx)
+                      inventory_problem=problem, position=position)
+        return render(compose(verdict, self.req, ctx), self.s.channel, self.s.username)
 
     def _deliver_owed(self) -> None:
         for scope in self.ledger.owed():
