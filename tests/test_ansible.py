@@ -8,27 +8,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict
 
 import pytest
+from needed import need_tool as tool
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 PLAYBOOKS = ("install.yml", "status.yml")
-
-
-def tool(name: str) -> str:
-    """pip puts Ansible beside the interpreter running the tests, which may not be on PATH."""
-    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required under CI (tools/install-test-deps.sh)", pytrace=False)
-        pytest.skip(f"{name} not installed (tools/install-test-deps.sh installs it)")
-    return found
 
 
 @pytest.fixture

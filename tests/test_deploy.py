@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from needed import need_tool  # noqa: E402
+
 from atvm_watcher.vocab import RESTART_PREVENTED, RESTARTED  # noqa: E402
 
 UNIT = REPO / "deploy" / "atvm-run-watcher@.service"
@@ -34,15 +35,6 @@ BUNDLE = REPO / "tools" / "make-bundle.sh"
 INSTANCE = "atvm-run-watcher@e2e\\x2dredhat9.6\\x2dubuntu24.04\\x2dw2k25\\x2dfc.service"
 EXPOSURE_THRESHOLD = 2.5  # systemd-analyze's scale: 0 (locked down) .. 10 (exposed)
 SECRET = "https://mattermost.example.invalid/hooks/s3cr3tTOKENvalue"
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required under CI (tools/install-test-deps.sh)", pytrace=False)
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def unit_settings(text: str) -> Dict[str, List[str]]:

@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+from needed import need_tool
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "prometheus" / "atvm-watcher-alerts.yml"
@@ -25,15 +25,6 @@ RULE_TESTS = REPO / "deploy" / "prometheus" / "atvm-watcher-alerts.test.yml"
 PROM_FILE = "atvm_watcher.prom"
 
 Labels = Tuple[Tuple[str, str], ...]
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required under CI (tools/install-test-deps.sh)", pytrace=False)
-        pytest.skip(f"{name} not installed (tools/install-test-deps.sh installs it)")
-    return path
 
 
 # --- a strict reader of the text format ----------------------------------------------------------

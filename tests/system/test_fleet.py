@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(REPO))
+from needed import need_tool  # noqa: E402
 from nspawn_container import Container, ContainerError, WritableCopy, ensure_ssh_rootfs, missing_tools  # noqa: E402
 from test_metrics import free_port, parse, scrape_node_exporter, series  # noqa: E402
 from test_systemd_e2e import (  # noqa: E402
@@ -89,7 +89,7 @@ class Fleet:
     first_install: Optional[subprocess.CompletedProcess] = None
 
     def playbook(self, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = [ansible_tool("ansible-playbook"), "-i", str(self.tmp / "inventory.yml"), str(ANSIBLE_DIR / name),
+        cmd = [need_tool("ansible-playbook"), "-i", str(self.tmp / "inventory.yml"), str(ANSIBLE_DIR / name),
                *args]
         done = subprocess.run(cmd, cwd=self.tmp, env=self.env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -101,14 +101,6 @@ class Fleet:
         # -v and --diff: what the operator could see; the webhook must not be in it
         return self.playbook("install.yml", "-v", "--diff", "-e", "@secrets.yml",
                              "--vault-password-file", "vault-password")
-
-
-def ansible_tool(name: str) -> str:
-    """pip puts Ansible beside the interpreter running the tests, which may not be on PATH."""
-    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if found is None:
-        _cannot_run(f"{name} is missing (tools/install-test-deps.sh installs ansible-core)")
-    return found
 
 
 def recap(output: str) -> Dict[str, Dict[str, int]]:
@@ -147,16 +139,17 @@ def receiver():
 def fleet(request, tmp_path_factory, receiver, bundle):  # noqa: F811 - bundle is the imported fixture
     if os.geteuid() != 0:
         _cannot_run("needs root (systemd-nspawn)")
-    if missing_tools() or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
-        _cannot_run(f"missing {missing_tools() or 'ssh'} (bash tools/install-test-deps.sh)")
-    ansible_tool("ansible-playbook")
+    if missing_tools():
+        _cannot_run(f"missing {', '.join(missing_tools())} (bash tools/install-test-deps.sh)")
+    for name in ("ssh", "ssh-keygen", "ansible-playbook", "ansible-vault"):
+        need_tool(name)
     try:
         rootfs = ensure_ssh_rootfs()
     except (ContainerError, subprocess.CalledProcessError) as exc:
         _cannot_run(f"cannot build the Debian root filesystem with sshd: {exc}")
     tmp = tmp_path_factory.mktemp("fleet")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "atvm-fleet-test", "-f", str(tmp / "key")],
-                   check=True)
+    subprocess.run([need_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "atvm-fleet-test",
+                    "-f", str(tmp / "key")], check=True)
     settings = {k: v for k, v in (line.split("=", 1) for line in TEST_ENV.splitlines()) if k.startswith("ATVM_")}
 
     controllers: Dict[str, Controller] = {}
@@ -200,7 +193,7 @@ def fleet(request, tmp_path_factory, receiver, bundle):  # noqa: F811 - bundle i
                "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible" / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp")}
         (tmp / "vault-password").write_text("fleet-test-vault-password\n")
         (tmp / "secrets.yml").write_text(f"atvm_watcher_webhook: {receiver.url}\n")
-        subprocess.run([ansible_tool("ansible-vault"), "encrypt", "--vault-password-file", "vault-password",
+        subprocess.run([need_tool("ansible-vault"), "encrypt", "--vault-password-file", "vault-password",
                         "secrets.yml"], cwd=tmp, env=env, check=True, capture_output=True)
         assert HOOK_ID not in (tmp / "secrets.yml").read_text()
 
