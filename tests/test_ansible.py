@@ -24,7 +24,8 @@ PLAYBOOKS = ("install.yml", "status.yml")
 @pytest.fixture
 def ansible_env(tmp_path) -> Dict[str, str]:
     return {**os.environ, "ANSIBLE_HOME": str(tmp_path / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "NO_COLOR": "1"}
+            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "NO_COLOR": "1",
+            "LC_ALL": "C.UTF-8"}  # Ansible refuses to run without a UTF-8 locale
 
 
 def test_ansible_lint_passes_with_the_production_profile(ansible_env):

@@ -188,7 +188,8 @@ def fleet(request, tmp_path_factory, receiver, bundle):  # noqa: F811 - bundle i
                      "atvm_watcher_settings": settings, "atvm_watcher_metrics": True}}}
         inventory["atvm_controllers"]["hosts"]["atvm-ctl-2"]["atvm_watcher_manage_env_file"] = False
         (tmp / "inventory.yml").write_text(json.dumps(inventory, indent=2))
-        env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
+        env = {**os.environ, "LC_ALL": "C.UTF-8",  # Ansible refuses to run without a UTF-8 locale
+               "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_HOME": str(tmp / "ansible"),
                "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible" / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp")}
         (tmp / "vault-password").write_text("fleet-test-vault-password\n")
