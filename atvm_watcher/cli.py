@@ -50,7 +50,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = cmd("status", "every watched build under the state root: state, sub-runs, delivery, last update")
     s.add_argument("--build-name")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the same as --format json")
+    s.add_argument("--format", choices=("table", "json", "prometheus"), default="table",
+                   help="prometheus: Prometheus text exposition (for node_exporter's textfile collector)")
+    s.add_argument("--output", metavar="FILE", help="write to FILE, replaced atomically, instead of printing")
 
     c = cmd("cancel", "cancel a build: cancelled.marker + state CANCELLED; guarantees no post")
     c.add_argument("--build-name", required=True)
@@ -104,7 +107,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from .commands import status
 
-        return status.run(settings, args.build_name, args.json)
+        return status.run(settings, args.build_name, args.json, args.format, args.output)
     from .commands import inspect
 
     return inspect.run(settings, args.build_name, args.categorize, args.json)

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(systemd-container debootstrap shellcheck)
+# prometheus: promtool, for the alerting rules; prometheus-node-exporter: read back our metrics
+# file through its textfile collector; openssh-client: Ansible reaches the fleet test's containers.
+apt_packages=(systemd-container debootstrap shellcheck prometheus prometheus-node-exporter openssh-client)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -16,13 +18,28 @@ if ((${#missing[@]})); then
   fi
   echo "install-test-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests run prometheus' tools, never its daemons: on a machine without systemd the packages'
+  # scripts would start them through /etc/init.d unless a policy-rc.d says no (the standard hook).
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    made_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq </dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  if [ "$made_policy" = 1 ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 if ! python3 - <<'PY' 2>/dev/null
 import importlib.util, sys
-sys.exit(0 if all(importlib.util.find_spec(m) for m in ("pytest", "hypothesis", "pytest_timeout", "vermin")) else 1)
+mods = ("pytest", "hypothesis", "pytest_timeout", "vermin", "ansible", "ansiblelint")
+sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 PY
 then
   echo "install-test-deps: pip install -r requirements-dev.txt"
