@@ -1,6 +1,6 @@
 """Where a run leaves its evidence: the ONE place that knows the file layout.
 
-Default layout for build B (CONTRACT.md, "Where the run's evidence is"):
+Default layout for build B (README.md lists it with the settings that move it):
 
     $ATVM_LOG_DIR/B.log  B.status  B.exit  B.pid     the run (or the categorized parent)
     $ATVM_REPORT_DIR/B/                              its reports

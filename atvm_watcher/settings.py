@@ -1,4 +1,4 @@
-"""Every path and knob comes from here: the environment (CONTRACT.md names) over the env file.
+"""Every path and knob comes from here: the environment (the names README.md lists) over the env file.
 
 Nothing else in the package reads ``os.environ`` for configuration or holds a path literal,
 so tests move the whole world into a temporary folder by setting a few variables.

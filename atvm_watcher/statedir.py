@@ -1,6 +1,6 @@
 """The state directory: atomic JSON files, markers, locks. The only module that writes there.
 
-Layout per build (CONTRACT.md): ``state.json``, ``posted.marker``, ``cancelled.marker``,
+Layout per build (README.md): ``state.json``, ``posted.marker``, ``cancelled.marker``,
 ``subruns/<group>/...``; ours besides: ``request.json`` (what the operator asked for),
 ``delivery.json`` (intent/outcome of the webhook call), ``events.jsonl`` (history),
 ``watch.lock`` (held by the one live watcher), ``state.lock`` (short critical sections shared

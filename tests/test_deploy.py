@@ -506,3 +506,17 @@ def test_start_with_the_real_cli_refuses_a_bad_name_before_writing(tmp_path, fak
     assert done.returncode == 2 and "refused" in (done.stdout + done.stderr)
     assert not state_root.exists() or not any(state_root.iterdir())
     assert ["start", "atvm-run-watcher@bad\\x20name.service"] not in fakes.calls("systemctl")
+
+
+def test_start_passes_request_fields_through_and_the_real_cli_refuses_an_unknown_one(tmp_path, fakes):
+    """The helper knows no field list: a new field of the request needs no change in the shell."""
+    state_root = tmp_path / "state"
+    env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
+                    PYTHON=sys.executable)
+    done = run([START, "--build-name", "b1", *REQUEST_ARGS, "--no-such-field", "x"], env=env)
+    assert done.returncode == 2 and "--no-such-field" in done.stderr, done.stdout + done.stderr
+    assert not (state_root / "b1" / "request.json").exists()
+    assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+    done = run([START, "--build-name", "b1", *REQUEST_ARGS], env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((state_root / "b1" / "request.json").read_text())["scope_description"] == "a scope, with spaces"
