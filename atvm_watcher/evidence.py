@@ -432,7 +432,7 @@ class EvidenceReader:
                 try:
                     if name is None or not (e.is_file() if folder.holds_files else e.is_dir(follow_symlinks=False)):
                         continue
-                    mtime = e.stat().st_mtime
+                    mtime = (os.stat(os.path.join(e.path, *folder.rest)) if folder.rest else e.stat()).st_mtime
                 except OSError:
                     continue
                 if check_group_name(name):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 from .decide import Limits
-from .layout import RunLayout
+from .layout import RunLayout, Templates, check_template, is_group_template
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
 
@@ -23,6 +23,18 @@ DEFAULT_STATE_ROOT = "/var/lib/atvm-run-watcher"
 DEFAULT_AUTOMATION_ROOT = "/root/cdc-e2e-cyp-12.17.4"
 DEFAULT_LOG_DIR = "/tmp/.log"
 UNIT_TEMPLATE = "atvm-run-watcher@.service"
+# The evidence layout, one path template per setting (layout.py: fields, defaults, what is refused).
+TEMPLATE_SETTINGS: Dict[str, str] = {
+    "ATVM_LOG_FILE": "log",
+    "ATVM_STATUS_FILE": "status",
+    "ATVM_EXIT_FILE": "exit",
+    "ATVM_PID_FILE": "pid",
+    "ATVM_REPORT_FOLDER": "reports",
+    "ATVM_GROUP_LOG_FILE": "group_log",
+    "ATVM_GROUP_STATUS_FILE": "group_status",
+    "ATVM_GROUP_EXIT_FILE": "group_exit",
+    "ATVM_GROUP_REPORT_FOLDER": "group_reports",
+}
 
 
 class ConfigError(Exception):
@@ -53,6 +65,7 @@ class Settings:
     at_least_once: bool
     username: str
     unit_dir: Path
+    templates: Templates = Templates()
 
     @property
     def has_webhook(self) -> bool:
@@ -60,7 +73,7 @@ class Settings:
 
     def layout(self, build: str) -> RunLayout:
         """Where build's evidence is: the one place that turns settings into the evidence layout."""
-        return RunLayout(build, self.log_dir, self.report_dir)
+        return RunLayout(build, self.log_dir, self.report_dir, self.templates)
 
     def limits(self) -> Limits:
         return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,
@@ -154,6 +167,19 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} must be yes or no")
 
 
+def _templates(env: Mapping[str, str]) -> Templates:
+    chosen = {}
+    for name, key in TEMPLATE_SETTINGS.items():
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        problem = check_template(value, is_group_template(key))
+        if problem:
+            raise ConfigError(f"{name}={value!r} {problem}")
+        chosen[key] = value
+    return Templates(**chosen)
+
+
 def default_inventory() -> Path:
     installed = PACKAGE_ROOT / "vm-inventory.md"
     if installed.exists():
@@ -198,4 +224,5 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         at_least_once=mode == "at-least-once",
         username=(env.get("MATTERMOST_ATVM_USERNAME") or "").strip(),
         unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
+        templates=_templates(env),
     )

@@ -219,3 +219,10 @@ def test_every_setting_is_documented_in_the_readme_and_the_env_example():
     for name in names:
         assert f"`{name}`" in readme, name
         assert name in example, name
+
+
+def test_a_bad_layout_template_is_a_configuration_error(world):
+    res = world.cli("inspect", "--build-name", "e2e-template", env={"ATVM_GROUP_LOG_FILE": "{log_dir}/{build}.log"})
+    assert res.returncode == 3 and "ATVM_GROUP_LOG_FILE" in res.stderr and "{group}" in res.stderr, res.stderr
+    res = world.cli("check", env={"ATVM_LOG_FILE": "{log_dir}{build}.log"})
+    assert res.returncode == 3 and "ATVM_LOG_FILE" in res.stdout

@@ -505,3 +505,20 @@ def test_categorized_groups_keep_their_reports_apart(tmp_path):
     assert reader.group_order == ("linux", "windows")
     assert snap.parent.reports == ()
     assert [failures(g.reports) for g in snap.groups] == [[0], [1]]
+
+
+def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
+    """A group whose log is <log_dir>/B/<group>/cypress.log shows up once that file exists."""
+    from atvm_watcher.layout import Templates
+
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports",
+                       Templates(group_log="{log_dir}/{build}/{group}/cypress.log",
+                                 group_reports="{report_dir}/{build}-{group}", status="{log_dir}/{build}/run.status"))
+    (tmp_path / "log" / "B" / "empty-folder").mkdir(parents=True)
+    write(layout.run().status, b"", mtime=time.time())  # the run's own file in the groups' folder
+    write(layout.group("linux").log, b"x\n", mtime=time.time() - 20)
+    write(layout.group("windows").reports / "m.json", report_bytes(True), mtime=time.time() - 10)
+    reader = EvidenceReader(layout, True, time.time())
+    snap = reader.snapshot()
+    assert reader.group_order == ("linux", "windows")
+    assert [failures(g.reports) for g in snap.groups] == [[], [1]]
