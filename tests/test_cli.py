@@ -14,7 +14,7 @@ from conftest import REPO, WATCHER
 
 from atvm_watcher.settings import ConfigError, load, parse_env_file
 
-COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request"]
+COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request", "launch"]
 
 
 def test_top_level_help_from_any_directory(tmp_path):
@@ -38,7 +38,7 @@ def test_watch_help_lists_the_pinned_flags(world):
         assert flag in text
 
 
-@pytest.mark.parametrize("command", ["watch", "inspect", "cancel", "record-request", "status"])
+@pytest.mark.parametrize("command", ["watch", "inspect", "cancel", "record-request", "status", "launch"])
 def test_bad_build_name_refused_before_anything_is_written(world, command):
     res = world.cli(command, "--build-name", "../../etc")
     assert res.returncode == 2 and "refused" in res.stderr

@@ -63,7 +63,7 @@ HOSTILE_NAMES = {
     "unit-name-too-long": "b" * 231,  # a valid pattern whose escaped unit name is 256 characters
     "empty": "",
 }
-SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request")
+SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request", "launch")
 
 
 def tree(root: Path) -> List[str]:
