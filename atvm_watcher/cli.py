@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--build-name", required=True)
     i.add_argument("--categorize", action="store_true")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--discover", action="store_true",
+                   help="list the files under the log and report folders that mention the build, which layout "
+                        "setting reads each, and settings for those none reads")
 
     s = cmd("status", "every watched build under the state root: state, sub-runs, delivery, last update")
     s.add_argument("--build-name")
@@ -135,6 +138,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return status.run(settings, args.build_name, args.json)
     from .commands import inspect
 
+    if args.discover:
+        return inspect.discover_files(settings, args.build_name, args.json)
     return inspect.run(settings, args.build_name, args.categorize, args.json)
 
 

@@ -20,14 +20,21 @@ Only paths are computed here: no file is read or written.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Pattern, Tuple
 
 FOLDER_FIELDS = ("log_dir", "report_dir")
 RUN_FIELDS = FOLDER_FIELDS + ("build",)
 GROUP_MARK = "\0group\0"  # stands for the group while a group template is split at it (no path holds a NUL)
+GROUP_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*"  # buildname.GROUP_NAME_RE
+
+
+def build_token(build: str) -> Pattern[str]:
+    """The build name where it stands as a name of its own (not inside a longer one, e.g. B in B2)."""
+    return re.compile(r"(?<![A-Za-z0-9])" + re.escape(build) + r"(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -171,3 +178,38 @@ class RunLayout:
         return tuple(GroupFolder(folder, files, prefix, tuple(suffixes), rest,
                                  tuple(p.name for p in own if p.parent == folder))
                      for (folder, prefix, files, rest), suffixes in found.items())
+
+    # --- the other way round: which template a file found on disk matches (inspect --discover) -------
+
+    def matches(self, path: Path) -> Tuple[str, ...]:
+        """The templates (Templates field names) under which this file would be read."""
+        found = []
+        for key, template in self.templates.items():
+            pattern = self._pattern(template)
+            folder = key in ("reports", "group_reports")
+            text = str(path)
+            if pattern.fullmatch(text) or folder and any(pattern.fullmatch(str(p)) for p in path.parents):
+                found.append(key)
+        return tuple(found)
+
+    def _pattern(self, template: str) -> Pattern[str]:
+        out = []
+        for literal, name, _, _ in string.Formatter().parse(template):
+            out.append(re.escape(literal))
+            if name == "group":
+                out.append(GROUP_PATTERN)
+            elif name is not None:
+                out.append(re.escape(str({"log_dir": self.log_dir, "report_dir": self.report_dir,
+                                          "build": self.build}[name])))
+        return re.compile("".join(out))
+
+    def template_for(self, path: Path) -> Optional[str]:
+        """A template naming this path for any build (its folder and build name made fields), or None."""
+        prefix, text = "", str(path)
+        for name, folder in sorted((("log_dir", self.log_dir), ("report_dir", self.report_dir)),
+                                   key=lambda item: -len(str(item[1]))):
+            if path != folder and path.is_relative_to(folder):
+                prefix, text = "{" + name + "}", "/" + str(path.relative_to(folder))
+                break
+        template = prefix + build_token(self.build).sub("{build}", text.replace("{", "{{").replace("}", "}}"))
+        return template if check_template(template, group=False) is None else None
