@@ -132,3 +132,18 @@ def test_a_bad_template_is_refused_naming_its_setting(tmp_path, name):
     with pytest.raises(ConfigError) as info:
         load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), name: "{log_dir}/../{build}/{group}"})
     assert name in str(info.value) and "'..'" in str(info.value)
+
+
+def test_a_file_is_matched_to_the_templates_that_read_it():
+    assert CUSTOM_LAYOUT.matches(Path("/var/log/atvm/B/cypress.log")) == ("log",)
+    assert CUSTOM_LAYOUT.matches(LOGS / "B" / "w.2" / "cypress.log") == ("group_log",)
+    assert CUSTOM_LAYOUT.matches(REPORTS / "mochawesome" / "B-linux" / "deep" / "m.json") == ("group_reports",)
+    assert CUSTOM_LAYOUT.matches(REPORTS / "mochawesome" / "B" / "m.json") == ("reports",)
+    assert CUSTOM_LAYOUT.matches(LOGS / "B2.log") == () and LAYOUT.matches(LOGS / "B2.log") == ()
+
+
+def test_a_path_is_turned_into_a_template_for_every_build():
+    assert LAYOUT.template_for(LOGS / "runs" / "B" / "B.cypress.log") == "{log_dir}/runs/{build}/{build}.cypress.log"
+    assert LAYOUT.template_for(REPORTS / "x{y}" / "B") == "{report_dir}/x{{y}}/{build}"
+    assert LAYOUT.template_for(Path("/srv/B2/B-run.log")) == "/srv/B2/{build}-run.log"  # B2 is another name
+    assert LAYOUT.template_for(LOGS / "launcher.out") is None  # it does not name the build
