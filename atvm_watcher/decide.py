@@ -266,7 +266,7 @@ def _contradicts_exit_0(log: Optional[LogFacts]) -> Optional[Tuple[str, str]]:
 
 def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: Limits):
     verdict, code = _exit_code(f, now, limits)
-    if verdict is not None or code is None:
+    if code is None:
         return verdict, None
     if code >= 128 or code < 0:
         if log is None or log.summary is None:
@@ -274,10 +274,11 @@ def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: L
                            f"{f.path} says exit code {code} and Cypress printed no closing summary: the launcher "
                            "was killed by a signal", finished_at=f.mtime), None
         # After its closing line, Cypress's code is its count of failed tests modulo 256 (130 failures exit 130).
-        said = _log_failures(log) or "Cypress's closing line says All specs passed!"
+        failures = _log_failures(log)
+        said = failures or "Cypress's closing line says All specs passed!"
         return None, Finish("exit-after-summary", f"{f.path} says exit code {code}, after {said}: the code is a "
                             "count of failed tests modulo 256 (or a signal after the run ended), not a kill",
-                            log.summary == "failed", f.mtime, passed=log.summary == "passed")
+                            failures is not None, f.mtime, passed=failures is None and log.summary == "passed")
     if code == 0:
         contradiction = _contradicts_exit_0(log)
         if contradiction:
@@ -375,9 +376,8 @@ def gone_with_failures(verdict: Verdict, scope: ScopeEvidence) -> Verdict:
     failures = _log_failures(scope.log) or (f"the reports show {counts.failed} failures" if counts.failed else None)
     if failures is None:
         return verdict
-    return Verdict(State.FAILED, "gone-with-failures", f"{verdict.reason}, but {failures}",
-                   group=scope.group, counts=counts, failed_titles=titles, finished_at=scope.log.mtime
-                   if scope.log else None)
+    return Verdict(State.FAILED, "gone-with-failures", f"{verdict.reason}, but {failures}", group=scope.group,
+                   counts=counts, failed_titles=titles, finished_at=scope.log.mtime if scope.log else None)
 
 
 def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], start: float, limits: Limits) -> Verdict:
