@@ -120,6 +120,8 @@ ROWS = [
      "FAILED", "status-file"),
     ("exit-garbage-settled", snap(NOW, scope(exit_=outcome("banana", mtime=NOW - 10))), "UNKNOWN",
      "exit-unreadable"),
+    ("status-empty-still-writing", snap(NOW, scope(status=outcome("", mtime=NOW - 0.5, name="B.status")), ALIVE),
+     "RUNNING", "status-settling"),
     ("exit-empty-still-writing", snap(NOW, scope(exit_=outcome("", mtime=NOW - 0.5)), ALIVE), "RUNNING",
      "exit-settling"),
     # the status file is authoritative: its word wins over every other piece of evidence
