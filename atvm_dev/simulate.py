@@ -1,4 +1,4 @@
-"""A simulated ATVM launcher: a real process that leaves a run's evidence in the contract's layout (layout.py).
+"""A simulated ATVM launcher: a real process that leaves a run's evidence in the layout (layout.py, settings).
 
 Used by ``demo``, the end-to-end tests and the benchmark. It writes a Cypress-style console log
 and mochawesome-format reports spec by spec, then the outcome files, then exits; options make it
@@ -23,6 +23,7 @@ from typing import List, Optional, Tuple
 if not __package__:  # run as a script (demo, tests, benchmark): the checkout's packages come from its root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from atvm_watcher.layout import RunLayout, ScopePaths  # noqa: E402
+from atvm_watcher.settings import load  # noqa: E402
 
 SPECS_PER_RUN = 3
 BAR = "=" * 100
@@ -182,6 +183,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _finish(run: Run, failed: bool, how: str) -> None:
+    for path in (run.exit_file, run.status_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if how == "exit":
         run.exit_file.write_text("1\n" if failed else "0\n", encoding="utf-8")
     elif how == "status":
@@ -198,9 +201,11 @@ def _interrupt(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    layout = RunLayout(args.build_name, args.log_dir, args.report_dir)
+    # The folders from the arguments, the file names from the same template settings the watcher reads.
+    layout = RunLayout(args.build_name, args.log_dir, args.report_dir, load().templates)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     if args.pid_file:
+        layout.pid_file().parent.mkdir(parents=True, exist_ok=True)
         layout.pid_file().write_text(f"{os.getpid()}\n", encoding="utf-8")
     time.sleep(args.start_delay)
     parent = Run(layout.run())

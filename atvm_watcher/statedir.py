@@ -60,7 +60,11 @@ def encode_json(data: Any, **opts: Any) -> bytes:
 
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
-    body = encode_json(data, indent=2, sort_keys=True) + b"\n"
+    write_bytes_atomic(path, encode_json(data, indent=2, sort_keys=True) + b"\n")
+
+
+def write_bytes_atomic(path: Path, body: bytes) -> None:
+    """tmp + fsync + rename + fsync(dir), as write_json_atomic; StateError when it cannot be written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # A new file of our own: never an existing one, never through a link someone planted.

@@ -14,7 +14,7 @@ METRICS_UNITS=(atvm-watcher-metrics.service atvm-watcher-metrics.timer)
 ENV_REL=etc/atvm-run-watcher.env
 STATE_REL=var/lib/atvm-run-watcher
 LEGACY_REL=root/atvm-watcher-service
-PKG_FILES=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh)
+PKG_FILES=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh atvm-run.sh)
 
 usage() {
     cat <<'EOF'
@@ -22,7 +22,8 @@ Usage: install.sh [--root DIR]                      install or upgrade
        install.sh [--root DIR] --uninstall [--purge]  remove
 
 Install (run as root from the unpacked bundle):
-  /opt/atvm-watcher-service            watcher, its code, helpers, vm-inventory.md (precompiled)
+  /opt/atvm-watcher-service            watcher, its code, helpers (atvm-run.sh launches a run),
+                                       vm-inventory.md (precompiled)
   /etc/systemd/system/atvm-run-watcher@.service
   /etc/systemd/system/atvm-watcher-metrics.{service,timer}   (the timer stays off)
   /etc/atvm-run-watcher.env            created from the example (0600) only when absent; an
@@ -271,6 +272,7 @@ validate() {
     say "validating"
     "$PYTHON" "$PKG/atvm_run_watcher.py" --help >/dev/null || die "atvm_run_watcher.py --help failed"
     "$PKG/start-atvm-run-watcher.sh" --help >/dev/null || die "start-atvm-run-watcher.sh --help failed"
+    "$PKG/atvm-run.sh" --help >/dev/null || die "atvm-run.sh --help failed"
     if [[ -n "$SYSTEMCTL" ]]; then
         "$SYSTEMCTL" cat "$UNIT_NAME" >/dev/null || die "systemctl cat $UNIT_NAME failed"
     fi

@@ -32,6 +32,7 @@ INSTALL = REPO / "deploy" / "install.sh"
 START = REPO / "start-atvm-run-watcher.sh"
 CANCEL = REPO / "cancel-atvm-run-watcher.sh"
 BUNDLE = REPO / "tools" / "make-bundle.sh"
+ATVM_RUN = REPO / "atvm-run.sh"
 INSTANCE = "atvm-run-watcher@e2e\\x2dredhat9.6\\x2dubuntu24.04\\x2dw2k25\\x2dfc.service"
 EXPOSURE_THRESHOLD = 2.5  # systemd-analyze's scale: 0 (locked down) .. 10 (exposed)
 SECRET = "https://mattermost.example.invalid/hooks/s3cr3tTOKENvalue"
@@ -128,7 +129,7 @@ def shell_scripts() -> List[Path]:
 
 
 def test_every_deployment_script_is_found():
-    assert {START, CANCEL, INSTALL, BUNDLE} <= set(shell_scripts())
+    assert {START, CANCEL, INSTALL, BUNDLE, ATVM_RUN} <= set(shell_scripts())
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
@@ -137,7 +138,7 @@ def test_shell_script_is_shellcheck_clean(script):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("script", [START, CANCEL, INSTALL, BUNDLE], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [START, CANCEL, INSTALL, BUNDLE, ATVM_RUN], ids=lambda p: p.name)
 def test_scripts_are_strict_and_executable(script):
     assert os.access(script, os.X_OK)
     assert "set -euo pipefail" in script.read_text()
@@ -251,7 +252,7 @@ def test_fresh_install_lays_out_the_controller(tmp_path, fakes):
     done = install(root, fakes)
     assert done.returncode == 0, done.stdout + done.stderr
     pkg = root / "opt/atvm-watcher-service"
-    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh"):
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh"):
         assert mode(pkg / name) == 0o755
     assert (pkg / "vm-inventory.md").read_bytes() == (REPO / "inventory/vm-inventory.md").read_bytes()
     modules = {p.name for p in (REPO / "atvm_watcher").glob("*.py")}
@@ -396,7 +397,7 @@ def unpacked_bundle(tmp_path: Path, version: str) -> Path:
 def test_bundle_holds_everything_the_installer_needs(tmp_path):
     top = unpacked_bundle(tmp_path, "t1")
     assert (top / "VERSION").read_text() == "t1\n"
-    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh",
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh",
                  "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
                  *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md"):
         assert (top / name).is_file(), name

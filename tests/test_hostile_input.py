@@ -63,7 +63,7 @@ HOSTILE_NAMES = {
     "unit-name-too-long": "b" * 231,  # a valid pattern whose escaped unit name is 256 characters
     "empty": "",
 }
-SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request")
+SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request", "launch")
 
 
 def tree(root: Path) -> List[str]:
@@ -488,7 +488,9 @@ def reports(draw) -> Report:
 def scopes(draw, group=None) -> ScopeEvidence:
     log = draw(st.none() | st.builds(LogFacts, st.just("/l/B.log"), st.integers(0, 10**9), times, st.booleans(),
                                      st.sampled_from([None, "passed", "failed"]), st.integers(0, 50),
-                                     st.integers(0, 50)))
+                                     st.integers(0, 50), unfinished=st.booleans(), failed_tests=st.integers(0, 300),
+                                     cancelled=st.booleans(),
+                                     error=st.sampled_from([None, "Can't run because no spec files were found"])))
     return ScopeEvidence(group, log, tuple(draw(st.lists(reports(), max_size=3))),
                          draw(st.none() | outcome_files("B.status")), draw(st.none() | outcome_files("B.exit")))
 
