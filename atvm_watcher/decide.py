@@ -448,7 +448,8 @@ def gone_with_failures(verdict: Verdict, scope: ScopeEvidence) -> Verdict:
     Without an outcome file, a launcher that ended (a --quiet run prints no summary) looks like one
     that was killed; failed tests are reported either way, so that no failure goes unposted.
     """
-    if verdict.state != State.TERMINATED or verdict.rule != "launcher-gone":
+    # launcher-gone: the run's launcher; parent-*: a sub-run left unfinished when its run ended
+    if verdict.state != State.TERMINATED or not (verdict.rule == "launcher-gone" or verdict.rule.startswith("parent-")):
         return verdict
     counts, titles, _ = tally(scope.reports)
     failures = _log_failures(scope.log) or (f"the reports show {counts.failed} failures" if counts.failed else None)
@@ -578,9 +579,10 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
             counts, titles, _ = tally(g.reports)
             if verdict.terminal:
                 inherited = State.TERMINATED if verdict.state in POSTED else verdict.state
-                v = Verdict(inherited, f"parent-{verdict.state.lower()}",
-                            f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
-                            group=g.group, counts=counts, failed_titles=titles)
+                v = gone_with_failures(Verdict(
+                    inherited, f"parent-{verdict.state.lower()}",
+                    f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
+                    group=g.group, counts=counts, failed_titles=titles), g)
             else:
                 v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
                             group=g.group, counts=counts, failed_titles=titles)

@@ -336,7 +336,7 @@ def test_categorized_first_group_done_second_running():
 def test_categorized_parent_exit_finishes_and_aggregates():
     d = decide(cat(NOW, scope(exit_=outcome("1", NOW - 5)),
                    [group("linux", "0"), group("windows", "1", reports=[fixture_report("fail")])], GONE), LIMITS)
-    assert states(d) == ("FAILED", [("linux", "COMPLETED"), ("windows", "FAILED")])
+    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "FAILED")])  # the parent is never posted
     assert d.groups[1].counts.failed == 1
 
 
@@ -348,6 +348,14 @@ def test_categorized_launcher_gone_all_groups_terminal():
 def test_categorized_launcher_gone_group_unfinished_is_terminated():
     d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", None, T0 + 30)], GONE), LIMITS)
     assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "TERMINATED")])
+
+
+def test_categorized_unfinished_group_with_failed_tests_is_posted_failed():
+    """A group with no outcome file of its own (a --quiet run, a Cypress error) whose log shows failures."""
+    quiet = scope(group="windows", log_=replace(log(mtime=T0 + 30), failed_tests=2))
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), quiet], GONE), LIMITS)
+    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "FAILED")])  # the parent is never posted
+    assert d.groups[1].rule == "gone-with-failures"
 
 
 def test_categorized_hung_parent_hangs_open_groups():
