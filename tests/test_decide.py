@@ -336,7 +336,7 @@ def test_categorized_first_group_done_second_running():
 def test_categorized_parent_exit_finishes_and_aggregates():
     d = decide(cat(NOW, scope(exit_=outcome("1", NOW - 5)),
                    [group("linux", "0"), group("windows", "1", reports=[fixture_report("fail")])], GONE), LIMITS)
-    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "FAILED")])  # the parent is never posted
+    assert states(d) == ("FAILED", [("linux", "COMPLETED"), ("windows", "FAILED")])
     assert d.groups[1].counts.failed == 1
 
 
