@@ -81,7 +81,11 @@ def parser() -> argparse.ArgumentParser:
     r = cmd("record-request", "record a run's request metadata for the watcher (used by the start helper)")
     r.add_argument("--build-name", required=True)
     _metadata_flags(r)
-    r.add_argument("--rerun", action="store_true", help="archive a finished build's state and record anew")
+    again = r.add_mutually_exclusive_group()
+    again.add_argument("--rerun", action="store_true",
+                       help="a new run of a build watched before: archive the old state and record anew")
+    again.add_argument("--resume", action="store_true",
+                       help="the same run, whose watcher stopped before it finished: keep what it recorded")
     return p
 
 
@@ -129,7 +133,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "record-request":
         from .commands import record_request
 
-        return record_request.run(settings, _request(args, settings), args.rerun)
+        return record_request.run(settings, _request(args, settings), args.rerun, args.resume)
     if args.command == "cancel":
         from .commands import cancel
 

@@ -261,3 +261,34 @@ def test_inspect_discover_names_the_settings_that_would_read_a_real_run(world):
     assert "exit-0-but-unfinished" in text  # the exit code 0 is read, and the log contradicts it
     human = world.cli("inspect", "--build-name", build, "--discover", check=True).stdout
     assert "ATVM_LOG_FILE={log_dir}/runs/{build}/cypress.log" in human and "read as ATVM_PID_FILE" in human
+
+
+def test_cancel_of_a_posted_build_with_a_damaged_state_changes_nothing(world):
+    build = "posted-damaged"
+    bd = world.build_dir(build)
+    bd.mkdir(parents=True)
+    (bd / "posted.marker").write_text(json.dumps({"state": "COMPLETED"}))
+    (bd / "state.json").write_text("{garbage")
+    res = world.cli("cancel", "--build-name", build)
+    assert res.returncode == 0 and "already finished (posted)" in res.stdout, res.stdout
+    assert not (bd / "cancelled.marker").exists() and (bd / "state.json").read_text() == "{garbage"
+
+
+def test_a_build_whose_watcher_stopped_part_way_needs_rerun_or_resume(world):
+    """A new run must not inherit what an earlier watcher decided; the same run must keep it."""
+    build = "stopped-part-way"
+    sub = world.build_dir(build) / "subruns" / "linux"
+    sub.mkdir(parents=True)
+    (world.build_dir(build) / "state.json").write_text(json.dumps({"state": "RUNNING", "categorized": True,
+                                                                   "groups": ["linux"]}))
+    (sub / "state.json").write_text(json.dumps({"state": "COMPLETED", "group": "linux", "delivery": "posted"}))
+    (sub / "posted.marker").write_text("{}")
+    res = world.cli("record-request", "--build-name", build, "--categorize")
+    assert res.returncode == 7 and "--rerun" in res.stdout and "--resume" in res.stdout, res.stdout
+    assert not (world.build_dir(build) / "request.json").exists()
+    res = world.cli("record-request", "--build-name", build, "--categorize", "--resume")
+    assert res.returncode == 0 and (sub / "posted.marker").exists()
+    res = world.cli("record-request", "--build-name", build, "--categorize", "--rerun")
+    assert res.returncode == 0 and "archived" in res.stdout and not sub.exists()
+    res = world.cli("record-request", "--build-name", build, "--rerun", "--resume")
+    assert res.returncode == 2
