@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from ..decide import decide
 from ..discover import Found, discover
 from ..evidence import EvidenceReader
-from ..ledger import recorded_run_start
+from ..ledger import recorded_groups, recorded_run_start
 from ..settings import TEMPLATE_SETTINGS, Settings
 from ..statedir import BuildDir, read_json, utc_now_iso
 from ..vocab import ExitCode, ScopeEvidence, Snapshot
@@ -65,8 +65,9 @@ def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
     bd = BuildDir.of(settings.state_root, build)
     recorded, problem = bd.read_state() if bd.path.is_dir() else (None, None)
     req_data, _ = read_json(bd.request_file)
-    categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
-    groups = tuple((recorded or {}).get("groups") or ())
+    categorized = (categorize or (req_data or {}).get("categorize") is True
+                   or (recorded or {}).get("categorized") is True)
+    groups = recorded_groups(recorded)  # only well-formed names: the file may be damaged or hand-edited
     reader = EvidenceReader(settings.layout(build), categorized, known_groups=groups,
                             recorded_run_start=recorded_run_start(recorded), requested_at=bd.requested_at())
     info = explain(reader.snapshot(), settings, recorded)

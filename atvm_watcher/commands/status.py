@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..buildname import BUILD_NAME_RE
-from ..ledger import delivery_status, record_state
+from ..ledger import delivery_status, read_record, record_state, recorded_groups
 from ..settings import Settings
 from ..statedir import BuildDir, RunDir
 from ..vocab import POSTED, Delivery, ExitCode, State
@@ -34,24 +34,42 @@ def shown_delivery(run: RunDir, record: Optional[Dict[str, Any]]) -> str:
 
 
 def build_status(bd: BuildDir) -> Dict[str, Any]:
-    data, problem = bd.read_state()
+    """One build's row; a damaged or unreadable build gives a CORRUPT row, never an error for all."""
+    try:
+        return _build_status(bd)
+    except OSError as exc:
+        return {"build_name": bd.build, "state": "CORRUPT", "problem": f"unreadable: {exc.strerror or exc}",
+                "rule": None, "categorized": False, "delivery": "-", "subruns": [], "cancelled": False,
+                "watcher": "-", "updated": "-"}
+
+
+def _build_status(bd: BuildDir) -> Dict[str, Any]:
+    raw, problem = bd.read_state()
+    categorized = bool((raw or {}).get("categorized") is True) or bool(bd.subrun_names())
+    data, _ = read_record(bd, categorized)  # a posted run whose state.json is gone: its marker says
     data = data or {}
+    state = record_state(data)
+    if state is None and data.get("state") is not None:
+        problem = problem or "state.json names no known state"
     subruns = []
-    for g in data.get("groups") or bd.subrun_names():
-        run = bd.subrun(str(g))
-        sub, _ = run.read_state()
-        subruns.append({"group": g, "state": (sub or {}).get("state", "?"), "delivery": shown_delivery(run, sub)})
+    # Recorded names only when well formed (the file may be hand-edited); a folder's own name is safe to show.
+    for g in recorded_groups(data) or bd.subrun_names():
+        run = bd.subrun(g)
+        sub, _ = read_record(run)
+        sub_state = record_state(sub)
+        subruns.append({"group": g, "state": str(sub_state) if sub_state else "?",
+                        "delivery": shown_delivery(run, sub)})
     try:
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(bd.state_file.stat().st_mtime))
     except OSError:
         updated = "-"
     return {
         "build_name": bd.build,
-        "state": data.get("state") or ("CORRUPT" if problem else "NEW"),
+        "state": str(state) if state else ("CORRUPT" if problem else "NEW"),
         "problem": problem,
-        "rule": data.get("rule"),
-        "categorized": bool(data.get("categorized")),
-        "delivery": shown_delivery(bd, data) if not data.get("categorized") else "-",
+        "rule": data.get("rule") if isinstance(data.get("rule"), str) else None,
+        "categorized": categorized,
+        "delivery": shown_delivery(bd, data) if not categorized else "-",
         "subruns": subruns,
         "cancelled": bd.is_cancelled(),
         "watcher": bd.watch_lock_holder() or "-",
@@ -80,7 +98,8 @@ def run(settings: Settings, build: Optional[str], as_json: bool, fmt: str = "tab
     elif fmt == "prometheus":
         text = prometheus_text(builds, rows)
     elif not rows:
-        text = f"no watched builds under {root}" + (f" named {build}" if build else "") + "\n"
+        missing = "" if root.is_dir() else " (it does not exist: check ATVM_WATCHER_STATE_ROOT)"
+        text = f"no watched builds under {root}{missing}" + (f" named {build}" if build else "") + "\n"
     else:
         text = _table(rows)
     if output is None:
@@ -165,7 +184,10 @@ def prometheus_text(builds: List[BuildDir], rows: List[Dict[str, Any]]) -> str:
 
 def _delivery_word(run: RunDir, state: str) -> Optional[str]:
     """Where the run's post stands, or None when it has none to make (not COMPLETED/FAILED, never tried)."""
-    status = delivery_status(run)
+    try:
+        status = delivery_status(run)
+    except OSError:  # an unreadable folder: its row already says CORRUPT
+        return None
     if status == Delivery.NOT_REQUIRED:
         return str(Delivery.PENDING) if State.of(state) in POSTED else None
     return str(status)
