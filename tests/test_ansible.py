@@ -74,6 +74,17 @@ def test_the_role_refuses_to_write_an_env_file_without_the_webhook(tmp_path, ans
     assert "Copy the bundle" not in done.stdout
 
 
+@pytest.mark.parametrize("webhook", ["https://h.invalid/hooks/a\\b", "https://h.invalid/hooks/ab\\",
+                                     'https://h.invalid/hooks/"ab"', "https://h.invalid/hooks/a b", "ftp://h/x",
+                                     "https://h.invalid/hooks/$ab"])
+def test_the_role_refuses_a_webhook_systemd_would_read_otherwise(tmp_path, ansible_env, webhook):
+    """An unquoted value with a backslash, a quote, a $ or a space reads differently in systemd."""
+    done = run_role_here(tmp_path, ansible_env, atvm_watcher_bundle=str(tmp_path / "atvm-watcher-1.0.tar.gz"),
+                         atvm_watcher_webhook=webhook)
+    assert done.returncode != 0 and "Check that atvm_watcher_webhook is set" in done.stdout, done.stdout
+    assert "Copy the bundle" not in done.stdout and "h.invalid/hooks" not in done.stdout
+
+
 def test_the_role_refuses_a_setting_that_would_break_the_env_file(tmp_path, ansible_env):
     done = run_role_here(tmp_path, ansible_env, atvm_watcher_bundle=str(tmp_path / "atvm-watcher-1.0.tar.gz"),
                          atvm_watcher_webhook="http://127.0.0.1:9/hooks/x",
