@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from .. import inventory
-from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
+from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load_lenient
 from ..transport import Target
 from ..vocab import ExitCode
 
@@ -80,13 +80,16 @@ def run() -> int:
     version = ".".join(map(str, sys.version_info[:3]))
     rows.append(("OK", f"python {version}") if sys.version_info >= (3, 9) else ("FAIL", f"python {version} < 3.9"))
     try:
-        s = load()
+        s, problems = load_lenient()  # every bad setting is listed, not only the first
     except ConfigError as exc:
         rows.append(("FAIL", f"configuration: {exc}"))
-        s = None
+        s, problems = None, []
+    rows += [("FAIL", f"configuration: {problem}") for problem in problems]
     if s is not None:
+        webhook_said = any(p.setting == "MATTERMOST_ATVM_WEBHOOK" for p in problems)
         for part in (_env_file, _webhook, _paths):
-            rows += part(s)
+            if not (part is _webhook and webhook_said):
+                rows += part(s)
         rows += _install() + _unit(s)
     for level, text in rows:
         print(f"{level:4} {text}")
