@@ -271,9 +271,9 @@ def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdic
         return Verdict(word, "status-file", f"{f.path} says {word} (the launcher's word is final)",
                        finished_at=f.mtime)
     if f.problem or now - changed_at(f) >= limits.settle:
-        return Verdict(State.UNKNOWN, "status-unreadable",
-                       f"{f.path} holds {f.text[:40]!r}{' (' + f.problem + ')' if f.problem else ''}, "
-                       f"not one of {', '.join(TERMINAL_WORDS)}")
+        return Verdict(State.UNKNOWN, "status-unreadable", f"{f.path} " + (
+            f"cannot be read ({f.problem})" if f.problem  # the content is never shown: it may not be the run's
+            else f"holds {f.size} bytes that are not a state word (one of {', '.join(TERMINAL_WORDS)})"))
     return Verdict(State.RUNNING, "status-settling", f"{f.path} is still being written")
 
 
@@ -286,8 +286,8 @@ def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Ver
                            finished_at=f.mtime), code
         return None, code
     if f.problem or now - changed_at(f) >= limits.settle:
-        return Verdict(State.UNKNOWN, "exit-unreadable",
-                       f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
+        return Verdict(State.UNKNOWN, "exit-unreadable", f"{f.path} " + (
+            f"cannot be read ({f.problem})" if f.problem else f"holds {f.size} bytes that are not an exit code")), None
     return Verdict(State.RUNNING, "exit-settling", f"{f.path} is still being written"), None
 
 

@@ -12,6 +12,7 @@ and not every report is stat-ed on every poll (see ReportScanner; figures in doc
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -77,7 +78,7 @@ class LogTail:
 
     def facts(self, changes: Optional[Changes] = None, mono: float = 0.0, wall: float = 0.0) -> Optional[LogFacts]:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
@@ -96,7 +97,7 @@ class LogTail:
 
     def _read_new(self, size: int) -> None:
         try:
-            fd, _ = open_regular(self.path)
+            fd, _ = open_regular(self.path, follow_symlinks=False)
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
@@ -162,21 +163,24 @@ class Changes:
 
 def read_outcome(path: Path, changes: Optional[Changes] = None, mono: float = 0.0,
                  wall: float = 0.0) -> Optional[OutcomeFile]:
+    # Not followed: the log folder may be world-writable (/tmp/.log), and a link planted there to a root-only
+    # file would put its first line into the decision. A link reads as unreadable (mtime 0): passed over.
     try:
-        word, st = read_first_line(path, 256)
+        word, st = read_first_line(path, 256, follow_symlinks=False)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}", mono, False)
+        why = "a symbolic link, not followed" if exc.errno == errno.ELOOP else exc.strerror
+        return OutcomeFile(str(path), 0.0, "", f"unreadable: {why}", mono, False)
     at, seen = changes.note(str(path), st, mono, wall) if changes is not None else (None, False)
-    return OutcomeFile(str(path), st.st_mtime, word, None, at, seen)
+    return OutcomeFile(str(path), st.st_mtime, word, None, at, seen, st.st_size)
 
 
 def parse_file(path: str, size: int) -> ReportResult:
     if size > MAX_REPORT_BYTES:
         return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
     try:
-        data, _ = read_capped(path, MAX_REPORT_BYTES + 1)
+        data, _ = read_capped(path, MAX_REPORT_BYTES + 1, follow_symlinks=False)
     except OSError as exc:
         return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
     return parse_report(path, data)

@@ -151,10 +151,11 @@ class LogFacts:
 class OutcomeFile:
     path: str
     mtime: float
-    text: str  # first line, stripped; "" for an empty (maybe half-written) file
+    text: str  # first line, stripped; "" for an empty (maybe half-written) file. Never shown unless it parses
     problem: Optional[str] = None
     changed_at: Optional[float] = None
     seen_change: bool = False
+    size: int = 0  # bytes: what is shown of a file whose first line does not parse (never its content)
 
 
 @dataclass(frozen=True)

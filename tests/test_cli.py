@@ -139,6 +139,24 @@ def test_check_fails_on_a_readable_env_file_and_says_how_to_fix_it(world):
     assert res.returncode == 3 and "chmod 600" in res.stdout
 
 
+@pytest.mark.parametrize("setting, label", [("ATVM_LOG_DIR", "log folder"), ("ATVM_REPORT_DIR", "report folder")])
+def test_check_warns_about_an_evidence_folder_a_local_user_can_write(world, setting, label):
+    """The watcher runs as root and takes what it finds there as the run's outcome: a folder writable by
+    others (the default /tmp/.log made world-writable) or not owned by root is a WARN that says what to do."""
+    installed_world(world)
+    folder = Path(world.env[setting])
+    assert f"WARN {label}" not in world.cli("check").stdout  # root-owned 0755: nothing to say
+    folder.chmod(0o1777)
+    res = world.cli("check")
+    assert f"WARN {label} {folder} is writable by others (mode 1777)" in res.stdout, res.stdout
+    assert f"install -d -m 0755 -o root {folder}" in res.stdout and f"set {setting}" in res.stdout
+    folder.chmod(0o755)
+    os.chown(folder, 65534, 65534)
+    res = world.cli("check")
+    assert f"WARN {label} {folder} is owned by uid 65534, not root" in res.stdout, res.stdout
+    assert res.returncode == 0  # a warning, not a failure: the install works
+
+
 def test_check_fails_without_the_unit(world):
     res = world.cli("check")
     assert res.returncode == 3 and "not installed" in res.stdout
