@@ -109,8 +109,11 @@ def _own(scope: ScopeEvidence) -> List:
     return [f for f in (scope.log, scope.status, scope.exit) if f is not None]
 
 
-def _files(scope: ScopeEvidence) -> List:
-    return _own(scope) + list(scope.reports)
+def _seen_change(scope: ScopeEvidence) -> bool:
+    """Did the watcher see a file of this scope change? What comes from its reports is derived once per set:
+    a set of 200,000 reports is read row by row (vocab.ReportSet), never on every poll."""
+    return any(f.seen_change for f in _own(scope)) or bool(scope.reports) and _derive(
+        scope.reports, "seen", lambda: any(r.seen_change for r in scope.reports))
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def run_start(snap: Snapshot, limits: Limits) -> RunStart:
         # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
         return RunStart(ended.mtime + 2 * STALE_TOLERANCE,
                         f"{ended.path} is older than other files of the build: an earlier run's end", None, cut_parent)
-    if any(f.seen_change for s in scopes for f in _files(s)) or restarts:
+    if any(_seen_change(s) for s in scopes) or restarts:
         return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
                         None, cut_parent)
     wall_start = _wall(snap, snap.watcher_started_at)
@@ -221,8 +224,8 @@ def _derive(reports, key, compute):
 
 
 def _fresh_reports(reports, floor: Optional[float], cut: Optional[float]):
-    why = {i: earlier(r, floor, cut) for i, r in enumerate(reports)}
-    if not any(why.values()):
+    why = [earlier(r, floor, cut) for r in reports]
+    if not any(why):
         return reports, ()  # the same object: what is derived from it stays memoised
     kept = ReportSet(r for i, r in enumerate(reports) if not why[i])
     return kept, tuple(f"{r.result.path}: {why[i]} (an earlier run of the same build)"
@@ -396,7 +399,10 @@ def finish_changed(scope: ScopeEvidence) -> Optional[float]:
 
 
 def _first_change(scope: ScopeEvidence) -> Optional[float]:
-    return min((changed_at(f) for f in _files(scope)), default=None)
+    times = [changed_at(f) for f in _own(scope)]
+    if scope.reports:  # derived once per set, as above
+        times.append(_derive(scope.reports, "first", lambda: min(changed_at(r) for r in scope.reports)))
+    return min(times, default=None)
 
 
 def timed(v: Verdict, scope: ScopeEvidence, began: Optional[float], start: RunStart) -> Verdict:
@@ -443,7 +449,7 @@ def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[st
     ignored: List[str] = []
     for g, ig in groups:
         ignored += ig
-        if _files(g):
+        if _own(g) or g.reports:
             kept.append(g)
         elif ig:
             ignored.append(f"sub-run {g.group}: only an earlier run's files; not a sub-run of this run")

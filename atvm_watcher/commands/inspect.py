@@ -26,11 +26,10 @@ def _scope_lines(scope: ScopeEvidence) -> List[str]:
     for label, f, parses, what in (("status file", scope.status, _is_state_word, "a state word"),
                                    ("exit file", scope.exit, EXIT_RE.fullmatch, "an exit code")):
         lines.append(f"{label}: not found" if not f else f"{label} {f.path}: {_outcome_text(f, parses, what)}")
-    ok = [r for r in scope.reports if r.result.status == "ok"]
-    lines.append(f"reports: {len(scope.reports)} file(s), {len(ok)} readable")
-    for r in scope.reports:
-        if r.result.status != "ok":
-            lines.append(f"  {r.result.path}: {r.result.status}: {r.result.detail}")
+    unread = [r.result for r in scope.reports if r.result.status != "ok"]
+    lines.append(f"reports: {len(scope.reports)} file(s), {len(scope.reports) - len(unread)} readable")
+    for res in unread:
+        lines.append(f"  {res.path}: {res.status}: {res.detail}")
     return lines
 
 
