@@ -10,7 +10,7 @@ from typing import List, Optional
 from . import __version__, log
 from .buildname import BadName, check_build_name
 from .request import FIELDS, Request
-from .settings import ConfigError, load, secrets_redactor
+from .settings import ConfigError, load, load_lenient, secrets_redactor
 from .statedir import BuildDir, StateError, read_json
 from .vocab import ExitCode, exit_codes_help
 
@@ -108,6 +108,12 @@ def _start_args(args: argparse.Namespace) -> Optional[List[str]]:
     return flags
 
 
+# Commands that need neither the webhook nor the tuning settings: a bad one is a warning for them, never a
+# refusal (settings.load_lenient). A typo in the env file must not keep an operator from cancelling a run
+# (cancel needs only the state root) or from seeing where it stands; watch stays strict (exit 3).
+LENIENT = ("cancel", "status", "inspect")
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .commands import demo
@@ -117,8 +123,13 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands import check
 
         return check.run()
-    settings = load()
+    if args.command in LENIENT:
+        settings, problems = load_lenient()
+    else:
+        settings, problems = load(), []
     log.setup(settings.webhook)
+    for problem in problems:
+        print(f"warning: configuration: {problem}; its default is used for this command", file=sys.stderr)
     if settings.env_file_unsafe and args.command != "watch":
         print(f"warning: {settings.env_file_problem}; its settings were not read", file=sys.stderr)
     if args.command == "watch":

@@ -110,8 +110,11 @@ def _own(scope: ScopeEvidence) -> List:
     return [f for f in (scope.log, scope.status, scope.exit) if f is not None]
 
 
-def _files(scope: ScopeEvidence) -> List:
-    return _own(scope) + list(scope.reports)
+def _seen_change(scope: ScopeEvidence) -> bool:
+    """Did the watcher see a file of this scope change? What comes from its reports is derived once per set:
+    a set of 200,000 reports is read row by row (vocab.ReportSet), never on every poll."""
+    return any(f.seen_change for f in _own(scope)) or bool(scope.reports) and _derive(
+        scope.reports, "seen", lambda: any(r.seen_change for r in scope.reports))
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def run_start(snap: Snapshot, limits: Limits) -> RunStart:
         # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
         return RunStart(ended.mtime + 2 * STALE_TOLERANCE,
                         f"{ended.path} is older than other files of the build: an earlier run's end", None, cut_parent)
-    if any(f.seen_change for s in scopes for f in _files(s)) or restarts:
+    if any(_seen_change(s) for s in scopes) or restarts:
         return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
                         None, cut_parent)
     wall_start = _wall(snap, snap.watcher_started_at)
@@ -222,8 +225,8 @@ def _derive(reports, key, compute):
 
 
 def _fresh_reports(reports, floor: Optional[float], cut: Optional[float]):
-    why = {i: earlier(r, floor, cut) for i, r in enumerate(reports)}
-    if not any(why.values()):
+    why = [earlier(r, floor, cut) for r in reports]
+    if not any(why):
         return reports, ()  # the same object: what is derived from it stays memoised
     kept = ReportSet(r for i, r in enumerate(reports) if not why[i])
     return kept, tuple(f"{r.result.path}: {why[i]} (an earlier run of the same build)"
@@ -272,9 +275,9 @@ def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdic
         return Verdict(word, "status-file", f"{f.path} says {word} (the launcher's word is final)",
                        finished_at=f.mtime)
     if f.problem or now - changed_at(f) >= limits.settle:
-        return Verdict(State.UNKNOWN, "status-unreadable",
-                       f"{f.path} holds {f.text[:40]!r}{' (' + f.problem + ')' if f.problem else ''}, "
-                       f"not one of {', '.join(TERMINAL_WORDS)}")
+        return Verdict(State.UNKNOWN, "status-unreadable", f"{f.path} " + (
+            f"cannot be read ({f.problem})" if f.problem  # the content is never shown: it may not be the run's
+            else f"holds {f.size} bytes that are not a state word (one of {', '.join(TERMINAL_WORDS)})"))
     return Verdict(State.RUNNING, "status-settling", f"{f.path} is still being written")
 
 
@@ -293,8 +296,8 @@ def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Ver
     if EXIT_RE.fullmatch(f.text) and not f.problem:
         return None, int(f.text)
     if f.problem or now - changed_at(f) >= limits.settle:
-        return Verdict(State.UNKNOWN, "exit-unreadable",
-                       f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
+        return Verdict(State.UNKNOWN, "exit-unreadable", f"{f.path} " + (
+            f"cannot be read ({f.problem})" if f.problem else f"holds {f.size} bytes that are not an exit code")), None
     return Verdict(State.RUNNING, "exit-settling", f"{f.path} is still being written"), None
 
 
@@ -495,7 +498,10 @@ def finish_changed(scope: ScopeEvidence) -> Optional[float]:
 
 
 def _first_change(scope: ScopeEvidence) -> Optional[float]:
-    return min((changed_at(f) for f in _files(scope)), default=None)
+    times = [changed_at(f) for f in _own(scope)]
+    if scope.reports:  # derived once per set, as above
+        times.append(_derive(scope.reports, "first", lambda: min(changed_at(r) for r in scope.reports)))
+    return min(times, default=None)
 
 
 def timed(v: Verdict, scope: ScopeEvidence, began: Optional[float], start: RunStart) -> Verdict:
@@ -542,7 +548,7 @@ def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[st
     ignored: List[str] = []
     for g, ig in groups:
         ignored += ig
-        if _files(g):
+        if _own(g) or g.reports:
             kept.append(g)
         elif ig:
             ignored.append(f"sub-run {g.group}: only an earlier run's files; not a sub-run of this run")

@@ -99,7 +99,7 @@ class Deliverer:
             run.write_delivery({**base, "phase": Delivery.SENDING, "detail": "request about to be sent",
                                 "started_at": utc_now_iso()})
             checkpoint("intent-written", run)
-            outcome = self.post(self.url, payload, self.timeout)
+            outcome = self._post(payload)
             checkpoint("response-received", run)
             record = {**base, "detail": outcome.detail, "http_status": outcome.status, "error_id": outcome.error_id}
             if outcome.kind == "posted":
@@ -111,6 +111,17 @@ class Deliverer:
         if phase == Delivery.NOT_SENT:
             return None, outcome
         return Result(phase, outcome.detail, number, outcome.error_id, outcome.status), outcome
+
+    def _post(self, payload: Dict[str, Any]) -> mattermost.PostOutcome:
+        """The attempt's outcome; never an exception, which would leave the intent "sending" (read as uncertain
+        by the next watcher) whatever happened. ``mattermost.post`` says not-sent for everything that fails
+        before the request leaves and never raises; should a post function raise all the same, whether the
+        request left is unknown, and it is recorded as uncertain, with why."""
+        try:
+            return self.post(self.url, payload, self.timeout)
+        except Exception as exc:  # noqa: BLE001 - see above
+            return mattermost.PostOutcome("uncertain", f"the attempt failed unexpectedly ({type(exc).__name__}); "
+                                          "the request may have been sent")
 
     def _posted(self, run: RunDir, record: Dict[str, Any], state: str, number: int) -> Result:
         try:

@@ -12,13 +12,15 @@ and not every report is stat-ed on every poll (see ReportScanner; figures in doc
 
 from __future__ import annotations
 
+import bisect
+import errno
 import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from array import array
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
@@ -29,7 +31,6 @@ from .vocab import (
     NO_REPORTS,
     LogFacts,
     OutcomeFile,
-    Report,
     ReportResult,
     ReportSet,
     ScopeEvidence,
@@ -101,7 +102,7 @@ class LogTail:
 
     def facts(self, changes: Optional[Changes] = None, mono: float = 0.0, wall: float = 0.0) -> Optional[LogFacts]:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
@@ -123,7 +124,7 @@ class LogTail:
 
     def _read_new(self, size: int) -> None:
         try:
-            fd, _ = open_regular(self.path)
+            fd, _ = open_regular(self.path, follow_symlinks=False)
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
@@ -227,38 +228,233 @@ class Changes:
 
 def read_outcome(path: Path, changes: Optional[Changes] = None, mono: float = 0.0,
                  wall: float = 0.0) -> Optional[OutcomeFile]:
+    # Not followed: the log folder may be world-writable (/tmp/.log), and a link planted there to a root-only
+    # file would put its first line into the decision. A link reads as unreadable (mtime 0): passed over.
     try:
-        word, st = read_first_line(path, 256)
+        word, st = read_first_line(path, 256, follow_symlinks=False)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return OutcomeFile(str(path), 0.0, "", f"unreadable: {exc.strerror}", mono, False)
+        why = "a symbolic link, not followed" if exc.errno == errno.ELOOP else exc.strerror
+        return OutcomeFile(str(path), 0.0, "", f"unreadable: {why}", mono, False)
     at, seen = changes.note(str(path), st, mono, wall) if changes is not None else (None, False)
-    return OutcomeFile(str(path), st.st_mtime, word, None, at, seen)
+    return OutcomeFile(str(path), st.st_mtime, word, None, at, seen, st.st_size)
 
 
 def parse_file(path: str, size: int) -> ReportResult:
     if size > MAX_REPORT_BYTES:
         return ReportResult(path, "unknown", "invalid", f"{size} bytes is over the {MAX_REPORT_BYTES}-byte limit")
     try:
-        data, _ = read_capped(path, MAX_REPORT_BYTES + 1)
+        data, _ = read_capped(path, MAX_REPORT_BYTES + 1, follow_symlinks=False)
     except OSError as exc:
         return ReportResult(path, "unknown", "invalid", f"unreadable: {exc.strerror}")
     return parse_report(path, data)
 
 
-@dataclass
-class _Seen:
-    """A report file as last stat-ed, and what parsing it gave."""
+# What the scanner keeps per report file, in columns (see ReportScanner): 200,000 reports used to be
+# 200,000 parsed objects and their bookkeeping, a quarter of a GiB; docs/PERFORMANCE.md has the figures.
+_YOUNG, _RACY = 1, 2  # a row's own flags: modified lately (stat-ed every poll); parsed too close to its mtime
+_UNPARSED = 0xFFFFFFFF  # the outcome of a row listed but not parsed yet
+_YOUNG_ROWS = re.compile(b"[" + b"".join(re.escape(bytes([v])) for v in range(256) if v & _YOUNG) + b"]")
+_PUBLIC = ("size", "mtime_ns", "changed", "outcome", "seen")  # what a ReportSet reads: copied before a change
 
-    ino: int
-    size: int
-    mtime_ns: int
-    parsed_at: float  # wall clock, compared with the file's mtime
-    report: Report
 
-    def same(self, st: os.stat_result) -> bool:
-        return self.ino == st.st_ino and self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
+def _entry(name: bytes, ino: int) -> bytes:
+    """A listed file as one bytes object: its name, NUL (which no name holds, and which sorts first, so entries
+    sort as their names do), its inode. One object per file while a folder is listed, not three."""
+    return name + b"\0" + ino.to_bytes(8, "big")
+
+
+def _mtime(ns: int) -> float:
+    """st_mtime from st_mtime_ns, computed as os.stat computes it (seconds plus nanoseconds times 1e-9)."""
+    sec, nsec = divmod(ns, 1_000_000_000)
+    return sec + nsec * 1e-9
+
+
+class _Outcomes:
+    """Each distinct parse outcome (a ReportResult less its path) once, with how many rows hold it.
+
+    Thousands of passing reports of the same spec layout share one; an outcome no row holds any more is
+    forgotten (a half-written report goes through many), so the table stays as small as what is on disk.
+    """
+
+    def __init__(self) -> None:
+        self.items: List[Optional[tuple]] = []
+        self.ids: Dict[tuple, int] = {}
+        self.refs: List[int] = []
+        self.free: List[int] = []
+
+    def add(self, result: ReportResult) -> int:
+        key = (result.kind, result.status, result.detail, result.tests, result.passed, result.failed,
+               result.pending, result.skipped, result.failed_titles)
+        found = self.ids.get(key)
+        if found is None:
+            found = self.free.pop() if self.free else len(self.items)
+            if found == len(self.items):
+                self.items.append(key)
+                self.refs.append(0)
+            else:
+                self.items[found] = key
+            self.ids[key] = found
+        self.refs[found] += 1
+        return found
+
+    def drop(self, index: int) -> None:
+        if index == _UNPARSED:
+            return
+        self.refs[index] -= 1
+        if not self.refs[index]:
+            del self.ids[self.items[index]]
+            self.items[index] = None
+            self.free.append(index)
+
+
+class _Files:
+    """One folder's report files, sorted by name: the names packed in one bytes object, one array per field.
+
+    The public columns are what a ReportSet reads; once one has been handed out (``shared``) they are
+    copied before any change, so a set never changes under the decision reading it. ``ino`` and
+    ``flags`` are the scanner's own. The names and their offsets are never changed: a new listing
+    makes a new _Files.
+    """
+
+    __slots__ = ("folder", "bfolder", "names", "starts", "ino", "flags", "shared", "marks") + _PUBLIC
+
+    def __init__(self, folder: str, entries: List[bytes]):
+        """``entries``: sorted ``_entry()``s, one per file."""
+        self.folder, self.bfolder = folder, os.fsencode(folder)
+        n = len(entries)
+        self.names = bytearray()  # never changed once made (a bytes copy would cost its size again)
+        self.starts = array("Q", [0])
+        self.ino = array("Q")
+        for entry in entries:  # one at a time: a list of every name, even for a moment, is what this avoids
+            self.names += entry[:-8]
+            self.starts.append(len(self.names))
+            self.ino.append(int.from_bytes(entry[-8:], "big"))
+        zeros = bytes(8 * n)
+        self.size, self.mtime_ns, self.changed = array("q", zeros), array("q", zeros), array("d", zeros)
+        self.outcome = array("I", [_UNPARSED]) * n
+        self.seen, self.flags = bytearray(n), bytearray(n)
+        self.shared = False
+        self.marks: Optional[bytearray] = None  # rows stat-ed during the current scan
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def name(self, i: int) -> bytes:
+        return bytes(self.names[self.starts[i]:self.starts[i + 1] - 1])
+
+    def entry(self, i: int) -> bytes:
+        return _entry(self.name(i), self.ino[i])
+
+    def own(self) -> None:
+        """Make the public columns this folder's alone before changing one."""
+        if self.shared:
+            for column in _PUBLIC:
+                setattr(self, column, getattr(self, column)[:])
+            self.shared = False
+
+    def view(self) -> Tuple:
+        self.shared = True
+        return (self.folder, self.names, self.starts, self.size, self.mtime_ns, self.changed, self.outcome, self.seen)
+
+    def carry(self, i: int, old: _Files, j: int, count: int = 1) -> None:
+        """Rows i.. take rows j.. of an older listing of the same folder (the same names)."""
+        for column in ("ino", "flags") + _PUBLIC:
+            getattr(self, column)[i:i + count] = getattr(old, column)[j:j + count]
+
+
+def _same_bytes(a: bytearray, a0: int, a1: int, b: bytearray, b0: int, b1: int) -> bool:
+    """a[a0:a1] == b[b0:b1], compared a MiB at a time: never a copy of a whole folder's names."""
+    if a1 - a0 != b1 - b0:
+        return False
+    step = 1 << 20
+    return all(a[a0 + k:min(a1, a0 + k + step)] == b[b0 + k:min(b1, b0 + k + step)] for k in range(0, a1 - a0, step))
+
+
+def _shared_rows(old: _Files, new: _Files, most: int, at_end: bool) -> int:
+    """How many rows at the start (or at the end) of two listings of a folder have the same names: found by
+    comparing their packed names, in C, halving each time, rather than name by name in Python."""
+    n_old, n_new = len(old), len(new)
+    lo, hi = 0, most
+    while lo < hi:
+        k = (lo + hi + 1) // 2
+        if at_end:
+            same = _same_bytes(old.names, old.starts[n_old - k], old.starts[n_old],
+                               new.names, new.starts[n_new - k], new.starts[n_new])
+        else:
+            same = _same_bytes(old.names, 0, old.starts[k], new.names, 0, new.starts[k])
+        lo, hi = (k, hi) if same else (lo, k - 1)
+    return lo
+
+
+class _Row:
+    """One report of a _Table, read as a vocab.Report: mtime, size, result, changed_at, seen_change."""
+
+    __slots__ = ("table", "position", "mtime", "size", "changed_at", "seen_change")
+
+    def __init__(self, table: _Table, position: int, mtime: float, size: int, changed_at: Optional[float],
+                 seen_change: bool):
+        self.table, self.position, self.mtime, self.size = table, position, mtime, size
+        self.changed_at, self.seen_change = changed_at, seen_change
+
+    @property
+    def result(self) -> ReportResult:
+        return self.table.result(self.position)
+
+    def _key(self) -> tuple:
+        return self.mtime, self.size, self.result, self.changed_at, self.seen_change
+
+    def __eq__(self, other: object) -> bool:
+        if not all(hasattr(other, a) for a in ("mtime", "size", "result", "changed_at", "seen_change")):
+            return NotImplemented
+        return self._key() == (other.mtime, other.size, other.result, other.changed_at, other.seen_change)
+
+    def __hash__(self) -> int:
+        return hash(self._key())  # as a Report's: equal ones hash alike
+
+    def __repr__(self) -> str:
+        return f"Report({self.mtime!r}, {self.size!r}, {self.result!r}, {self.changed_at!r}, {self.seen_change!r})"
+
+
+class _Table:
+    """The scanner's reports as of one scan, for a ReportSet: the folders' public columns, never changed."""
+
+    __slots__ = ("views", "bounds", "outcomes")
+
+    def __init__(self, folders: List[_Files], outcomes: List[Optional[tuple]]):
+        self.views = [f.view() for f in folders]
+        self.bounds = [0]
+        for f in folders:
+            self.bounds.append(self.bounds[-1] + len(f))
+        self.outcomes = list(outcomes)  # ids are reused once free: keep the outcomes as they are now
+
+    def __len__(self) -> int:
+        return self.bounds[-1]
+
+    def _locate(self, position: int) -> Tuple[Tuple, int]:
+        k = bisect.bisect_right(self.bounds, position) - 1
+        return self.views[k], position - self.bounds[k]
+
+    def _row(self, view: Tuple, i: int, position: int) -> _Row:
+        _, _, _, size, mtime_ns, changed, _, seen = view
+        at = changed[i]
+        return _Row(self, position, _mtime(mtime_ns[i]), size[i], None if at != at else at, bool(seen[i]))
+
+    def row(self, position: int) -> _Row:
+        view, i = self._locate(position)
+        return self._row(view, i, position)
+
+    def rows(self, positions: Optional[Iterable[int]] = None) -> Iterator[_Row]:
+        if positions is not None:
+            return (self.row(p) for p in positions)
+        return (self._row(view, i, base + i) for view, base in zip(self.views, self.bounds)
+                for i in range(len(view[2]) - 1))
+
+    def result(self, position: int) -> ReportResult:
+        (folder, names, starts, _, _, _, outcome, _), i = self._locate(position)
+        path = os.path.join(folder, os.fsdecode(bytes(names[starts[i]:starts[i + 1] - 1])))
+        return ReportResult(path, *self.outcomes[outcome[i]])
 
 
 class ReportScanner:
@@ -272,23 +468,27 @@ class ReportScanner:
     while the scope's finish evidence is new (``thorough``), every file is stat-ed, so a verdict never
     rests on a stale stat. A file is parsed again when its inode, size or mtime changed, or when it
     was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside one timestamp tick).
+
+    What is kept per file is small and bounded (about 40 bytes of columns and its name, see _Files),
+    whatever the number of reports: no object per report is kept, only one per distinct parse outcome
+    (_Outcomes). The reports come back folder by folder (folders in path order), each folder's by name.
     """
 
     def __init__(self, root: Path, skip_dirs: Tuple[str, ...] = ()):
         self.root = str(root)
-        self.skip_dirs = skip_dirs  # top-level folders that belong to someone else (e.g. sub-runs)
+        self.skip_dirs = tuple(os.fsencode(d) for d in skip_dirs)  # top-level folders of someone else (sub-runs)
         self.folders: Dict[str, Tuple[int, int, float]] = {}  # folder -> (inode, mtime_ns, listed at)
         self.subfolders: Dict[str, Tuple[str, ...]] = {}
-        self.names: Dict[str, Set[str]] = {}  # folder -> its report files
-        self.files: Dict[str, _Seen] = {}
-        self.young: Set[str] = set()
-        self.order: List[str] = []  # sorted paths: the result's order and the sweep's
+        self.files: Dict[str, _Files] = {}  # folder -> its report files
+        self.order: List[_Files] = []  # the folders' files in folder order: the result's order and the sweep's
+        self.bounds: List[int] = [0]
+        self.outcomes = _Outcomes()
         self.cursor = 0
         self.budget = 0.0
         self.last_scan: Optional[float] = None
         self.reports: ReportSet = NO_REPORTS
         self.changed = self.relisted = False
-        self.checked: Set[str] = set()  # paths stat-ed during the current scan
+        self.gone: Dict[str, Set[int]] = {}  # folder -> rows found gone during the current scan
         self.watching = False  # the first scan is done: what is new or changed now was seen changing
         self.mono = 0.0
 
@@ -296,19 +496,30 @@ class ReportScanner:
         """``now`` is the wall clock (compared with mtimes); ``mono`` dates the changes seen (vocab.py)."""
         now = time.time() if now is None else now
         self.mono = time.monotonic() if mono is None else mono
-        self.checked = set()
+        self.gone = {}
+        for files in self.files.values():
+            files.marks = None
         self._visit_folders()
-        for path in self._due(now, thorough):
-            if path not in self.checked:
-                self._check(path, now)
-        if self.relisted:
-            self.order = sorted(self.files)
+        self._order()
+        for files, i in self._due(now, thorough):
+            if not self._was_checked(files, i):
+                self._check(files, i, now)
+        self._remove_gone()
+        self._order()
         if self.changed or self.relisted:
-            self.reports = ReportSet(self.files[p].report for p in self.order)
+            table = _Table(self.order, self.outcomes.items) if self.bounds[-1] else None
+            self.reports = ReportSet.of_table(table) if table is not None else NO_REPORTS
         self.changed = self.relisted = False
         self.last_scan = now
         self.watching = True
         return self.reports
+
+    def _order(self) -> None:
+        if self.relisted or len(self.order) != len(self.files):
+            self.order = [self.files[f] for f in sorted(self.files)]
+            self.bounds = [0]
+            for files in self.order:
+                self.bounds.append(self.bounds[-1] + len(files))
 
     def _visit_folders(self) -> None:
         stack = [self.root]
@@ -327,88 +538,153 @@ class ReportScanner:
             stack.extend(self.subfolders.get(folder, ()))
 
     def _list(self, folder: str) -> bool:
+        subs: List[str] = []
+        entries: List[bytes] = []
         try:
-            with os.scandir(folder) as it:
-                entries = list(it)
+            with os.scandir(os.fsencode(folder)) as it:  # bytes: a name costs less kept as bytes
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            if not (folder == self.root and e.name in self.skip_dirs):
+                                subs.append(os.fsdecode(e.path))
+                        elif e.name.endswith((b".json", b".xml")) and e.is_file(follow_symlinks=False):
+                            entries.append(_entry(e.name, e.inode()))  # the inode from the listing: no stat
+                    except OSError:
+                        continue
         except OSError:
             return False
-        subs: List[str] = []
-        found: Dict[str, int] = {}
-        for e in entries:
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    if not (folder == self.root and e.name in self.skip_dirs):
-                        subs.append(e.path)
-                elif e.name.endswith((".json", ".xml")) and e.is_file(follow_symlinks=False):
-                    found[e.path] = e.inode()  # from the directory listing itself: no stat
-            except OSError:
-                continue
         for gone in set(self.subfolders.get(folder, ())) - set(subs):
             self._forget_folder(gone)
         self.subfolders[folder] = tuple(subs)
-        for gone in self.names.get(folder, set()) - found.keys():
-            self._drop(gone)
-        self.names[folder] = set(found)
-        for path, ino in found.items():
-            seen = self.files.get(path)
-            if seen is None or seen.ino != ino:  # new, or replaced by a rename
-                self._check(path, None)
+        entries.sort()
+        files = _Files(folder, entries)
+        del entries  # before the new files are parsed
+        self._relisted(folder, files)
         return True
+
+    def _relisted(self, folder: str, new: _Files) -> None:
+        """Take a folder's new listing: rows of names still there keep what was known of them.
+
+        A folder usually changes by a file or two: the rows it shares with the old listing at its start and
+        at its end are taken over in bulk; only what lies between is merged name by name.
+        """
+        old = self.files.get(folder)
+        if old is not None and old.names == new.names and old.ino == new.ino:
+            return  # the same files: nothing to do
+        listed = new.ino[:]  # this listing's inodes, before rows take over what was known of them
+        n_new, n_old = len(new), len(old) if old is not None else 0
+        head = tail = 0
+        if old is not None:
+            head = _shared_rows(old, new, min(n_old, n_new), at_end=False)
+            tail = _shared_rows(old, new, min(n_old, n_new) - head, at_end=True)
+            new.carry(0, old, 0, head)
+            new.carry(n_new - tail, old, n_old - tail, tail)
+        recheck = array("Q")
+        j, j_end = head, n_old - tail
+        for i in range(head, n_new - tail):
+            name = new.name(i)
+            while j < j_end and old.name(j) < name:
+                self.outcomes.drop(old.outcome[j])  # gone
+                j += 1
+            if j < j_end and old.name(j) == name:
+                new.carry(i, old, j)
+                j += 1
+            else:
+                recheck.append(i)  # new
+        for k in range(j, j_end):
+            self.outcomes.drop(old.outcome[k])
+        if new.ino != listed:  # a name whose inode changed: the file was replaced by a rename
+            for i in range(n_new):
+                if new.ino[i] != listed[i] and new.outcome[i] != _UNPARSED:
+                    new.ino[i] = listed[i]
+                    recheck.append(i)
+        if n_new:
+            self.files[folder] = new
+        else:
+            self.files.pop(folder, None)
+        self.relisted = True
+        for i in recheck:
+            self._check(new, i, None)
 
     def _forget_folder(self, folder: str) -> None:
         for sub in self.subfolders.pop(folder, ()):
             self._forget_folder(sub)
-        for path in self.names.pop(folder, set()):
-            self._drop(path)
+        files = self.files.pop(folder, None)
+        if files is not None:
+            for k in range(len(files)):
+                self.outcomes.drop(files.outcome[k])
+            self.relisted = True
         self.folders.pop(folder, None)
 
-    def _drop(self, path: str) -> None:
-        if self.files.pop(path, None) is not None:
-            self.relisted = True
-        self.young.discard(path)
-
-    def _due(self, now: float, thorough: bool) -> List[str]:
+    def _due(self, now: float, thorough: bool) -> Iterator[Tuple[_Files, int]]:
         if thorough:
-            return list(self.files)
-        n = len(self.order)
+            return ((files, i) for files in self.order for i in range(len(files)))
+        n = self.bounds[-1]
         if self.last_scan is not None and n:
             self.budget = min(float(n), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
         take = int(self.budget)
         self.budget -= take
-        due = list(self.young)
+        due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
         if take:
             self.cursor %= n
-            due += self.order[self.cursor : self.cursor + take]
-            due += self.order[: max(0, self.cursor + take - n)]
+            for position in list(range(self.cursor, min(n, self.cursor + take))) + list(
+                    range(0, max(0, self.cursor + take - n))):
+                k = bisect.bisect_right(self.bounds, position) - 1
+                due.append((self.order[k], position - self.bounds[k]))
             self.cursor += take
-        return due
+        return iter(due)
 
-    def _check(self, path: str, now: Optional[float]) -> None:
-        self.checked.add(path)
+    @staticmethod
+    def _was_checked(files: _Files, i: int) -> bool:
+        return files.marks is not None and bool(files.marks[i])
+
+    def _check(self, files: _Files, i: int, now: Optional[float]) -> None:
+        if files.marks is None:
+            files.marks = bytearray(len(files))
+        files.marks[i] = 1
+        bpath = os.path.join(files.bfolder, files.name(i))
         try:
-            st = os.stat(path, follow_symlinks=False)
+            st = os.stat(bpath, follow_symlinks=False)
         except OSError:
-            self._drop(path)
+            self.gone.setdefault(files.folder, set()).add(i)
             return
-        seen = self.files.get(path)
-        if seen is None or not seen.same(st) or racy(seen.parsed_at, st.st_mtime):
+        known = files.outcome[i] != _UNPARSED
+        same = known and (files.ino[i], files.size[i], files.mtime_ns[i]) == (st.st_ino, st.st_size, st.st_mtime_ns)
+        if not same or files.flags[i] & _RACY:
             parsed_at = time.time()
-            if seen is not None and seen.same(st):  # parsed again only to be sure: not a change
-                at, saw = seen.report.changed_at, seen.report.seen_change
-            elif seen is None and not self.watching:
+            if same:  # parsed again only to be sure: not a change
+                at, saw = files.changed[i], bool(files.seen[i])
+            elif not known and not self.watching:
                 at, saw = self.mono - max(0.0, parsed_at - st.st_mtime), False
             else:
                 at, saw = self.mono, True
-            report = Report(st.st_mtime, st.st_size, parse_file(path, st.st_size), at, saw)
-            if seen is None:
-                self.relisted = True
-            self.files[path] = _Seen(st.st_ino, st.st_size, st.st_mtime_ns, parsed_at, report)
+            outcome = self.outcomes.add(parse_file(os.fsdecode(bpath), st.st_size))
+            files.own()
+            self.outcomes.drop(files.outcome[i])
+            files.ino[i], files.size[i], files.mtime_ns[i] = st.st_ino, st.st_size, st.st_mtime_ns
+            files.changed[i], files.seen[i], files.outcome[i] = at, saw, outcome
+            files.flags[i] = (files.flags[i] & ~_RACY) | (_RACY if racy(parsed_at, st.st_mtime) else 0)
             self.changed = True
         now = time.time() if now is None else now
-        if now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS:  # far in the future: a skewed clock
-            self.young.add(path)
-        else:
-            self.young.discard(path)
+        young = now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS  # far in the future: a skewed clock
+        files.flags[i] = (files.flags[i] & ~_YOUNG) | (_YOUNG if young else 0)
+
+    def _remove_gone(self) -> None:
+        for folder, rows in self.gone.items():
+            old = self.files.get(folder)
+            if old is None:
+                continue
+            kept = [i for i in range(len(old)) if i not in rows]
+            new = _Files(folder, [old.entry(i) for i in kept])
+            for k, i in enumerate(kept):
+                new.carry(k, old, i)
+            for i in rows:
+                self.outcomes.drop(old.outcome[i])
+            if kept:
+                self.files[folder] = new
+            else:
+                self.files.pop(folder)
+            self.relisted = True
 
 
 def racy(seen_at: float, mtime: float) -> bool:

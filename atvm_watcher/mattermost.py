@@ -17,8 +17,9 @@ always fits; the check guards a payload stored by an earlier version, or edited.
 
 Answers, sorted into what the caller may do next (README.md, "States"):
   posted     a final 200 whose whole body (as long as its Content-Length says) is exactly ``ok``
-  not-sent   certainly no post was made (no connection, 429, 408, a Mattermost 500 on a message
-             kept under the split limit): safe to retry
+  not-sent   certainly no post was made (a URL, timeout or payload refused before anything was sent,
+             no connection, 429, 408, a Mattermost 500 on a message kept under the split limit):
+             safe to retry
   rejected   a refusal: 400/403/404/413/501 (Mattermost's permanent ones) and other 4xx, after which
              the server did not act; do not loop
   uncertain  the request may have created a post: a timeout or reset after sending, a body cut short,
@@ -243,15 +244,25 @@ def classify(status: int, body: bytes, headers: Mapping[str, str], now: float,
 
 
 def post(url: str, payload: Dict[str, Any], timeout: float, clock=time.time) -> PostOutcome:
-    """One attempt: the payload, checked against the size limits, POSTed and its answer classified."""
+    """One attempt: the payload, checked against the size limits, POSTed and its answer classified.
+
+    Never raises. What fails before the request leaves (the URL, the payload, see transport.py) is
+    not-sent, so it is retried and never reads as a post that may exist; what fails after is uncertain.
+    """
     redact = Redactor([url])
     try:
         target = transport.Target(url)
-    except ValueError as exc:
-        return PostOutcome("rejected", redact(str(exc)))
-    answer = transport.post(target, encode(fit(payload)), HEADERS, timeout)
+        body = encode(fit(payload))
+    except transport.BadURL as exc:  # its text never holds the URL
+        return redact.strings(PostOutcome("not-sent", f"{exc}; nothing was sent"))
+    except Exception as exc:  # noqa: BLE001 - a damaged stored payload, say: its text is not shown
+        return PostOutcome("not-sent", f"the payload could not be encoded ({type(exc).__name__}); nothing was sent")
+    answer = transport.post(target, body, HEADERS, timeout)
     if isinstance(answer, transport.Failure):
-        outcome = PostOutcome("uncertain" if answer.sent else "not-sent", answer.reason)
-    else:
+        return redact.strings(PostOutcome("uncertain" if answer.sent else "not-sent", answer.reason))
+    try:
         outcome = classify(answer.status, answer.body, answer.headers, clock(), redact)
+    except Exception as exc:  # noqa: BLE001 - an answer came, so the request left: it may have posted
+        outcome = PostOutcome("uncertain", f"HTTP {answer.status}: the answer could not be read ({type(exc).__name__})",
+                              answer.status)
     return redact.strings(outcome)

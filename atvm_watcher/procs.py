@@ -8,6 +8,7 @@ recycled pid never keeps a dead run "alive".
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -204,16 +205,18 @@ def find_by_argv(build: str, exclude: Tuple[int, ...]) -> Optional[int]:
 
 
 def read_pid_file(path: Path) -> Tuple[Optional[int], Optional[float], str]:
-    """(pid, pid file mtime, note)."""
+    """(pid, pid file mtime, note). A link is not followed, and the note never shows the file's content:
+    the log folder may be world-writable, and a link there could point at a root-only file."""
     try:
-        raw, st = read_capped(path, 64)
+        raw, st = read_capped(path, 64, follow_symlinks=False)
         text = raw.decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None, None, ""
     except OSError as exc:
-        return None, None, f"pid file unreadable: {exc.strerror}"
+        why = "a symbolic link, not followed" if exc.errno == errno.ELOOP else exc.strerror
+        return None, None, f"pid file unreadable: {why}"
     if not text.isdigit() or not 0 < int(text) < 2**22:
-        return None, st.st_mtime, f"pid file holds {text[:20]!r}, not a pid"
+        return None, st.st_mtime, f"pid file holds {st.st_size} bytes that are not a pid"
     return int(text), st.st_mtime, ""
 
 

@@ -12,7 +12,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from .decide import Limits
 from .layout import RunLayout, Templates, check_template, is_group_template
@@ -45,7 +45,42 @@ TEMPLATE_SETTINGS: Dict[str, str] = {
 
 
 class ConfigError(Exception):
-    """A setting is missing or malformed; the message says which and how to fix it."""
+    """A setting is missing or malformed; the message says which and how to fix it.
+
+    ``setting`` names the one setting at fault when a command that does not need it may go on without
+    it (see ``load_lenient``); None when no command can.
+    """
+
+    def __init__(self, message: str, setting: Optional[str] = None):
+        super().__init__(message)
+        self.setting = setting
+
+
+DAY = 86400.0
+# Every number setting's allowed range, both ends included (the README's table says the same). A value
+# outside is an operator's slip, and some would fail only much later, inside a system call: a sleep or
+# socket timeout of 1e10 s overflows (OverflowError) at the first poll or the first post. So each is
+# refused when the settings are loaded. Durations stop at a week at most; each maximum is what the
+# setting could sensibly need on a controller whose runs last hours.
+BOUNDS: Dict[str, Tuple[float, float]] = {
+    "ATVM_POLL_SECONDS": (0.01, 600.0),
+    "ATVM_HUNG_AFTER_SECONDS": (0.0, 7 * DAY),
+    "ATVM_START_TIMEOUT_SECONDS": (0.0, 7 * DAY),
+    "ATVM_GONE_GRACE_SECONDS": (0.0, DAY),
+    "ATVM_SETTLE_SECONDS": (0.0, 3600.0),
+    "ATVM_LAUNCH_ALLOWANCE_SECONDS": (0.0, DAY),
+    "ATVM_POST_TIMEOUT_SECONDS": (0.05, 600.0),
+    "ATVM_POST_ATTEMPTS": (1, 100),
+    "ATVM_POST_BACKOFF_SECONDS": (0.0, 3600.0),
+    "ATVM_POST_MAX_WAIT_SECONDS": (0.0, DAY),
+}
+UNLISTED_BOUNDS = (0.0, 7 * DAY)  # a number setting missing above still gets a sane range
+# Path settings (Settings field -> setting): each must be an absolute path without a NUL byte (a NUL read
+# from the env file would make every file call on it raise ValueError, in the middle of a run). The state
+# root is the one thing every command needs, so a bad one is never replaced by its default.
+PATH_SETTINGS = {"state_root": "ATVM_WATCHER_STATE_ROOT", "automation_root": "ATVM_AUTOMATION_ROOT",
+                 "report_dir": "ATVM_REPORT_DIR", "log_dir": "ATVM_LOG_DIR", "inventory": "ATVM_INVENTORY",
+                 "unit_dir": "ATVM_UNIT_DIR"}
 
 
 @dataclass(frozen=True)
@@ -146,29 +181,40 @@ def _setting(name: str, raw: str) -> str:
     return f"{name}={raw!r}" if _NUMERIC.fullmatch(raw) else f"{name} (value not shown)"
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _span(seconds: float) -> str:
+    for unit, size in (("days", DAY), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds:g} s ({seconds / size:g} {unit})"
+    return f"{seconds:g} s"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    low, high = BOUNDS.get(name, UNLISTED_BOUNDS)
+    allowed = f"a number of seconds from {low:g} to {_span(high)}; fractions like 0.5 are fine"
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{_setting(name, raw)} is not a number of seconds (fractions like 0.5 are fine)") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{_setting(name, raw)} must be a finite number of seconds >= {minimum}")
+        raise ConfigError(f"{_setting(name, raw)} is not {allowed}", name) from None
+    if not (math.isfinite(value) and low <= value <= high):  # NaN fails every comparison
+        raise ConfigError(f"{_setting(name, raw)} is out of range: {name} must be {allowed}", name)
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    low, high = (int(b) for b in BOUNDS.get(name, (1, 100)))
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{_setting(name, raw)} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{_setting(name, raw)} must be >= {minimum}")
+        raise ConfigError(f"{_setting(name, raw)} is not a whole number from {low} to {high}", name) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{_setting(name, raw)} is out of range: {name} must be a whole number from {low} to {high}",
+                          name)
     return value
 
 
@@ -178,7 +224,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return False
     if raw in ("1", "yes", "true", "on"):
         return True
-    raise ConfigError(f"{_setting(name, raw)} must be yes or no")
+    raise ConfigError(f"{_setting(name, raw)} must be yes or no", name)
 
 
 def _glued(*sources: Mapping[str, str]) -> None:
@@ -188,7 +234,21 @@ def _glued(*sources: Mapping[str, str]) -> None:
             found = _ASSIGNMENT.search(value) if re.fullmatch(_OURS, name) else None
             if found:
                 raise ConfigError(f"{name}: its value holds {found.group(1)}=..., as if two lines of the env file "
-                                  "were run together (a missing line break?); values not shown")
+                                  "were run together (a missing line break?); values not shown", name)
+
+
+def _check_webhook(url: str) -> None:
+    """The URL as the post will use it: refused now (exit 3 at start), not after hours of watching, when
+    the post is due. Its texts never show the value."""
+    from .transport import BadURL, Target  # http.client and ssl: only once a webhook is set
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise ConfigError("MATTERMOST_ATVM_WEBHOOK must be an http:// or https:// URL (value not shown)",
+                          "MATTERMOST_ATVM_WEBHOOK")
+    try:
+        Target(url)
+    except BadURL as exc:
+        raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK: {exc}", "MATTERMOST_ATVM_WEBHOOK") from None
 
 
 def _templates(env: Mapping[str, str]) -> Templates:
@@ -236,17 +296,51 @@ def secrets_redactor(environ: Optional[Mapping[str, str]] = None) -> Redactor:
 
 
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """Build settings: process environment first, then the env file, then defaults.
+    """Build settings: process environment first, then the env file, then defaults. Strict: the first bad
+    setting is a ConfigError (exit 3), as ``watch`` needs.
 
     A configuration error's text passes the Redactor of every secret value read (env file included).
     """
+    return _load(environ, lenient=False)[0]
+
+
+def load_lenient(environ: Optional[Mapping[str, str]] = None) -> Tuple[Settings, List[ConfigError]]:
+    """Settings for the commands that need no webhook and no tuning: ``cancel`` needs only the state root,
+    ``status`` and ``inspect`` only read. Each bad setting is returned (a ConfigError naming it, redacted
+    like any other, for the caller to show as a warning) and its default used, for this command only, so
+    that a slip in the env file (``ATVM_HUNG_AFTER_SECONDS=2h``) never keeps an operator from cancelling a
+    run or seeing where it stands. A bad state root is still an error: a cancel written elsewhere would
+    be worse than a refusal.
+    """
+    return _load(environ, lenient=True)
+
+
+def _load(environ: Optional[Mapping[str, str]], lenient: bool) -> Tuple[Settings, List[ConfigError]]:
     process = dict(os.environ if environ is None else environ)
     env_file = Path(process.get("ATVM_WATCHER_ENV_FILE") or DEFAULT_ENV_FILE)
     file_values, problem, unsafe = _read_env_file(env_file)
-    try:
-        return _settings(process, file_values, env_file, problem, unsafe)
-    except ConfigError as exc:
-        raise ConfigError(_redactor(process, file_values)(str(exc))) from None
+    redact = _redactor(process, file_values)
+    warnings: List[ConfigError] = []
+    while True:  # ends: each turn either returns, raises, or drops one setting from the two sources
+        try:
+            settings = _settings(process, file_values, env_file, problem, unsafe)
+            _check_paths(settings)
+            return settings, warnings
+        except ConfigError as exc:
+            named = exc.setting is not None and (exc.setting in process or exc.setting in file_values)
+            if not (lenient and named):
+                raise ConfigError(redact(str(exc)), exc.setting) from None
+            warnings.append(ConfigError(redact(str(exc)), exc.setting))
+            process.pop(exc.setting, None)
+            file_values.pop(exc.setting, None)
+
+
+def _check_paths(settings: Settings) -> None:
+    for attr, name in PATH_SETTINGS.items():
+        path = str(getattr(settings, attr))
+        if not path.startswith("/") or "\0" in path:
+            raise ConfigError(f"{name} must be an absolute path without NUL bytes (value not shown)",
+                              None if attr == "state_root" else name)
 
 
 def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_file: Path, problem: Optional[str],
@@ -257,10 +351,10 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
     automation_root = Path(env.get("ATVM_AUTOMATION_ROOT") or DEFAULT_AUTOMATION_ROOT)
     mode = (env.get("ATVM_DELIVERY") or "at-most-once").strip().lower()
     if mode not in ("at-most-once", "at-least-once"):
-        raise ConfigError("ATVM_DELIVERY must be at-most-once or at-least-once (value not shown)")
+        raise ConfigError("ATVM_DELIVERY must be at-most-once or at-least-once (value not shown)", "ATVM_DELIVERY")
     webhook = (env.get("MATTERMOST_ATVM_WEBHOOK") or "").strip()
-    if webhook and not webhook.lower().startswith(("http://", "https://")):
-        raise ConfigError("MATTERMOST_ATVM_WEBHOOK must be an http:// or https:// URL (value not shown)")
+    if webhook:
+        _check_webhook(webhook)
     return Settings(
         webhook=webhook,
         channel=(env.get("MATTERMOST_ATVM_CHANNEL") or "").strip(),
@@ -272,13 +366,13 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         report_dir=Path(env.get("ATVM_REPORT_DIR") or automation_root / "cypress" / "cmcReporter"),
         log_dir=Path(env.get("ATVM_LOG_DIR") or DEFAULT_LOG_DIR),
         inventory=Path(env.get("ATVM_INVENTORY") or default_inventory()),
-        poll_seconds=_seconds(env, "ATVM_POLL_SECONDS", 1.0, minimum=0.01),
+        poll_seconds=_seconds(env, "ATVM_POLL_SECONDS", 1.0),
         hung_after_seconds=_seconds(env, "ATVM_HUNG_AFTER_SECONDS", 3600.0),
         start_timeout_seconds=_seconds(env, "ATVM_START_TIMEOUT_SECONDS", 1800.0),
         gone_grace_seconds=_seconds(env, "ATVM_GONE_GRACE_SECONDS", 60.0),
         settle_seconds=_seconds(env, "ATVM_SETTLE_SECONDS", 2.0),
         launch_allowance_seconds=_seconds(env, "ATVM_LAUNCH_ALLOWANCE_SECONDS", 300.0),
-        post_timeout_seconds=_seconds(env, "ATVM_POST_TIMEOUT_SECONDS", 15.0, minimum=0.05),
+        post_timeout_seconds=_seconds(env, "ATVM_POST_TIMEOUT_SECONDS", 15.0),
         post_attempts=_count(env, "ATVM_POST_ATTEMPTS", 5),
         post_backoff_seconds=_seconds(env, "ATVM_POST_BACKOFF_SECONDS", 2.0),
         post_max_wait_seconds=_seconds(env, "ATVM_POST_MAX_WAIT_SECONDS", 300.0),

@@ -7,9 +7,11 @@ all speak the same vocabulary.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 
 class Word(str, Enum):
@@ -157,10 +159,11 @@ class LogFacts:
 class OutcomeFile:
     path: str
     mtime: float
-    text: str  # first line, stripped; "" for an empty (maybe half-written) file
+    text: str  # first line, stripped; "" for an empty (maybe half-written) file. Never shown unless it parses
     problem: Optional[str] = None
     changed_at: Optional[float] = None
     seen_change: bool = False
+    size: int = 0  # bytes: what is shown of a file whose first line does not parse (never its content)
 
 
 @dataclass(frozen=True)
@@ -191,19 +194,91 @@ def changed_at(f: Any) -> float:
     return f.changed_at if f.changed_at is not None else f.mtime
 
 
-class ReportSet(tuple):
-    """The reports of one scope, in path order.
+class ReportSet(Sequence):
+    """The reports of one scope, in the adapter's order: folder by folder, each folder's files by name.
 
-    The adapter hands back the very same object while no report changed, so what the decision
-    derives from thousands of reports (totals, the newest mtime, ...) is computed once per set
-    (``derive``) instead of on every poll.
+    A read-only sequence of reports. The adapter hands back the very same object while no report changed,
+    so what the decision derives from thousands of reports (totals, the newest mtime, ...) is computed once
+    per set (``derive``) instead of on every poll.
+
+    It holds reports (``ReportSet(reports)``), or the rows of a table the adapter keeps in compact columns
+    (``ReportSet.of_table``): each report is then made as it is read, and a set made of rows of one table
+    (the decision's "this run's reports") keeps only their positions. So a run's 200,000 reports are never
+    200,000 objects kept at once (docs/PERFORMANCE.md). A table has ``len()``, ``row(position)`` and
+    ``rows(positions)`` (positions None: all); each row it makes has ``table`` and ``position``.
     """
 
+    __slots__ = ("_items", "_table", "_positions", "_cache")
+
+    def __init__(self, reports: Iterable[Any] = ()):
+        # Rows of one table are kept as positions, read as they come: the decision's subsets of a big set
+        # are made from a generator, which must never be turned into a tuple of every row.
+        table: Any = None
+        positions = array("q")
+        items: Optional[List[Any]] = None
+        for r in reports:
+            t = getattr(r, "table", None)
+            if items is None and t is not None and (table is None or t is table):
+                table = t
+                positions.append(r.position)
+                continue
+            if items is None:
+                items = list(table.rows(positions)) if table is not None else []
+            items.append(r)
+        self._cache: Optional[Dict[Any, Any]] = None
+        if items is None and table is not None:
+            self._items, self._table, self._positions = None, table, positions
+        else:
+            self._items, self._table, self._positions = tuple(items or ()), None, None
+
+    @classmethod
+    def of_table(cls, table: Any) -> ReportSet:
+        """Every row of an adapter's table, in its order."""
+        made = cls()
+        made._items, made._table = None, table
+        return made
+
+    def __len__(self) -> int:
+        if self._items is not None:
+            return len(self._items)
+        return len(self._positions) if self._positions is not None else len(self._table)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._items is not None:
+            return iter(self._items)
+        return self._table.rows(self._positions)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return ReportSet(self[i] for i in range(*index.indices(len(self))))
+        if self._items is not None:
+            return self._items[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("report index out of range")
+        index %= n
+        return self._table.row(self._positions[index] if self._positions is not None else index)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (ReportSet, tuple, list)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ReportSet(<{len(self)} reports>)"
+
     def derive(self, key: Any, compute: Callable[[], Any]) -> Any:
-        cache = self.__dict__
-        if key not in cache:
-            cache[key] = compute()
-        return cache[key]
+        if self._cache is None:
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
 
 NO_REPORTS = ReportSet()

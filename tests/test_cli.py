@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, WATCHER
 
-from atvm_watcher.settings import ConfigError, load, parse_env_file
+from atvm_watcher.settings import BOUNDS, PATH_SETTINGS, ConfigError, load, parse_env_file
 
 COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request", "launch"]
 
@@ -139,6 +139,24 @@ def test_check_fails_on_a_readable_env_file_and_says_how_to_fix_it(world):
     assert res.returncode == 3 and "chmod 600" in res.stdout
 
 
+@pytest.mark.parametrize("setting, label", [("ATVM_LOG_DIR", "log folder"), ("ATVM_REPORT_DIR", "report folder")])
+def test_check_warns_about_an_evidence_folder_a_local_user_can_write(world, setting, label):
+    """The watcher runs as root and takes what it finds there as the run's outcome: a folder writable by
+    others (the default /tmp/.log made world-writable) or not owned by root is a WARN that says what to do."""
+    installed_world(world)
+    folder = Path(world.env[setting])
+    assert f"WARN {label}" not in world.cli("check").stdout  # root-owned 0755: nothing to say
+    folder.chmod(0o1777)
+    res = world.cli("check")
+    assert f"WARN {label} {folder} is writable by others (mode 1777)" in res.stdout, res.stdout
+    assert f"install -d -m 0755 -o root {folder}" in res.stdout and f"set {setting}" in res.stdout
+    folder.chmod(0o755)
+    os.chown(folder, 65534, 65534)
+    res = world.cli("check")
+    assert f"WARN {label} {folder} is owned by uid 65534, not root" in res.stdout, res.stdout
+    assert res.returncode == 0  # a warning, not a failure: the install works
+
+
 def test_check_fails_without_the_unit(world):
     res = world.cli("check")
     assert res.returncode == 3 and "not installed" in res.stdout
@@ -167,6 +185,90 @@ def test_bad_settings_are_configuration_errors(tmp_path, name, value):
     with pytest.raises(ConfigError) as err:
         load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), name: value})
     assert name in str(err.value)
+
+
+HOSTILE = ["1e10", "nan", "inf", "-inf", "-1", "1e400", "9" * 30, "2h"]
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_every_number_setting_has_bounds_and_refuses_hostile_values(tmp_path, name):
+    """A duration past its maximum (a week at most), NaN, infinity, a negative value or an absurd count is a
+    configuration error naming the setting and its range; the bounds themselves are accepted."""
+    low, high = BOUNDS[name]
+    base = {"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none")}
+    assert 0 <= low < high <= 7 * 86400
+    for value in HOSTILE + [repr(high * 2)]:
+        with pytest.raises(ConfigError) as err:
+            load({**base, name: value})
+        text = str(err.value)
+        assert name in text and f"{high:g}" in text and f"{low:g}" in text, text
+    for value in (low, high):
+        typed = int(value) if name == "ATVM_POST_ATTEMPTS" else value
+        assert getattr(load({**base, name: str(typed)}), name[len("ATVM_"):].lower()) == typed
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_hostile_number_settings_are_refused_at_start_by_the_real_cli(world, name):
+    """``ATVM_POLL_SECONDS=1e10`` used to pass the load and crash at the first poll (an overflow in the sleep),
+    which systemd restarts for ever; ``ATVM_POST_TIMEOUT_SECONDS=1e10`` crashed after the intent record.
+    Now ``watch`` and ``check`` exit 3 before anything is written, naming the setting and its range."""
+    for value in ("1e10", "nan", "-1"):
+        res = world.cli("watch", "--build-name", "b-hostile", env={name: value})
+        assert res.returncode == 3 and name in res.stderr and "from" in res.stderr, (value, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert not world.build_dir("b-hostile").exists()
+    res = world.cli("check", env={name: "1e10"})
+    assert res.returncode == 3 and f"FAIL configuration: {name}=" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("name", sorted(PATH_SETTINGS.values()))
+@pytest.mark.parametrize("value", ["relative/path", "/tmp/with\x00nul"])
+def test_path_settings_must_be_absolute_without_nul(world, name, value):
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    env_file.write_text(f"{name}={value}\n")
+    env_file.chmod(0o600)
+    env = {k: v for k, v in world.env.items() if k != name}
+    res = subprocess.run([sys.executable, str(WATCHER), "watch", "--build-name", "b-path"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3 and name in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_check_lists_every_bad_setting_not_only_the_first(world):
+    installed_world(world)
+    res = world.cli("check", env={"ATVM_POLL_SECONDS": "1e10", "ATVM_POST_ATTEMPTS": "0",
+                                  "ATVM_SETTLE_SECONDS": "soon"})
+    assert res.returncode == 3
+    for name in ("ATVM_POLL_SECONDS", "ATVM_POST_ATTEMPTS", "ATVM_SETTLE_SECONDS"):
+        assert f"FAIL configuration: {name}" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("url", ["http://" + "a" * 64 + ".example/hooks/x", "http://mattermost..example/hooks/x",
+                                 "http://127.0.0.1:0/hooks/x", "http://127.0.0.1:65536/hooks/x"])
+def test_a_webhook_the_post_could_not_use_is_refused_at_start(world, url):
+    res = world.cli("watch", "--build-name", "b-url", env={"MATTERMOST_ATVM_WEBHOOK": url})
+    assert res.returncode == 3 and "MATTERMOST_ATVM_WEBHOOK" in res.stderr, res.stderr
+    assert not world.build_dir("b-url").exists()
+
+
+def test_read_only_commands_and_cancel_warn_about_a_broken_line_and_go_on(world):
+    """``status``, ``inspect`` and ``cancel`` need no webhook and no tuning: a bad line is a warning naming it
+    (its default is used for that command), never a refusal; ``watch`` stays strict."""
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    env_file.write_text("ATVM_HUNG_AFTER_SECONDS=2h\nATVM_POLL_SECONDS=1e10\nMATTERMOST_ATVM_WEBHOOK=ftp://x/y\n")
+    env_file.chmod(0o600)
+    env = {k: v for k, v in world.env.items() if k not in ("ATVM_HUNG_AFTER_SECONDS", "ATVM_POLL_SECONDS",
+                                                           "MATTERMOST_ATVM_WEBHOOK")}
+    world.env = env
+    world.cli("record-request", "--build-name", "b-lenient", env={"ATVM_WATCHER_ENV_FILE": "/nonexistent"}, check=True)
+    for command in (["status"], ["status", "--json"], ["inspect", "--build-name", "b-lenient"],
+                    ["cancel", "--build-name", "b-lenient"]):
+        res = world.cli(*command)
+        assert res.returncode == 0, (command, res.stderr)
+        for name in ("ATVM_HUNG_AFTER_SECONDS", "ATVM_POLL_SECONDS", "MATTERMOST_ATVM_WEBHOOK"):
+            assert f"warning: configuration: {name}" in res.stderr, (command, res.stderr)
+    assert (world.build_dir("b-lenient") / "cancelled.marker").exists()
+    res = world.cli("watch", "--build-name", "b-lenient")
+    assert res.returncode == 3 and "ATVM_" in res.stderr
 
 
 def test_bad_setting_exits_3_with_a_clear_message(world):
@@ -292,3 +394,10 @@ def test_a_build_whose_watcher_stopped_part_way_needs_rerun_or_resume(world):
     assert res.returncode == 0 and "archived" in res.stdout and not sub.exists()
     res = world.cli("record-request", "--build-name", build, "--rerun", "--resume")
     assert res.returncode == 2
+
+
+def test_every_bound_is_documented_in_the_readme():
+    rows = {line.split("|")[1].strip(): line for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith("| `ATVM_")}
+    for name, (low, high) in BOUNDS.items():
+        assert f"{low:g}-{high:g}" in rows[f"`{name}`"], name

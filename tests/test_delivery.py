@@ -185,6 +185,36 @@ def test_intent_write_failure_sends_nothing(tmp_path, monkeypatch):
     assert script.seen_phases == [] and not build.delivery_file.exists()
 
 
+def test_an_exception_inside_an_attempt_never_leaves_the_intent_sending(tmp_path):
+    """``post`` never raises; should one all the same, the record says what is known (uncertain, and why),
+    not "sending", and the watcher goes on to record and exit instead of crashing mid-attempt."""
+    build, d, _, _ = make(tmp_path)
+
+    def explode(url, payload, timeout):
+        raise OverflowError("timestamp out of range for platform time_t")
+
+    d.post = explode
+    result = d.deliver(build, PAYLOAD, "COMPLETED")
+    assert result.outcome == "uncertain" and "OverflowError" in result.detail
+    assert build.read_delivery()["phase"] == "uncertain"
+
+
+@pytest.mark.parametrize("url, timeout", [(URL.replace("127.0.0.1:9", "a" * 64 + ".example"), 1.0),
+                                          (URL, 1e10), (URL, float("nan"))])
+def test_an_attempt_that_sent_nothing_is_not_sent_and_sent_by_the_next_watcher(tmp_path, url, timeout):
+    """The real post function: refused before the first byte, so recorded not-sent (never "sending", which a
+    restart reports as DELIVERY-UNCERTAIN and never resends), and the next watcher sends it."""
+    build = BuildDir(tmp_path / "state" / "b")
+    build.ensure()
+    d = Deliverer(build, url, timeout, 2, 0.0, 0.0, False, lambda seconds: True)
+    result = d.deliver(build, PAYLOAD, "COMPLETED")
+    assert result.outcome == "not-sent" and "nothing was sent" in result.detail, result
+    assert build.read_delivery()["phase"] == "not-sent"
+    assert previous(build, at_least_once=False) is None  # nothing settled: the next attempt is made
+    _, again, script, _ = make(tmp_path, OK)
+    assert again.deliver(build, PAYLOAD, "COMPLETED").outcome == "posted" and script.seen_phases == ["sending"]
+
+
 # --- the state folder under a full disk and hostile content ---------------------------------------
 
 

@@ -69,6 +69,8 @@ FAKE_SYSTEMCTL = textwrap.dedent(
         state = world.get("is_active", "inactive")
         print(state)
         sys.exit(0 if state == "active" else 3)
+    elif args[:1] == ["stop"]:
+        sys.exit(world.get("stop_rc", 0))
     """
 )
 
@@ -497,6 +499,54 @@ def test_cancel_leaves_a_stopped_instance_alone(fakes):
 def test_cancel_refused_name_changes_nothing(fakes):
     done = helper(CANCEL, fakes, "--build-name", "../etc", rc=2)
     assert done.returncode == 2 and fakes.calls("systemctl") == []
+
+
+@pytest.mark.parametrize("rc", [3, 1])
+@pytest.mark.parametrize("state", ["active", "inactive"])
+def test_cancel_stops_the_unit_even_when_the_marker_could_not_be_written(fakes, rc, state):
+    """A configuration error (3) or a broken state folder (1) in ``atvm_run_watcher.py cancel``: no marker,
+    but the unit is stopped all the same (a stopped watcher posts nothing), the helper says plainly what it
+    did and did not do, and exits non-zero, with the cancel's own code."""
+    fakes.set_world(is_active=state)
+    done = helper(CANCEL, fakes, "--build-name", "b1", rc=rc)
+    assert done.returncode == rc, done.stdout + done.stderr
+    stops = [c for c in fakes.calls("systemctl") if c[0] == "stop"]
+    assert stops == ([["stop", "atvm-run-watcher@b1.service"]] if state == "active" else [])
+    assert "NOT written" in done.stderr and "NOT marked cancelled" in done.stderr
+    assert ("its watcher is stopped" if state == "active" else "its watcher is not running") in done.stderr
+    assert ("Stopped atvm-run-watcher@b1.service" if state == "active" else "is not running") in done.stdout
+
+
+def test_cancel_says_so_when_the_unit_cannot_be_stopped(fakes):
+    fakes.set_world(is_active="active", stop_rc=5)
+    done = helper(CANCEL, fakes, "--build-name", "b1")
+    assert done.returncode == 1 and "marked cancelled, but its watcher is NOT stopped" in done.stderr, done.stderr
+
+
+def test_cancel_helper_with_a_broken_env_file_cancels_a_running_watcher(world, fakes):
+    """End to end: a real watcher on a real run, then a broken tuning line and a bad webhook in the env
+    file; the cancel helper (the real CLI, a fake systemctl that stops nothing) still writes the marker,
+    and the watcher, which re-checks it every poll, ends CANCELLED: the run that then finishes is never
+    posted. It used to fail with a configuration error, write no marker and stop nothing."""
+    build = "e2e-cancel-broken-env"
+    world.cli("record-request", "--build-name", build, check=True)
+    launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "0.4")
+    watcher = world.start_watcher("--build-name", build)
+    world.wait_for_state(build)
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    env_file.write_text("ATVM_HUNG_AFTER_SECONDS=2h\nMATTERMOST_ATVM_WEBHOOK=mattermost.example/hooks/x\n")
+    env_file.chmod(0o600)
+    env = {k: v for k, v in world.env.items() if k not in ("ATVM_HUNG_AFTER_SECONDS", "MATTERMOST_ATVM_WEBHOOK")}
+    fakes.set_world(is_active="active")
+    done = run([CANCEL, "--build-name", build], env={**fakes.env(**env), "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cancelled.marker written" in done.stdout
+    assert "warning: configuration: ATVM_HUNG_AFTER_SECONDS" in done.stderr
+    assert watcher.wait(timeout=30) == 0
+    launcher.wait(timeout=60)
+    state = json.loads((world.build_dir(build) / "state.json").read_text())
+    assert state["state"] == "CANCELLED" and (world.build_dir(build) / "cancelled.marker").exists()
+    assert world.receiver.requests == []
 
 
 def test_start_with_the_real_cli_refuses_a_bad_name_before_writing(tmp_path, fakes):

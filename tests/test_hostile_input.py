@@ -696,3 +696,93 @@ def test_one_unreadable_build_folder_never_breaks_status(world):
             assert "fine" in res.stdout and "locked" in res.stdout
     finally:
         locked.chmod(0o700)
+
+
+# --- files a local user can plant in a world-writable log folder ------------------------------------
+
+MARKER = "ATVM-ROOT-ONLY-MARKER-7f3a"
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@contextlib.contextmanager
+def sticky_world_folder():
+    """A folder like /tmp: world-writable with the sticky bit, on the real /tmp so an unprivileged user can
+    reach it (pytest's tmp_path is root's alone)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to plant files as an unprivileged user")
+    base = Path(tempfile.mkdtemp(prefix="atvm-sticky-", dir="/tmp"))
+    try:
+        base.chmod(0o1777)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_nobody(*argv: str) -> None:
+    subprocess.run(NOBODY + list(argv), check=True, capture_output=True, timeout=30)
+
+
+def test_links_planted_by_a_local_user_are_not_followed_and_never_echoed(world, tmp_path):
+    """The watcher runs as root and the default log folder is in /tmp. A local user links B.status, B.exit,
+    B.pid and a report to root-only files: none is followed (they used to be: the first
+    line of the target went into the journal, state.json and inspect), the marker those files hold appears
+    in no output and no file of the watcher, and the run is decided from what can be trusted (the log)."""
+    secrets = tmp_path / "root-only"
+    secrets.mkdir(mode=0o700)
+    text_secret, number_secret = secrets / "secret.txt", secrets / "number.txt"
+    text_secret.write_text(f"{MARKER} root:x:0:0\n")
+    number_secret.write_text(f"137\n{MARKER}\n")  # followed, the exit file would say "killed": TERMINATED
+    for f in (text_secret, number_secret):
+        f.chmod(0o600)
+    with sticky_world_folder() as base:
+        for sub in ("log", "reports"):
+            (base / sub).mkdir(mode=0o1777)
+            (base / sub).chmod(0o1777)
+        world.env.update(ATVM_LOG_DIR=str(base / "log"), ATVM_REPORT_DIR=str(base / "reports"))
+        build = "planted-links"
+        run = world.layout(build).run()
+        finished(world, build)  # the genuine run: log (banner, all passed) and report, by root
+        run.exit.unlink()  # the launcher writes no outcome file: the attacker's would be all there is
+        run.reports.chmod(0o1777)
+        as_nobody("ln", "-s", str(text_secret), str(run.status))
+        as_nobody("ln", "-s", str(number_secret), str(run.exit))
+        as_nobody("ln", "-s", str(text_secret), str(world.layout(build).pid_file()))
+        as_nobody("ln", "-s", str(text_secret), str(run.reports / "planted.json"))
+        assert run.status.lstat().st_uid == 65534
+
+        code, out, err = watch(world, build)
+        outputs = [out, err]
+        for command in (["inspect", "--build-name", build], ["inspect", "--build-name", build, "--json"],
+                        ["status"], ["status", "--json"]):
+            res = cli(world, *command)
+            assert res.returncode == 0, res.stderr
+            outputs += [res.stdout, res.stderr]
+        assert code == 0, err
+        recorded = read_json(world.build_dir(build) / "state.json")
+        assert (recorded["state"], recorded["rule"]) == ("COMPLETED", "log-banner"), recorded
+        assert len(world.receiver.posts) == 1
+        leaks = [t for t in outputs + [json.dumps(world.receiver.posts)] if MARKER in t]
+        leaks += [str(p) for p in world.state_root.rglob("*") if p.is_file() and MARKER.encode() in p.read_bytes()]
+        assert leaks == []
+        assert "symbolic link, not followed" in "".join(outputs)  # inspect says what it passed over
+
+
+def test_an_outcome_or_pid_file_that_does_not_parse_is_described_never_shown(world):
+    """A file a stranger wrote (or any garbage) in place of B.status, B.exit or B.pid: the decision, the
+    journal, state.json and inspect say how many bytes it holds and that it is no state word, exit code or
+    pid, never what it holds."""
+    for which in ("status", "exit"):
+        build = f"garbage-{which}"
+        finished(world, build)
+        run = world.layout(build).run()
+        getattr(run, which).write_text(f"{MARKER} and more\nsecond line\n")
+        world.layout(build).pid_file().write_text(f"{MARKER}\n")
+        code, out, err = watch(world, build)
+        recorded = read_json(world.build_dir(build) / "state.json")
+        assert code == 0 and recorded["state"] == "UNKNOWN", recorded
+        size = getattr(run, which).stat().st_size
+        assert f"holds {size} bytes that are not" in recorded["reason"], recorded["reason"]
+        res = cli(world, "inspect", "--build-name", build)
+        assert f"holds {size} bytes that are not" in res.stdout and "bytes that are not a pid" in res.stdout
+        for text in (out, err, res.stdout, res.stderr, json.dumps(recorded)):
+            assert MARKER not in text, text

@@ -194,12 +194,75 @@ def test_connect_timeout_is_not_sent():
     assert time.monotonic() - started < 10  # bounded by the timeout, not by the kernel's SYN retries
 
 
-def test_a_url_http_client_would_refuse_is_rejected_before_connecting(receiver):
+def test_a_url_http_client_would_refuse_is_not_sent_and_refused_before_connecting(receiver):
     for url in (receiver.url + " x", receiver.url + "\r\nX: y", receiver.url + "é"):
         outcome = mattermost.post(url, PAYLOAD, timeout=1)
-        assert outcome.kind == "rejected", outcome
+        assert outcome.kind == "not-sent" and "nothing was sent" in outcome.detail, outcome
         assert_no_token(repr(outcome))
     assert receiver.requests == []
+
+
+# --- nothing sent never reads as "maybe sent" ----------------------------------------------------------
+
+
+def with_host(url: str, host: str) -> str:
+    return re.sub(r"//[^/]+/", f"//{host}/", url, count=1)
+
+
+BAD_BEFORE_SENDING = {  # a URL or timeout every layer must refuse before a byte of the request leaves
+    "label-over-63": lambda url: (with_host(url, "a" * 64 + ".example"), 1.0),
+    "empty-label": lambda url: (with_host(url, "mattermost..example"), 1.0),
+    "leading-dot": lambda url: (with_host(url, ".example"), 1.0),
+    "name-over-253": lambda url: (with_host(url, ".".join(["abcdefghi"] * 26)), 1.0),
+    "port-0": lambda url: (with_host(url, "127.0.0.1:0"), 1.0),
+    "port-over-65535": lambda url: (with_host(url, "127.0.0.1:65536"), 1.0),
+    "bad-ipv6": lambda url: (with_host(url, "[::zz]"), 1.0),
+    "timeout-1e10": lambda url: (url, 1e10),
+    "timeout-nan": lambda url: (url, float("nan")),
+    "timeout-inf": lambda url: (url, float("inf")),
+    "timeout-negative": lambda url: (url, -1.0),
+    "timeout-zero": lambda url: (url, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_BEFORE_SENDING))
+def test_what_fails_before_the_first_byte_is_not_sent(receiver, name, no_dns):
+    """A failure before the request leaves is not-sent (retried, exit 75), never uncertain (never resent):
+    a host label over 63 characters (IDNA) and a timeout of 1e10 s (an overflow) used to raise, after the
+    intent record, so the restart said DELIVERY-UNCERTAIN though nothing had been sent."""
+    url, timeout = BAD_BEFORE_SENDING[name](receiver.url)
+    outcome = mattermost.post(url, PAYLOAD, timeout=timeout)
+    assert outcome.kind == "not-sent" and "nothing was sent" in outcome.detail, outcome
+    assert_no_token(repr(outcome))
+    assert receiver.requests == [] and no_dns == []
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "x..example"])
+def test_a_host_the_connect_call_refuses_is_not_sent(receiver, host, monkeypatch):
+    """Below the URL check: the IDNA error raised inside connect() itself (before any lookup is made) is a
+    failure before sending."""
+    monkeypatch.setattr(transport, "_resolvable", lambda h: True)
+    target = transport.Target(with_host(receiver.url, host))
+    answer = transport.post(target, b"{}", mattermost.HEADERS, 1.0)
+    assert isinstance(answer, transport.Failure) and answer.sent is False, answer
+    assert receiver.requests == []
+
+
+def test_a_request_http_client_refuses_to_build_is_not_sent(receiver):
+    """http.client checks the request line and headers as it builds them, which now happens before the
+    connection is made; the check used to come after it, so its refusal read as "maybe sent"."""
+    target = transport.Target(receiver.url)
+    target.path = f"/hooks/{HOOK_TOKEN} with spaces"  # past Target's own check
+    for t, headers in ((target, mattermost.HEADERS), (transport.Target(receiver.url), {"X-Bad": "a\r\nb"})):
+        answer = transport.post(t, b"{}", headers, 1.0)
+        assert isinstance(answer, transport.Failure) and answer.sent is False, answer
+        assert_no_token(answer.reason)
+    assert receiver.requests == []
+
+
+def test_a_payload_that_cannot_be_encoded_is_not_sent(receiver):
+    outcome = mattermost.post(receiver.url, ["a", "damaged", "stored", "payload"], timeout=1)
+    assert outcome.kind == "not-sent" and receiver.requests == []
 
 
 def test_a_lone_surrogate_in_the_payload_is_sent_not_crashed_on(receiver):

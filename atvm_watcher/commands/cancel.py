@@ -21,14 +21,14 @@ def _scopes(names: Tuple[str, ...]) -> str:
 def run(settings: Settings, build: str) -> int:
     bd = BuildDir.of(settings.state_root, build)
     if not bd.path.is_dir():
-        print(f"build {build} is unknown (no state under {settings.state_root}); nothing cancelled")
+        print(f"build {build} is unknown (no state under {settings.state_root}); nothing cancelled, no marker written")
         return ExitCode.OK
     result = cancel_build(bd, build)
     if not result.cancelled:
         posted = f"; posted: {_scopes(result.posted)}" if result.posted else ""
-        print(f"build {build} already finished ({result.finished}){posted}; nothing changed")
+        print(f"build {build} already finished ({result.finished}){posted}; nothing changed, no marker written")
     else:
-        print(f"cancelled build {build}: nothing more will be posted for it")
+        print(f"cancelled build {build}: {bd.cancelled_marker} written; nothing more will be posted for it")
         if result.posted:
             print(f"  already posted before the cancel: {_scopes(result.posted)}")
     if result.uncertain:

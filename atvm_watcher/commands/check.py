@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from .. import inventory
-from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
+from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load_lenient
 from ..transport import Target
 from ..vocab import ExitCode
 
@@ -53,10 +53,40 @@ def _paths(s: Settings) -> List[Tuple[str, str]]:
                         ("log folder", s.log_dir)):
         rows.append(("OK", f"{label} {path} exists") if path.is_dir()
                     else ("WARN", f"{label} {path} does not exist (yet)"))
+    rows += _plantable("log folder", "ATVM_LOG_DIR", s.log_dir)
+    rows += _plantable("report folder", "ATVM_REPORT_DIR", s.report_dir)
     vms, problem = inventory.load_inventory(s.inventory)
     rows.append(("WARN", f"inventory: {problem}") if problem
                 else ("OK", f"inventory {s.inventory}: {len(vms)} VM rows"))
     return rows
+
+
+def _plantable(label: str, setting: str, path: Path) -> List[Tuple[str, str]]:
+    """A WARN when a local user could plant files in a folder of the run's evidence.
+
+    The watcher runs as root and reads the outcome, pid, log and report files there as the run's own:
+    in a folder others can write (the default /tmp/.log, if made world-writable) or that is not root's,
+    anyone can write a B.status that decides a run, or a link to a root-only file. The watcher never
+    follows such links and never shows a file's content beyond the word it parses, but what a stranger
+    wrote can still decide the run.
+    """
+    try:
+        link, st = os.lstat(path), os.stat(path)
+    except OSError:
+        return []  # missing: said above
+    fix = (f"make it a folder only root can write ('install -d -m 0755 -o root {path}'), "
+           f"or set {setting} to one")
+    why = []
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != 0:
+        why.append(f"is a symbolic link owned by uid {link.st_uid}")
+    if st.st_uid != 0:
+        why.append(f"is owned by uid {st.st_uid}, not root")
+    if st.st_mode & stat.S_IWOTH:
+        why.append(f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
+    if not why:
+        return []
+    return [("WARN", f"{label} {path} {' and '.join(why)}: a local user could plant the run's outcome, pid or "
+                     f"report files there; {fix}")]
 
 
 def _install() -> List[Tuple[str, str]]:
@@ -80,13 +110,16 @@ def run() -> int:
     version = ".".join(map(str, sys.version_info[:3]))
     rows.append(("OK", f"python {version}") if sys.version_info >= (3, 9) else ("FAIL", f"python {version} < 3.9"))
     try:
-        s = load()
+        s, problems = load_lenient()  # every bad setting is listed, not only the first
     except ConfigError as exc:
         rows.append(("FAIL", f"configuration: {exc}"))
-        s = None
+        s, problems = None, []
+    rows += [("FAIL", f"configuration: {problem}") for problem in problems]
     if s is not None:
+        webhook_said = any(p.setting == "MATTERMOST_ATVM_WEBHOOK" for p in problems)
         for part in (_env_file, _webhook, _paths):
-            rows += part(s)
+            if not (part is _webhook and webhook_said):
+                rows += part(s)
         rows += _install() + _unit(s)
     for level, text in rows:
         print(f"{level:4} {text}")

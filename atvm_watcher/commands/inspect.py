@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from ..decide import decide
+from ..decide import EXIT_RE, decide
 from ..discover import Found, discover
 from ..evidence import EvidenceReader
 from ..ledger import recorded_groups, recorded_run_start
 from ..settings import TEMPLATE_SETTINGS, Settings
 from ..statedir import BuildDir, read_json, utc_now_iso
-from ..vocab import ExitCode, ScopeEvidence, Snapshot
+from ..vocab import TERMINAL, ExitCode, OutcomeFile, ScopeEvidence, Snapshot, State
 
 
 def _scope_lines(scope: ScopeEvidence) -> List[str]:
@@ -29,14 +29,28 @@ def _scope_lines(scope: ScopeEvidence) -> List[str]:
         lines.append(f"log {log.path}: {log.size} bytes, modified {utc_now_iso(log.mtime)}, {seen}{said_text}")
     else:
         lines.append("log: not found")
-    for label, f in (("status file", scope.status), ("exit file", scope.exit)):
-        lines.append(f"{label} {f.path}: {f.text!r}" if f else f"{label}: not found")
-    ok = [r for r in scope.reports if r.result.status == "ok"]
-    lines.append(f"reports: {len(scope.reports)} file(s), {len(ok)} readable")
-    for r in scope.reports:
-        if r.result.status != "ok":
-            lines.append(f"  {r.result.path}: {r.result.status}: {r.result.detail}")
+    for label, f, parses, what in (("status file", scope.status, _is_state_word, "a state word"),
+                                   ("exit file", scope.exit, EXIT_RE.fullmatch, "an exit code")):
+        lines.append(f"{label}: not found" if not f else f"{label} {f.path}: {_outcome_text(f, parses, what)}")
+    unread = [r.result for r in scope.reports if r.result.status != "ok"]
+    lines.append(f"reports: {len(scope.reports)} file(s), {len(scope.reports) - len(unread)} readable")
+    for res in unread:
+        lines.append(f"  {res.path}: {res.status}: {res.detail}")
     return lines
+
+
+def _is_state_word(text: str) -> bool:
+    return State.of(text.upper()) in TERMINAL
+
+
+def _outcome_text(f: OutcomeFile, parses: Callable[[str], Any], what: str) -> str:
+    """What an outcome file says, shown only when it parses: the file may not be the run's (a world-writable
+    log folder), and its content is never echoed."""
+    if f.problem:
+        return f"cannot be read ({f.problem})"
+    if not f.text:
+        return "empty"
+    return repr(f.text) if parses(f.text) else f"holds {f.size} bytes that are not {what}"
 
 
 def explain(snap: Snapshot, settings: Settings, recorded: Optional[Dict[str, Any]]) -> Dict[str, Any]:
