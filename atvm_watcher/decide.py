@@ -129,15 +129,19 @@ class RunStart:
 
 
 def earlier_run_end(snap: Snapshot) -> Optional[OutcomeFile]:
-    """The build's outcome file when other files of the build are newer: an earlier run's end."""
-    outcome = max((f for f in (snap.parent.status, snap.parent.exit) if f is not None and not f.problem),
-                  key=lambda f: f.mtime, default=None)
-    if outcome is None:
+    """The build's newest outcome file that other files of the build are newer than: an earlier run's end.
+
+    Each of .status and .exit is weighed on its own: a run that writes .status after one that wrote
+    .exit leaves that older .exit behind, and the newer .status must not hide it."""
+    outcomes = [f for f in (snap.parent.status, snap.parent.exit) if f is not None and not f.problem]
+    if not outcomes:
         return None
-    others = [f.mtime for s in (snap.parent, *snap.groups) for f in _own(s) if f is not outcome
-              and f is not snap.parent.status and f is not snap.parent.exit]
+    others = [f.mtime for s in (snap.parent, *snap.groups) for f in _own(s)
+              if f is not snap.parent.status and f is not snap.parent.exit]
     others += [_newest_report(s.reports) for s in (snap.parent, *snap.groups) if s.reports]
-    return outcome if any(m > outcome.mtime + STALE_TOLERANCE for m in others) else None
+    newest = max(others, default=None)
+    ended = [f for f in outcomes if newest is not None and newest > f.mtime + STALE_TOLERANCE]
+    return max(ended, key=lambda f: f.mtime, default=None)
 
 
 def _newest_report(reports) -> float:
