@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(systemd-container debootstrap shellcheck)
+# faketime: libfaketime steps the wall clock of a real watcher and launcher (tests/test_clock_steps.py).
+apt_packages=(systemd-container debootstrap shellcheck faketime)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
