@@ -84,8 +84,17 @@ def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
     groups = [fresh(g, start.era(g, snap)) for g in snap.groups]
     if not snap.categorized:
         run = replace(decide_scope(snap, parent, limits, start, cancelled), ignored=ignored)
-        return Decision(run, (), start.how)
-    return decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
+        return Decision(_why_waiting(run, start), (), start.how)
+    d = decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
+    return replace(d, run=_why_waiting(d.run, start))
+
+
+def _why_waiting(v: Verdict, start: RunStart) -> Verdict:
+    """A watcher that waits while files of the build are on disk says why they are not this run's."""
+    if v.state != State.WAITING or not v.ignored:
+        return v
+    return replace(v, reason=f"{v.reason}: the {len(v.ignored)} file(s) of the build on disk are an earlier "
+                   f"run's (this run's start from {start.how})")
 
 
 # --- which files are this run's, and which an earlier run of the same build left behind ---------
@@ -100,7 +109,11 @@ def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
 #   3. an earlier run's end: the run's own outcome file (.status/.exit) older than other files of the
 #      build. A run writes its outcome last, so an older one can only be an earlier run's;
 #   4. while nothing has changed since the watcher started (the run may not have started yet, or
-#      may have finished before the watcher): the request's time less the launch allowance.
+#      may have finished before the watcher): the request's time less the launch allowance;
+#   5. the latest launch: the pid file of a launcher that is no longer running (or whose pid was
+#      reused) was written when the run that wrote it was launched. Taken with rule 3 (the later of
+#      the two wins), after rule 4: a watcher started after its run ended finds that run's pid file,
+#      while a pid file as old as everything else on disk may be an earlier run's.
 # Once the run is seen changing with none of these, every file on disk is taken as this run's:
 # a watcher started late, while its run goes on, counts the run's early reports too.
 
@@ -161,23 +174,42 @@ def run_start(snap: Snapshot, limits: Limits) -> RunStart:
     if snap.recorded_run_start is not None:
         return RunStart(snap.recorded_run_start, "the run start an earlier watcher of this run recorded",
                         None, cut_parent)
+    changed = any(f.seen_change for s in scopes for f in _files(s)) or bool(restarts)
+    marks = []  # (floor, why): each says files older than it are an earlier run's; the latest one wins
     ended = earlier_run_end(snap)
     if ended is not None:
         # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
-        return RunStart(ended.mtime + 2 * STALE_TOLERANCE,
-                        f"{ended.path} is older than other files of the build: an earlier run's end", None, cut_parent)
-    if any(f.seen_change for s in scopes for f in _files(s)) or restarts:
+        marks.append((ended.mtime + 2 * STALE_TOLERANCE,
+                      f"{ended.path} is older than other files of the build: an earlier run's end"))
+    elif not changed:
+        waiting = _before_request(snap, limits, scopes, cut_parent)
+        if waiting is not None:
+            return waiting
+    if launcher.launched_at is not None:
+        marks.append((launcher.launched_at, "the pid file of a launcher no longer running: when the latest run "
+                      "that wrote one was launched"))
+    if marks:
+        floor, how = max(marks)
+        return RunStart(floor, how, None, cut_parent)
+    if changed:
         return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
                         None, cut_parent)
+    # Files as recent as the request: they are this run's, all of them; a bound must never slice a run.
+    return RunStart(None, "the newest file of the build is as recent as the request, less the launch allowance "
+                    f"({limits.launch_allowance:g}s): the files on disk are this run's", None, cut_parent)
+
+
+def _before_request(snap: Snapshot, limits: Limits, scopes, cut_parent: Optional[float]) -> Optional[RunStart]:
+    """Rule 4: nothing changed yet and every file (a pid file too) is older than the request less the allowance."""
     wall_start = _wall(snap, snap.watcher_started_at)
     asked = min(snap.requested_at, wall_start) if snap.requested_at is not None else wall_start
     bound = asked - limits.launch_allowance
     times = [f.mtime for s in scopes for f in _own(s)] + [_newest_report(s.reports) for s in scopes if s.reports]
+    if snap.launcher.launched_at is not None:
+        times.append(snap.launcher.launched_at)
     newest = max(times, default=None)
     if newest is not None and newest >= bound - STALE_TOLERANCE:
-        # Files as recent as the request: they are this run's, all of them; a bound must never slice a run.
-        return RunStart(None, "the newest file of the build is as recent as the request, less the launch allowance "
-                        f"({limits.launch_allowance:g}s): the files on disk are this run's", None, cut_parent)
+        return None
     return RunStart(bound, f"nothing changed since the watcher started and every file of the build is older than "
                     f"the request less the launch allowance ({limits.launch_allowance:g}s): an earlier run's; "
                     "waiting for this run", None, cut_parent)

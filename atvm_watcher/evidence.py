@@ -45,6 +45,10 @@ TAIL_CHECK = 64
 YOUNG_SECONDS = 30.0
 SWEEP_SECONDS = 60.0
 RACY_SECONDS = 2.0
+# A log that shows a finished run (banner and summary) last written this long before the watcher first
+# read it, and that grows later, is being appended to by a new run (see Scope._appended_after_end);
+# a run's own trailing lines come right after its summary.
+FINISHED_QUIET_SECONDS = 5.0
 THOROUGH_SECONDS = 60.0
 BANNER = "(Run Finished)"
 PASSED_RE = re.compile(r"All specs passed!")
@@ -373,12 +377,18 @@ class Scope:
         self.scanner = ReportScanner(paths.reports)
         self.status_path, self.exit_path = paths.status, paths.exit
         self.changes = Changes()
+        self.ended_log: Optional[Tuple[Tuple[int, int], int]] = None  # (inode, size) of a log found finished
 
     def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
         log = self.tail.facts(self.changes, mono, wall)
+        if log is not None and not self.changes.watching:
+            if log.finished_banner and log.summary and wall - log.mtime >= FINISHED_QUIET_SECONDS:
+                self.ended_log = (self.tail.inode, self.tail.offset) if self.tail.inode else None
+        elif log is not None and self.ended_log is not None:
+            log = self._appended_after_end(log, mono, wall)
+        reports = NO_REPORTS
         status = read_outcome(self.status_path, self.changes, mono, wall)
         exit_ = read_outcome(self.exit_path, self.changes, mono, wall)
-        reports = NO_REPORTS
         if read_reports:
             finished = [changed_at(f) for f in (status, exit_) if f is not None]
             if log is not None and log.finished_banner:
@@ -387,6 +397,22 @@ class Scope:
             reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
         self.changes.watching = True
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
+
+    def _appended_after_end(self, log: LogFacts, mono: float, wall: float) -> LogFacts:
+        """A log that held a finished, quiet run when first read and grows now: a new run appends to it.
+
+        Its earlier (Run Finished) banner and summary are the earlier run's: forget them and read on
+        from where that run ended, and date a new run's start here, as for a rewritten log (a cut)."""
+        inode, end = self.ended_log or (None, 0)
+        if self.tail.inode != inode:
+            self.ended_log = None  # replaced or truncated: LogTail already starts over
+            return log
+        if log.size <= end:
+            return log
+        self.ended_log = None
+        self.tail.restarted_at = mono
+        self.tail._start(end)
+        return self.tail.facts(self.changes, mono, wall) or log
 
 
 class EvidenceReader:
