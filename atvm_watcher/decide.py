@@ -76,6 +76,10 @@ class Decision:
     run: Verdict  # the plain run, or the categorized parent
     groups: Tuple[Verdict, ...] = ()
     run_start_rule: str = ""
+    # wall: a start that stays true when the files it was read from are overwritten (the launcher's start,
+    # an earlier run's end, a pid file): the watcher keeps it for its next polls (watch.py)
+    run_start_kept: Optional[float] = None
+    leftover_groups: Tuple[str, ...] = ()  # groups on disk holding only an earlier run's files: no sub-runs
 
 
 def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
@@ -84,9 +88,9 @@ def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
     groups = [fresh(g, start.era(g, snap)) for g in snap.groups]
     if not snap.categorized:
         run = replace(decide_scope(snap, parent, limits, start, cancelled), ignored=ignored)
-        return Decision(_why_waiting(run, start), (), start.how)
+        return Decision(_why_waiting(run, start), (), start.how, start.kept)
     d = decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
-    return replace(d, run=_why_waiting(d.run, start))
+    return replace(d, run=_why_waiting(d.run, start), run_start_kept=start.kept)
 
 
 def _why_waiting(v: Verdict, start: RunStart) -> Verdict:
@@ -105,7 +109,9 @@ def _why_waiting(v: Verdict, start: RunStart) -> Verdict:
 # log that the watcher saw (the "cut": a new run rewrote the log, so what did not change since is
 # older). The floor, strongest evidence first:
 #   1. the launcher's start time, when the launcher was seen (a wrapper's pid file, or its argv);
-#   2. the run start an earlier watcher of this run recorded;
+#   2. the run start recorded earlier for this run: by an earlier watcher (state.json), or by this one
+#      from rules 1, 3 or 5, whose evidence stays true when this run overwrites the files it came from
+#      (its own .exit replaces the earlier run's);
 #   3. an earlier run's end: the run's own outcome file (.status/.exit) older than other files of the
 #      build. A run writes its outcome last, so an older one can only be an earlier run's;
 #   4. while nothing has changed since the watcher started (the run may not have started yet, or
@@ -132,6 +138,11 @@ class RunStart:
     how: str
     started_mono: Optional[float] = None  # the run's start on the monotonic clock, for its duration
     cut_parent: Optional[float] = None  # monotonic: the first log rewrite seen (categorized parent's cut)
+    lasting: bool = False  # read from evidence that stays true (see Decision.run_start_kept)
+
+    @property
+    def kept(self) -> Optional[float]:
+        return self.floor if self.lasting else None
 
     def era(self, scope: ScopeEvidence, snap: Snapshot) -> Tuple[Optional[float], Optional[float]]:
         """(floor, cut) for one scope: its own log rewrite cuts it; the parent is cut by the first one."""
@@ -170,27 +181,29 @@ def run_start(snap: Snapshot, limits: Limits) -> RunStart:
         began = launcher.started_mono
         if began is None and snap.wall_at is None:  # hand-made evidence: one clock for everything
             began = launcher.started_at
-        return RunStart(launcher.started_at, "the launcher process's start time", began, cut_parent)
+        return RunStart(launcher.started_at, "the launcher process's start time", began, cut_parent, True)
     if snap.recorded_run_start is not None:
-        return RunStart(snap.recorded_run_start, "the run start an earlier watcher of this run recorded",
-                        None, cut_parent)
+        return RunStart(snap.recorded_run_start, "the run start recorded for this run by an earlier watcher, or "
+                        "by this one from evidence since overwritten", None, cut_parent)
     changed = any(f.seen_change for s in scopes for f in _files(s)) or bool(restarts)
+    if not changed:
+        # Before rule 3: a run that ended longer than the allowance before its request is not this run,
+        # even when it is newer than an earlier run's end.
+        waiting = _before_request(snap, limits, scopes, cut_parent)
+        if waiting is not None:
+            return waiting
     marks = []  # (floor, why): each says files older than it are an earlier run's; the latest one wins
     ended = earlier_run_end(snap)
     if ended is not None:
         # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
         marks.append((ended.mtime + 2 * STALE_TOLERANCE,
                       f"{ended.path} is older than other files of the build: an earlier run's end"))
-    elif not changed:
-        waiting = _before_request(snap, limits, scopes, cut_parent)
-        if waiting is not None:
-            return waiting
     if launcher.launched_at is not None:
         marks.append((launcher.launched_at, "the pid file of a launcher no longer running: when the latest run "
                       "that wrote one was launched"))
     if marks:
         floor, how = max(marks)
-        return RunStart(floor, how, None, cut_parent)
+        return RunStart(floor, how, None, cut_parent, True)
     if changed:
         return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
                         None, cut_parent)
@@ -473,24 +486,26 @@ def aggregate(groups: List[Verdict]) -> State:
 Fresh = Tuple[ScopeEvidence, Tuple[str, ...]]  # a scope less an earlier run's files, and what was dropped
 
 
-def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[str, ...]]:
-    """Sub-runs with evidence of this run; a group only an earlier run left behind is none of them."""
+def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[str, ...], Tuple[str, ...]]:
+    """Sub-runs with evidence of this run, what was ignored, and the groups only an earlier run left behind."""
     kept: List[ScopeEvidence] = []
     ignored: List[str] = []
+    left: List[str] = []
     for g, ig in groups:
         ignored += ig
         if _files(g):
             kept.append(g)
         elif ig:
             ignored.append(f"sub-run {g.group}: only an earlier run's files; not a sub-run of this run")
-    return kept, tuple(ignored)
+            left.append(g.group or "")
+    return kept, tuple(ignored), tuple(left)
 
 
 def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
                        groups: List[Fresh], limits: Limits, start: RunStart,
                        cancelled: bool) -> Decision:
     now = snap.taken_at
-    scopes, group_ignored = this_runs_groups(groups)
+    scopes, group_ignored, leftovers = this_runs_groups(groups)
     own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
     all_ignored = ignored + group_ignored
     if cancelled:
@@ -533,4 +548,4 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
     for v in final_groups:
         total = total + v.counts
     run = replace(verdict, counts=total, run_start=start.floor, ignored=all_ignored)
-    return Decision(run, tuple(final_groups), start.how)
+    return Decision(run, tuple(final_groups), start.how, leftover_groups=leftovers)

@@ -432,6 +432,7 @@ class EvidenceReader:
         self.groups: Dict[str, Scope] = {}
         for g in known_groups:
             self._add_group(g)
+        self.leftovers: Set[str] = set()  # groups whose only files were an earlier run's (see mark_leftovers)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
 
     def _add_group(self, g: str) -> None:
@@ -463,6 +464,8 @@ class EvidenceReader:
             for _, g in self._group_files():  # groups in order of appearance
                 if g not in self.groups:
                     self._add_group(g)
+        groups = {g: s.evidence(mono, wall) for g, s in self.groups.items()}
+        self._reappeared(groups)
         return Snapshot(
             build=self.build,
             categorized=self.categorized,
@@ -470,11 +473,25 @@ class EvidenceReader:
             watcher_started_at=self.watcher_started_at,
             launcher=self.launcher.check(mono, wall),
             parent=self.parent.evidence(mono, wall, read_reports=not self.categorized),
-            groups=tuple(s.evidence(mono, wall) for s in self.groups.values()),
+            groups=tuple(groups[g] for g in self.groups),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
             wall_at=wall,
         )
+
+    def mark_leftovers(self, groups: Tuple[str, ...]) -> None:
+        """The groups the decision found to hold only an earlier run's files (decide.this_runs_groups)."""
+        self.leftovers = set(groups)
+
+    def _reappeared(self, evidence: Dict[str, ScopeEvidence]) -> None:
+        """A group that held only an earlier run's files and now changes appears in this run now: it takes
+        its place after the groups seen so far, so that an earlier run's group of the same name never puts
+        this run's group ahead of those that ran before it (its position counts this run's groups only)."""
+        for g in [g for g in self.groups if g in self.leftovers]:
+            e = evidence[g]
+            if any(f is not None and f.seen_change for f in (e.log, e.status, e.exit, *e.reports)):
+                self.leftovers.discard(g)
+                self.groups[g] = self.groups.pop(g)
 
     @property
     def group_order(self) -> Tuple[str, ...]:
