@@ -115,13 +115,22 @@ def _why_waiting(v: Verdict, start: RunStart) -> Verdict:
 #   3. an earlier run's end: the run's own outcome file (.status/.exit) older than other files of the
 #      build. A run writes its outcome last, so an older one can only be an earlier run's;
 #   4. while nothing has changed since the watcher started (the run may not have started yet, or
-#      may have finished before the watcher): the request's time less the launch allowance;
+#      may have finished before the watcher): the request's time less the launch allowance, when
+#      every file (a pid file too) is older than it. Checked before rule 3: a run that ended longer
+#      than the allowance before its request is not this run, however much newer than an earlier
+#      run's end it is;
 #   5. the latest launch: the pid file of a launcher that is no longer running (or whose pid was
 #      reused) was written when the run that wrote it was launched. Taken with rule 3 (the later of
 #      the two wins), after rule 4: a watcher started after its run ended finds that run's pid file,
 #      while a pid file as old as everything else on disk may be an earlier run's.
 # Once the run is seen changing with none of these, every file on disk is taken as this run's:
-# a watcher started late, while its run goes on, counts the run's early reports too.
+# a watcher started late, while its run goes on, counts the run's early reports too. A log found
+# holding a finished, quiet run that then grows is a new run appending to it: a cut, like a rewrite
+# (evidence.Scope). Undecidable, so never posted: a run that ended longer than the allowance before
+# its watcher started, with no launcher, pid file or earlier run's end to place it (rule 4 waits for
+# a run that never comes; the start timeout ends it UNKNOWN). A file dated in the future when first
+# found has an unknown age: it is taken as changed then (evidence.Changes), so yesterday's files
+# dated ahead by a clock since corrected count as recent until something newer places them.
 
 
 def _own(scope: ScopeEvidence) -> List:

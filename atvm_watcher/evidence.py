@@ -439,7 +439,10 @@ class EvidenceReader:
         self.groups[g] = Scope(g, self.layout.group(g))
 
     def _group_files(self) -> List[Tuple[float, str]]:
-        """(first-seen mtime, group) for every group with a file in the layout."""
+        """(last mtime, group) for every group with a file in the layout.
+
+        Sub-runs run one after another, so the last change orders them as the first does; and it is not
+        pulled back by files an earlier run left in a group of the same name."""
         seen: Dict[str, float] = {}
         for folder in self.layout.group_folders():
             try:
@@ -455,7 +458,7 @@ class EvidenceReader:
                 except OSError:
                     continue
                 if check_group_name(name):
-                    seen[name] = min(mtime, seen.get(name, mtime))
+                    seen[name] = max(mtime, seen.get(name, mtime))
         return sorted((t, g) for g, t in seen.items())
 
     def snapshot(self) -> Snapshot:
