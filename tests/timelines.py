@@ -80,12 +80,12 @@ class Timeline:
             return False
         return bool({g for g, _ in self.groups} & {g for g, _ in self.earlier})
 
-    def decidable(self, late_restart: bool = False) -> bool:
+    def decidable(self, late: bool = False) -> bool:
         """Can the rules in decide.py's comment tell this run's files from the earlier run's here?
 
-        ``late_restart``: the watcher was killed before it recorded a run start, and the run ended before
-        the next one started: that one is a watcher started after the run finished."""
-        if late_restart:
+        ``late``: the run may have ended before the watcher's first look (a short run on a busy machine,
+        or a watcher killed before it recorded a run start): it is then one started after the run."""
+        if late:
             return replace(self, order="after-finish", restart=False).decidable()
         if self.shares_an_earlier_log:
             return False
@@ -163,7 +163,7 @@ class Played:
     inspect: Dict = field(default_factory=dict)
     err: str = ""
     codes: List[int] = field(default_factory=list)
-    late_restart: bool = False  # see Timeline.decidable
+    late: bool = False  # the watcher (or its restarted successor) may have first looked after the run ended
 
 
 def _age(paths, seconds: float) -> None:
@@ -278,6 +278,11 @@ class Player:
         if watcher is None:
             watcher = self._watcher(tl, env, build)
             procs.append(watcher)
+            if tl.watched_live:
+                _wait(lambda: state_file.exists(), 20, "the watcher's first state")
+                # A short run on a busy machine may end before the watcher's first look: then it is one
+                # started after the run finished, whatever the timeline meant.
+                played.late = launcher.poll() is not None
         if tl.hours_late:
             _wait(lambda: state_file.exists(), 20, "the watcher's first state")
             time.sleep(0.5)
@@ -291,7 +296,7 @@ class Player:
                 recorded = json.loads(state_file.read_text()).get("run_start") if state_file.exists() else None
                 watcher = self._watcher(tl, env, build)
                 procs.append(watcher)
-                played.late_restart = recorded is None  # the next watcher may or may not see the launcher
+                played.late = played.late or recorded is None  # the next one may or may not see the launcher
         if tl.cancel:
             _wait(lambda: state_file.exists(), 20, "the watcher's first state")
             time.sleep(0.4)
@@ -341,7 +346,7 @@ def _scope_of(post: Dict, tl: Timeline) -> Tuple[str, Optional[int]]:
 def check(p: Played) -> List[str]:
     """Every broken rule, in words (empty: the timeline obeyed them all)."""
     tl, problems = p.timeline, []
-    decidable = tl.decidable(p.late_restart)
+    decidable = tl.decidable(p.late)
     expected = expected_posts(tl)
     seen: Dict[str, int] = {}
     for post in p.posts:
