@@ -9,7 +9,7 @@ usage() {
     cat <<'EOF'
 Usage: start-atvm-run-watcher.sh --build-name B --template T --config-family F
            --migration-style S --integration-plugin P [--categorize]
-           --scope-description D [--rerun]
+           --scope-description D [--rerun | --resume]
 
 Records the run's metadata for the watcher and starts atvm-run-watcher@<B>.service, which
 posts the run's result to Mattermost once the run finishes.
@@ -21,11 +21,14 @@ posts the run's result to Mattermost once the run finishes.
   --integration-plugin P  integration plugin
   --categorize            the run is categorized (grouped sub-runs): one post per group
   --scope-description D   what the run covers, in words
-  --rerun                 the build already finished: archive its old state and watch again
+  --rerun                 a new run of a build watched before: archive its old state, watch anew
+  --resume                the same run, whose watcher stopped before it finished (a reboot):
+                          keep what it recorded and watch on
   -h, --help              show this help
 
 Exit status: 0 started; 2 refused input; 6 this build is already being watched;
-7 this build already finished (see --rerun); anything else: a command failed (shown).
+7 this build already finished, or its earlier watcher stopped part-way (see --rerun, --resume);
+anything else: a command failed (shown).
 Environment (for tests): PYTHON, SYSTEMCTL, SYSTEMD_ESCAPE override the commands used.
 EOF
 }
@@ -61,18 +64,19 @@ while (($# > 0)); do
             have_build=1
             shift
             ;;
-        --template=* | --config-family=* | --migration-style=* | --integration-plugin=* | \
-            --scope-description=*)
+        --categorize | --rerun | --resume)
             request_args+=("$1")
             ;;
-        --template | --config-family | --migration-style | --integration-plugin | --scope-description)
+        # Every other --field VALUE goes to record-request, which knows the request's fields and
+        # refuses an unknown one (exit 2): a new field of the request needs no change here.
+        --?*=*)
+            request_args+=("$1")
+            ;;
+        --?*)
             (($# >= 2)) || die_usage "$1 needs a value"
             # "--opt=value" keeps a value starting with '-' from being read as an option.
             request_args+=("$1=$2")
             shift
-            ;;
-        --categorize | --rerun)
-            request_args+=("$1")
             ;;
         *)
             die_usage "unknown argument: $1"
@@ -108,7 +112,7 @@ case "$rc" in
         exit 6
         ;;
     7)
-        printf 'Build %s already finished; add --rerun to watch it again.\n' "$build"
+        printf 'Build %s was watched before (see above): add --rerun for a new run, --resume for the same run.\n' "$build"
         exit 7
         ;;
     *) exit "$rc" ;;

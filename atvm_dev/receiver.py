@@ -1,8 +1,9 @@
 """A Mattermost-compatible incoming-webhook receiver on 127.0.0.1 that can misbehave on request.
 
 Two users: the ``demo`` command (somewhere local for the real watcher to post to) and the test suite
-(a double that answers the way MATTERMOST.md says a real server does, and fails the ways a real
-server or a proxy in front of it fails: see ``Fault``). It listens on loopback only, always.
+(a double that answers as a real Mattermost server does: 200 `ok`, JSON errors, a plain-text
+429; and fails the ways a real server or a proxy in front of it fails: see ``Fault``). It listens
+on loopback only, always.
 
 Not modelled: multipart/form-data bodies (decoded as JSON, so refused as unparseable), username/icon
 overrides, channel existence (any channel name is accepted unless the hook is locked).

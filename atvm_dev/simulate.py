@@ -1,4 +1,4 @@
-"""A simulated ATVM launcher: a real process that leaves a run's evidence in the contract's layout (layout.py).
+"""A simulated ATVM launcher: a real process that leaves a run's evidence in the layout (layout.py, settings).
 
 Used by ``demo``, the end-to-end tests and the benchmark. It writes a Cypress-style console log
 and mochawesome-format reports spec by spec, then the outcome files, then exits; options make it
@@ -30,6 +30,7 @@ from typing import List, Optional, Tuple
 if not __package__:  # run as a script (demo, tests, benchmark): the checkout's packages come from its root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from atvm_watcher.layout import RunLayout, ScopePaths  # noqa: E402
+from atvm_watcher.settings import load  # noqa: E402
 
 SPECS_PER_RUN = 3
 BAR = "=" * 100
@@ -208,7 +209,8 @@ def run_specs(run: Run, label: str, passing: bool, step: float, banner: bool = T
     """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing."""
     run.log.parent.mkdir(parents=True, exist_ok=True)
     step = 0.0 if run.stamp.past else step  # a phase that ended long ago is written at once
-    run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
+    if banner:
+        run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
     total = failed = 0
     for n in range(SPECS_PER_RUN):
         spec = f"{label}-migration-{n + 1}.cy.js"
@@ -253,7 +255,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="set each written file's mtime from this process's clock (for runs under libfaketime)")
     p.add_argument("--log-mode", choices=["truncate", "replace", "append"], default="truncate",
                    help="a log an earlier run left: truncated, replaced by a new file, or appended to")
-    p.add_argument("--no-banner", action="store_true", help="leave Cypress's (Run Finished) banner out of the logs")
+    p.add_argument("--no-banner", action="store_true",
+                   help="leave Cypress's (Run Starting)/(Run Finished) banners out of the logs")
     p.add_argument("--backdate", type=float, default=0.0, metavar="SECONDS",
                    help="the first --backdate-groups groups (plain: the whole run) ran this long ago")
     p.add_argument("--backdate-groups", type=int, default=1)
@@ -265,6 +268,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _finish(run: Run, failed: bool, how: str) -> None:
+    for path in (run.exit_file, run.status_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if how == "exit":
         run.write_outcome(run.exit_file, "1\n" if failed else "0\n")
     elif how == "status":
@@ -281,10 +286,12 @@ def _interrupt(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    layout = RunLayout(args.build_name, args.log_dir, args.report_dir)
+    # The folders from the arguments, the file names from the same template settings the watcher reads.
+    layout = RunLayout(args.build_name, args.log_dir, args.report_dir, load().templates)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     stamp = Stamper(args.stamp_mtimes, args.backdate, args.backdate_stride)
     if args.pid_file:
+        layout.pid_file().parent.mkdir(parents=True, exist_ok=True)
         layout.pid_file().write_text(f"{os.getpid()}\n", encoding="utf-8")
         if args.stamp_mtimes:  # by the launcher's clock, never back-dated: it is the live process's
             os.utime(layout.pid_file(), (time.time(), time.time()))

@@ -47,10 +47,16 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--build-name", required=True)
     i.add_argument("--categorize", action="store_true")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--discover", action="store_true",
+                   help="list the files under the log and report folders that mention the build, which layout "
+                        "setting reads each, and settings for those none reads")
 
     s = cmd("status", "every watched build under the state root: state, sub-runs, delivery, last update")
     s.add_argument("--build-name")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the same as --format json")
+    s.add_argument("--format", choices=("table", "json", "prometheus"), default="table",
+                   help="prometheus: Prometheus text exposition (for node_exporter's textfile collector)")
+    s.add_argument("--output", metavar="FILE", help="write to FILE, replaced atomically, instead of printing")
 
     c = cmd("cancel", "cancel a build: cancelled.marker + state CANCELLED; guarantees no post")
     c.add_argument("--build-name", required=True)
@@ -61,10 +67,25 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.0, help="time factor; 4 runs four times faster")
     d.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
 
+    la = cmd("launch", "run an ATVM command, writing its log, pid and exit status where the watcher reads them")
+    la.add_argument("--build-name", required=True)
+    la.add_argument("--group", help="this command is group G of a categorized run (its own log and outcome)")
+    la.add_argument("--no-echo", action="store_true", help="write the output to the log only, not also to stdout")
+    la.add_argument("--start-watcher", action="store_true",
+                    help="first start the build's watcher (start-atvm-run-watcher.sh with the flags below)")
+    _metadata_flags(la)
+    la.add_argument("--rerun", action="store_true", help="with --start-watcher: watch a build that already finished")
+    la.add_argument("command_args", nargs="*", metavar="-- COMMAND",
+                    help="the ATVM command and its arguments, after --")
+
     r = cmd("record-request", "record a run's request metadata for the watcher (used by the start helper)")
     r.add_argument("--build-name", required=True)
     _metadata_flags(r)
-    r.add_argument("--rerun", action="store_true", help="archive a finished build's state and record anew")
+    again = r.add_mutually_exclusive_group()
+    again.add_argument("--rerun", action="store_true",
+                       help="a new run of a build watched before: archive the old state and record anew")
+    again.add_argument("--resume", action="store_true",
+                       help="the same run, whose watcher stopped before it finished: keep what it recorded")
     return p
 
 
@@ -74,6 +95,17 @@ def _request(args: argparse.Namespace, settings) -> Request:
     overrides = {k: getattr(args, k) for k in FIELDS}
     overrides["categorize"] = args.categorize
     return base.merged(overrides)
+
+
+def _start_args(args: argparse.Namespace) -> Optional[List[str]]:
+    """The start helper's flags for ``launch --start-watcher``; None without it (the flags alone are refused)."""
+    flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in FIELDS if getattr(args, name) is not None]
+    flags += [f"--{name}" for name in ("categorize", "rerun") if getattr(args, name)]
+    if not args.start_watcher:
+        if flags:
+            raise BadName(f"{flags[0].split('=')[0]} goes with --start-watcher (it is what the watcher's post shows)")
+        return None
+    return flags
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -93,10 +125,15 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands import watch
 
         return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once)
+    if args.command == "launch":
+        from .commands import launch
+
+        return launch.main(settings, args.build_name, args.group, args.command_args, not args.no_echo,
+                           _start_args(args))
     if args.command == "record-request":
         from .commands import record_request
 
-        return record_request.run(settings, _request(args, settings), args.rerun)
+        return record_request.run(settings, _request(args, settings), args.rerun, args.resume)
     if args.command == "cancel":
         from .commands import cancel
 
@@ -104,9 +141,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from .commands import status
 
-        return status.run(settings, args.build_name, args.json)
+        return status.run(settings, args.build_name, args.json, args.format, args.output)
     from .commands import inspect
 
+    if args.discover:
+        return inspect.discover_files(settings, args.build_name, args.json)
     return inspect.run(settings, args.build_name, args.categorize, args.json)
 
 

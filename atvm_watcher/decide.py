@@ -15,6 +15,7 @@ from .vocab import (
     POSTED,
     TERMINAL,
     TERMINAL_WORDS,
+    LogFacts,
     OutcomeFile,
     Report,
     ReportSet,
@@ -335,59 +336,140 @@ def _outcome_word(f: OutcomeFile, now: float, limits: Limits) -> Optional[Verdic
     return Verdict(State.RUNNING, "status-settling", f"{f.path} is still being written")
 
 
+@dataclass(frozen=True)
+class Finish:
+    """Evidence that a scope finished, and what it says; decide_finished adds the reports."""
+
+    rule: str
+    reason: str
+    failed: bool  # the evidence itself says the run failed
+    finished_at: float
+    passed: bool = False  # positive evidence of a pass: Cypress's "All specs passed!", or exit 0 uncontradicted
+
+
 def _exit_code(f: OutcomeFile, now: float, limits: Limits) -> Tuple[Optional[Verdict], Optional[int]]:
     if EXIT_RE.fullmatch(f.text) and not f.problem:
-        code = int(f.text)
-        if code >= 128 or code < 0:
-            return Verdict(State.TERMINATED, "exit-signal",
-                           f"{f.path} says exit code {code}: the launcher was killed by a signal",
-                           finished_at=f.mtime), code
-        return None, code
+        return None, int(f.text)
     if f.problem or now - changed_at(f) >= limits.settle:
         return Verdict(State.UNKNOWN, "exit-unreadable",
                        f"{f.path} holds {f.text[:40]!r}, not an exit code"), None
     return Verdict(State.RUNNING, "exit-settling", f"{f.path} is still being written"), None
 
 
-def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool):
-    """(verdict that settles it, None) or (None, (rule, reason, failed, finished_at)) or (None, None)."""
-    if scope.status:
-        return _outcome_word(scope.status, now, limits), None
-    if scope.exit:
-        verdict, code = _exit_code(scope.exit, now, limits)
-        if verdict:
-            return verdict, None
-        why = "finished" if code == 0 else f"failed (exit code {code})"
-        return None, ("exit-code", f"{scope.exit.path} says the launcher {why}", code != 0, scope.exit.mtime)
-    log = scope.log
-    if log and log.finished_banner:
-        failed = log.summary == "failed"
-        if log.summary or not launcher_alive or now - changed_at(log) >= limits.settle:
-            said = (f"{log.failed_specs} of {log.total_specs} specs failed" if failed
-                    else "all specs passed" if log.summary else "no summary line")
-            return None, ("log-banner", f"{log.path} shows Cypress's (Run Finished) banner ({said})",
-                          failed, log.mtime)
-        return Verdict(State.RUNNING, "banner-settling",
-                       f"{log.path} shows (Run Finished); waiting for the summary"), None
+def _log_failures(log: Optional[LogFacts]) -> Optional[str]:
+    """What in the log says tests failed, in words, or None."""
+    if log is None:
+        return None
+    if log.summary == "failed":
+        tests = f", {log.failed_tests} failed tests" if log.failed_tests else ""
+        return f"Cypress's closing line says {log.failed_specs} of {log.total_specs} specs failed{tests}"
+    if log.failed_tests:
+        return f"the log shows {log.failed_tests} failed tests"
+    return None
+
+
+def _contradicts_exit_0(log: Optional[LogFacts]) -> Optional[Tuple[str, str]]:
+    """(rule, what in the log says the run did not pass) when an exit code of 0 cannot be believed."""
+    if log is None:
+        return None
+    failures = _log_failures(log)
+    if failures:
+        return "exit-0-but-failed", (f"{failures} (Cypress exits with the number of failed tests modulo 256, so "
+                                     "256 failures exit 0; or the code is a wrapper's, such as tee's)")
+    wrapper = "the exit code is likely a wrapper's (such as tee's), not Cypress's"
+    if log.error:
+        return "exit-0-but-error", f"Cypress printed {log.error!r}, which ends a run with exit code 1; {wrapper}"
+    if log.unfinished:
+        return "exit-0-but-unfinished", (f"the log shows a Cypress run that started ((Run Starting)) and never "
+                                         f"finished (no (Run Finished)): it crashed or was killed; {wrapper}")
+    return None
+
+
+def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: Limits):
+    verdict, code = _exit_code(f, now, limits)
+    if code is None:
+        return verdict, None
+    if code >= 128 or code < 0:
+        if log is None or log.summary is None:
+            return Verdict(State.TERMINATED, "exit-signal",
+                           f"{f.path} says exit code {code} and Cypress printed no closing summary: the launcher "
+                           "was killed by a signal", finished_at=f.mtime), None
+        # After its closing line, Cypress's code is its count of failed tests modulo 256 (130 failures exit 130).
+        failures = _log_failures(log)
+        said = failures or "Cypress's closing line says All specs passed!"
+        return None, Finish("exit-after-summary", f"{f.path} says exit code {code}, after {said}: the code is a "
+                            "count of failed tests modulo 256 (or a signal after the run ended), not a kill",
+                            failures is not None, f.mtime, passed=failures is None and log.summary == "passed")
+    if code == 0:
+        contradiction = _contradicts_exit_0(log)
+        if contradiction:
+            rule, why = contradiction
+            return None, Finish(rule, f"{f.path} says exit code 0, but {why}", True, f.mtime)
+        return None, Finish("exit-code", f"{f.path} says the launcher finished (exit code 0)", False, f.mtime,
+                            passed=True)
+    return None, Finish("exit-code", f"{f.path} says the launcher failed (exit code {code})", True, f.mtime)
+
+
+def _by_log(log: LogFacts, now: float, limits: Limits, launcher_alive: bool):
+    """Finish evidence from the log alone (no outcome file)."""
+    if log.finished_banner and log.summary:
+        failures = _log_failures(log)
+        said = failures or "All specs passed!"
+        return None, Finish("log-banner", f"{log.path} shows Cypress's (Run Finished) banner and closing line ({said})",
+                            failures is not None, log.mtime, passed=failures is None)
+    settled = now - changed_at(log) >= limits.settle
+    if log.finished_banner:
+        if not settled:
+            return Verdict(State.RUNNING, "banner-settling",
+                           f"{log.path} shows (Run Finished); waiting for the closing line"), None
+        if launcher_alive:
+            return None, None
+        return None, Finish("banner-no-summary", f"{log.path} shows (Run Finished) but not Cypress's closing line "
+                            "(All specs passed! or N of M failed), and the launcher is gone: no evidence of a pass",
+                            log.failed_tests > 0, log.mtime)
+    if log.error and not launcher_alive:
+        if not settled:
+            return Verdict(State.RUNNING, "cypress-error-settling",
+                           f"{log.path} shows {log.error!r}; waiting for the log to settle"), None
+        return None, Finish("cypress-error", f"{log.path}: Cypress printed {log.error!r}, which ends a run with exit "
+                            "code 1, and the launcher is gone", True, log.mtime)
     return None, None
 
 
-def decide_finished(scope: ScopeEvidence, finish, now: float, limits: Limits) -> Verdict:
-    rule, reason, failed, finished_at = finish
+def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool):
+    """(verdict that settles it, None) or (None, Finish) or (None, None): not finished."""
+    if scope.status:
+        return _outcome_word(scope.status, now, limits), None
+    log = scope.log
+    if log and log.cancelled:
+        # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
+        return Verdict(State.CANCELLED, "cloud-cancelled",
+                       f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
+                       finished_at=log.mtime), None
+    if scope.exit:
+        return _by_exit_code(scope.exit, log, now, limits)
+    if log:
+        return _by_log(log, now, limits, launcher_alive)
+    return None, None
+
+
+def decide_finished(scope: ScopeEvidence, finish: Finish, now: float, limits: Limits) -> Verdict:
     counts, titles, unreadable = tally(scope.reports)
     if any(now - changed_at(r) < limits.settle for r in unreadable):
-        return Verdict(State.RUNNING, "report-settling", f"{reason}; a report is still being written")
+        return Verdict(State.RUNNING, "report-settling", f"{finish.reason}; a report is still being written")
     failed_reports = counts.failed > 0
-    base = dict(group=scope.group, counts=counts, failed_titles=titles, finished_at=finished_at)
-    if failed or failed_reports:
-        why = reason + ("; reports show failures" if failed_reports else "")
-        return Verdict(State.FAILED, rule, why, **base)
+    base = dict(group=scope.group, counts=counts, failed_titles=titles, finished_at=finish.finished_at)
+    if finish.failed or failed_reports:
+        why = finish.reason + ("; reports show failures" if failed_reports else "")
+        return Verdict(State.FAILED, finish.rule, why, **base)
     if unreadable:
         bad = unreadable[0].result
         return Verdict(State.UNKNOWN, "report-unreadable",
-                       f"{reason}, but report {bad.path} cannot be read ({bad.status}: {bad.detail}); "
+                       f"{finish.reason}, but report {bad.path} cannot be read ({bad.status}: {bad.detail}); "
                        "a failure in it cannot be ruled out", **base)
-    return Verdict(State.COMPLETED, rule, reason + "; no failures in the reports", **base)
+    if not finish.passed:  # finished, no failure seen, and nothing says it passed: COMPLETED needs a pass
+        return Verdict(State.UNKNOWN, finish.rule, finish.reason, **base)
+    return Verdict(State.COMPLETED, finish.rule, finish.reason + "; no failures in the reports", **base)
 
 
 def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool) -> Optional[Verdict]:
@@ -416,6 +498,23 @@ def last_progress(scopes: Iterable[ScopeEvidence], since: float) -> float:
 def _baseline(snap: Snapshot) -> float:
     """Since when a silent run counts as silent: its launcher's start, else the watcher's (monotonic)."""
     return snap.launcher.started_mono if snap.launcher.started_mono is not None else snap.watcher_started_at
+
+
+def gone_with_failures(verdict: Verdict, scope: ScopeEvidence) -> Verdict:
+    """A launcher gone without finish evidence is TERMINATED, unless tests had failed: those are posted.
+
+    Without an outcome file, a launcher that ended (a --quiet run prints no summary) looks like one
+    that was killed; failed tests are reported either way, so that no failure goes unposted.
+    """
+    # launcher-gone: the run's launcher; parent-*: a sub-run left unfinished when its run ended
+    if verdict.state != State.TERMINATED or not (verdict.rule == "launcher-gone" or verdict.rule.startswith("parent-")):
+        return verdict
+    counts, titles, _ = tally(scope.reports)
+    failures = _log_failures(scope.log) or (f"the reports show {counts.failed} failures" if counts.failed else None)
+    if failures is None:
+        return verdict
+    return Verdict(State.FAILED, "gone-with-failures", f"{verdict.reason}, but {failures}", group=scope.group,
+                   counts=counts, failed_titles=titles, finished_at=scope.log.mtime if scope.log else None)
 
 
 def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], limits: Limits) -> Verdict:
@@ -472,7 +571,7 @@ def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: Ru
         return Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present", run_start=start.floor)
     verdict = settle_scope(scope, snap.taken_at, limits, snap.launcher.alive)
     if verdict is None:
-        verdict = liveness_verdict(snap, [scope], limits)
+        verdict = gone_with_failures(liveness_verdict(snap, [scope], limits), scope)
         if not verdict.terminal:
             counts, titles, _ = tally(scope.reports)
             verdict = replace(verdict, counts=counts, failed_titles=titles)
@@ -540,9 +639,10 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
             counts, titles, _ = tally(g.reports)
             if verdict.terminal:
                 inherited = State.TERMINATED if verdict.state in POSTED else verdict.state
-                v = Verdict(inherited, f"parent-{verdict.state.lower()}",
-                            f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
-                            group=g.group, counts=counts, failed_titles=titles)
+                v = gone_with_failures(Verdict(
+                    inherited, f"parent-{verdict.state.lower()}",
+                    f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
+                    group=g.group, counts=counts, failed_titles=titles), g)
             else:
                 v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
                             group=g.group, counts=counts, failed_titles=titles)

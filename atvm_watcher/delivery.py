@@ -27,7 +27,7 @@ class Result:
     status: Optional[int] = None
 
 
-# Crash points: where a test may stop this process on purpose (atvm_dev/crashpoint.py installs a
+# Crash points: where a test may stop this process on purpose (atvm_dev/atvm_run_watcher_crashpoint.py installs a
 # function here; the runtime never does). Each is reached with the scope's run folder.
 CHECKPOINTS = ("before-intent", "intent-written", "response-received", "marker-written")
 

@@ -50,9 +50,28 @@ RACY_SECONDS = 2.0
 # a run's own trailing lines come right after its summary.
 FINISHED_QUIET_SECONDS = 5.0
 THOROUGH_SECONDS = 60.0
-BANNER = "(Run Finished)"
-PASSED_RE = re.compile(r"All specs passed!")
-FAILED_RE = re.compile(r"(\d+) of (\d+) failed")
+# What `cypress run` prints, and where (tests/fixtures/cypress/README.md explains each from Cypress's own
+# printing code): banners around the run, the closing line of the summary table, mocha's per-spec
+# epilogue, the (Results) box of each spec, Cypress Cloud's cancellation, and the errors that end a
+# run before (or instead of) its summary. Matched on bytes, line by line, after ANSI colour codes are
+# removed (Cypress forces colour when CI is set: corpus case some-failed-ci-ansi).
+ANSI_RE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+CYPRESS_RE = re.compile(
+    rb"(?P<starting>\(Run Starting\))"
+    rb"|(?P<finished>\(Run Finished\))"
+    rb"|(?P<passed>All specs passed!)"
+    # the closing row: "N of M failed (P%)", then duration, tests, passing and failing columns ("-" for 0)
+    rb"|(?P<fspecs>\d+) of (?P<tspecs>\d+) failed(?: \(\d+%\)[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+(?P<ftests>\d+))?"
+    # Cypress Cloud's cancellation: the footer row, and the last line (also printed with --quiet)
+    rb"|^[ \t]*(?:-[ \t]+|Exiting with non-zero exit code because )(?P<canceled>[Tt]he run was canceled)"
+    rb"|^[ \t]*(?P<failing>\d+) failing[ \t]*\r?$"  # mocha's epilogue, in --quiet output too
+    rb"|^[ \t]*(?:\S+[ \t]+)?Failing:[ \t]+(?P<rfailing>\d+)"  # the (Results) box of a spec
+    rb"|^[ \t]*(?P<error>Can't run because no spec files were found|Your configFile is invalid"
+    rb"|Cypress failed to verify that your server is running|The Test Runner unexpectedly exited)",
+    re.M)
+# One literal of every alternative of CYPRESS_RE (" fail" stands for " failed", " failing", "failed to verify").
+KEYWORDS = (b"Run Starting", b"Run Finished", b"specs passed!", b" fail", b"Failing:", b"canceled",
+            b"Can't run because", b"configFile is invalid", b"unexpectedly exited")
 
 
 class LogTail:
@@ -75,9 +94,14 @@ class LogTail:
         self.offset = offset
         self.carry = b""  # an incomplete last line, completed by the next read
         self.tail = b""  # the TAIL_CHECK bytes before offset, as read
-        self.banner = False
+        self.banner = False  # (Run Finished) of the latest Cypress run in the log
+        self.unfinished = False  # (Run Starting) with no (Run Finished) after it
         self.summary: Optional[str] = None
         self.failed_specs = self.total_specs = 0
+        # Failed tests are never forgotten within one log, even when a later Cypress run passes.
+        self.failing = self.results_failing = self.closing_failing = 0
+        self.cancelled = False
+        self.error: Optional[str] = None
 
     def facts(self, changes: Optional[Changes] = None, mono: float = 0.0, wall: float = 0.0) -> Optional[LogFacts]:
         try:
@@ -96,7 +120,10 @@ class LogTail:
             self._read_new(st.st_size)
         at, seen = changes.note(str(self.path), st, mono, wall) if changes is not None else (None, False)
         return LogFacts(str(self.path), st.st_size, st.st_mtime, self.banner, self.summary,
-                        self.failed_specs, self.total_specs, at, seen, self.restarted_at)
+                        self.failed_specs, self.total_specs, unfinished=self.unfinished,
+                        failed_tests=max(self.failing, self.results_failing, self.closing_failing),
+                        cancelled=self.cancelled, error=self.error, changed_at=at, seen_change=seen,
+                        restarted_at=self.restarted_at)
 
     def _read_new(self, size: int) -> None:
         try:
@@ -123,20 +150,58 @@ class LogTail:
         data = self.carry + chunk
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only
+        self._match(data[:cut], count=True)
         # The incomplete last line is searched too (a summary printed without a newline still counts);
-        # it is searched again once complete, which gives the same answer.
-        at = data.rfind(BANNER.encode())
-        if at >= 0:
-            self.banner, self.summary = True, None  # a later Cypress run in the same log: its own summary counts
-            data = data[at:]
-        if self.banner:
-            self._find_summary(data.decode("utf-8", "replace"))
+        # it is searched again once complete, which gives the same answer: counts wait for the full line.
+        self._match(self.carry, count=False)
 
-    def _find_summary(self, text: str) -> None:
-        if PASSED_RE.search(text):
-            self.summary = "passed"
-        for m in FAILED_RE.finditer(text):
-            self.summary, self.failed_specs, self.total_specs = "failed", int(m.group(1)), int(m.group(2))
+    def _match(self, data: bytes, count: bool) -> None:
+        for line in candidate_lines(data):
+            self._match_line(ANSI_RE.sub(b"", line) if b"\x1b" in line else line, count)
+
+    def _match_line(self, line: bytes, count: bool) -> None:
+        for m in CYPRESS_RE.finditer(line):
+            kind = m.lastgroup
+            if kind == "starting":  # a new Cypress run: what ends a run is its own
+                self.banner, self.unfinished, self.summary, self.cancelled, self.error = False, True, None, False, None
+            elif kind == "finished":
+                self.banner, self.unfinished, self.summary = True, False, None
+            elif kind == "passed" and self.banner:
+                self.summary = "passed"
+            elif kind in ("fspecs", "tspecs", "ftests") and self.banner:
+                self.summary, self.failed_specs, self.total_specs = "failed", int(m["fspecs"]), int(m["tspecs"])
+                self.closing_failing = max(self.closing_failing, int(m["ftests"] or 0))
+            elif kind == "canceled":
+                self.cancelled = True
+            elif kind == "error":
+                self.error = self.error or m["error"].decode()
+            elif count and kind == "failing":
+                self.failing += int(m["failing"])
+            elif count and kind == "rfailing":
+                self.results_failing += int(m["rfailing"])
+
+
+def candidate_lines(data: bytes) -> List[bytes]:
+    """The lines of ``data`` that hold a keyword of CYPRESS_RE, in order.
+
+    Searching for a few literals is C-speed; running the whole pattern over every byte is not (2 s
+    for the first 16 MiB read). Each keyword survives colouring: ANSI codes surround it, never split it.
+    """
+    starts: Set[int] = set()
+    for keyword in KEYWORDS:
+        at = data.find(keyword)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            starts.add(start)
+            end = data.find(b"\n", at)
+            if end < 0:
+                break
+            at = data.find(keyword, end)
+    lines = []
+    for start in sorted(starts):
+        end = data.find(b"\n", start)
+        lines.append(data[start:] if end < 0 else data[start:end + 1])
+    return lines
 
 
 class Changes:
@@ -380,6 +445,10 @@ class Scope:
         self.ended_log: Optional[Tuple[Tuple[int, int], int]] = None  # (inode, size) of a log found finished
 
     def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
+        # The outcome files first: a launcher writes them after the log, so the log read next holds all
+        # of it, and an exit code is never weighed against a log read before its last lines landed.
+        status = read_outcome(self.status_path, self.changes, mono, wall)
+        exit_ = read_outcome(self.exit_path, self.changes, mono, wall)
         log = self.tail.facts(self.changes, mono, wall)
         if log is not None and not self.changes.watching:
             if log.finished_banner and log.summary and wall - log.mtime >= FINISHED_QUIET_SECONDS:
@@ -387,8 +456,6 @@ class Scope:
         elif log is not None and self.ended_log is not None:
             log = self._appended_after_end(log, mono, wall)
         reports = NO_REPORTS
-        status = read_outcome(self.status_path, self.changes, mono, wall)
-        exit_ = read_outcome(self.exit_path, self.changes, mono, wall)
         if read_reports:
             finished = [changed_at(f) for f in (status, exit_) if f is not None]
             if log is not None and log.finished_banner:
@@ -454,7 +521,7 @@ class EvidenceReader:
                 try:
                     if name is None or not (e.is_file() if folder.holds_files else e.is_dir(follow_symlinks=False)):
                         continue
-                    mtime = e.stat().st_mtime
+                    mtime = (os.stat(os.path.join(e.path, *folder.rest)) if folder.rest else e.stat()).st_mtime
                 except OSError:
                     continue
                 if check_group_name(name):

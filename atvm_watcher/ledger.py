@@ -180,7 +180,7 @@ class Ledger:
         groups = self._restore_subruns(recorded_groups(parent))
         state = record_state(parent)
         if state is not None and state.terminal:
-            if not self.categorized:
+            if not self.categorized or "message" in (parent or {}):  # a categorized run posted as a whole
                 self._restore(self.scope(RUN), parent)
             return Recovery(groups, recorded_run_start(parent), state)
         return Recovery(groups, recorded_run_start(parent), None)
@@ -239,6 +239,9 @@ class Ledger:
         owed: List[Scope] = []
         for v in decision.groups:
             owed += self._apply_scope(self.scope(v.group or "?"), v, v.position, render)
+        if not decision.groups and decision.run.terminal and decision.run.state in POSTED:
+            # It ended before any sub-run began (a setup failure, say): its own result is the one post.
+            return owed + self._apply_scope(self.scope(RUN), decision.run, None, render)
         self._note(self.scope(RUN), decision.run)
         if not decision.run.terminal:
             self._write_if_changed(self.scope(RUN), {**verdict_record(decision.run, self.build_name),
@@ -354,20 +357,27 @@ class Ledger:
                                  "state": State.CANCELLED, "groups": list(order)})
         self.logger(RUN).info("cancelled: nothing will be posted")
 
-    def finish(self, decision: Decision, order: Tuple[str, ...]) -> ExitCode:
-        if not self.dry_run and self.categorized:
-            try:
-                self._write(self.build, {**verdict_record(decision.run, self.build_name), **self.parent_base,
-                                         "groups": list(order), "delivery": self._summary()})
-            except StateError as exc:
-                self.logger(RUN).error("cannot record the final state: %s", exc)
-        for scope in self.scopes.values():  # also what an earlier, killed watcher found uncertain
+    def finish(self, decision: Optional[Decision], order: Tuple[str, ...]) -> ExitCode:
+        """The exit code, from every posted scope's delivery: this watcher's, and what earlier watchers
+        of the build recorded (a restart that sends an owed post must not hide a post rejected before).
+
+        ``decision`` is None for a build that had finished before this watcher started."""
+        for scope in self.scopes.values():
             if scope.outcome is None and scope.record is not None and record_state(scope.record) in POSTED:
                 scope.outcome = delivery_status(scope.run)
+        parent = self.scope(RUN)
+        if not self.dry_run and self.categorized and not parent.final:
+            record = ({**verdict_record(decision.run, self.build_name), **self.parent_base, "groups": list(order)}
+                      if decision is not None else read_record(self.build, True)[0])
+            try:
+                if record is not None:
+                    self._write(self.build, {**record, "delivery": self._summary()})
+            except StateError as exc:
+                self.logger(RUN).error("cannot record the final state: %s", exc)
         return self.exit_code()
 
     def _summary(self) -> Delivery:
-        outcomes = {s.outcome for s in self.scopes.values() if s.outcome is not None}
+        outcomes = {s.outcome for s in self.scopes.values() if s.outcome is not None and s.key is not RUN}
         if not outcomes:
             return Delivery.NOT_REQUIRED
         for outcome in (Delivery.NOT_SENT, Delivery.UNCERTAIN, Delivery.REJECTED, Delivery.CANCELLED):
@@ -411,13 +421,14 @@ def cancel_build(bd: BuildDir, build: str) -> CancelResult:
         subruns = [(g, bd.subrun(g)) for g in bd.subrun_names()]
         scopes = subruns if categorized else [("", bd)]
         records = {g: read_record(run)[0] for g, run in scopes}
-        open_parent = categorized and not (record_state(data) or State.WAITING).terminal
+        open_parent = categorized and (problem is not None or not (record_state(data) or State.WAITING).terminal)
         posted = tuple(g for g, run in scopes if run.is_posted())
         uncertain = tuple(g for g, run in scopes if not run.is_posted() and delivery_status(run) == Delivery.UNCERTAIN)
-        if not open_parent and not problem and not any(may_still_post(run, records[g]) for g, run in scopes):
+        if not open_parent and not any(may_still_post(run, records[g]) for g, run in scopes):
+            # A damaged state.json of a posted run: the marker says it finished; it is left as it is.
             state = record_state(data) or (State.COMPLETED if posted else None)
             if state is not None:
-                return CancelResult(False, str(state), posted, uncertain)
+                return CancelResult(False, str(state) if record_state(data) else "posted", posted, uncertain)
         bd.mark_cancelled({"cancelled_at": utc_now_iso(), "by_pid": os.getpid()})
         bd.write_state(cancelled_record(data, build, None, "cancelled by the operator"))
         for g, run in subruns:

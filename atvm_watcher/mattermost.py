@@ -1,4 +1,4 @@
-"""Everything this program knows about Mattermost's incoming webhook (MATTERMOST.md): the payload's
+"""Everything this program knows about Mattermost's incoming webhook: the payload's
 shape, the server's size limits, and what each of its answers means for a post.
 
 The payload: ``text`` (icon and subject), one colour-coded attachment (``fallback``, ``color``,
@@ -15,7 +15,7 @@ is longer than ``MIN_KEPT``, the attachment's fields are dropped from the last; 
 ``text``, ``channel`` and ``username`` are kept. What ``render`` builds is capped per value and
 always fits; the check guards a payload stored by an earlier version, or edited.
 
-Answers, sorted into what the caller may do next (CONTRACT.md, "Delivery"):
+Answers, sorted into what the caller may do next (README.md, "States"):
   posted     a final 200 whose whole body (as long as its Content-Length says) is exactly ``ok``
   not-sent   certainly no post was made (no connection, 429, 408, a Mattermost 500 on a message
              kept under the split limit): safe to retry

@@ -92,9 +92,21 @@ def argv_has_token(cmdline: bytes, token: bytes) -> bool:
     return token in TOKEN_SPLIT.split(cmdline)
 
 
+# Programs an operator runs to look at a run, never to run one: following its journal
+# (journalctl ATVM_BUILD=B -f), its log (tail -f /tmp/.log/B.log) or its unit. Taken for the
+# launcher, they would keep a dead run alive and date the run from when someone started looking.
+VIEWERS = frozenset(b"journalctl tail less more most cat head grep egrep fgrep zgrep rg ag awk gawk sed vi vim "
+                    b"view nvim nano emacs watch systemctl ps pgrep pkill strace ltrace gdb lsof find ls multitail "
+                    b"lnav file stat wc".split())
+
+
 def is_candidate(cmdline: bytes, token: bytes) -> bool:
-    """Does this argv name the build as a whole token, and is it not the watcher or one of its helpers?"""
+    """Does this argv name the build as a whole token, and is it not the watcher, one of its helpers,
+    or a program someone runs to look at the run?"""
     if token not in cmdline or any(m in cmdline for m in SELF_MARKERS):
+        return False
+    program = cmdline.split(b"\x00", 1)[0].rsplit(b"/", 1)[-1]
+    if program in VIEWERS:
         return False
     return argv_has_token(cmdline, token)
 

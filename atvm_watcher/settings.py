@@ -1,4 +1,4 @@
-"""Every path and knob comes from here: the environment (CONTRACT.md names) over the env file.
+"""Every path and knob comes from here: the environment (the names README.md lists) over the env file.
 
 Nothing else in the package reads ``os.environ`` for configuration or holds a path literal,
 so tests move the whole world into a temporary folder by setting a few variables.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 from .decide import Limits
-from .layout import RunLayout
+from .layout import RunLayout, Templates, check_template, is_group_template
 from .redact import Redactor
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
@@ -30,6 +30,18 @@ _OURS = r"(?:ATVM|MATTERMOST_ATVM)_[A-Z0-9_]+"  # this program's settings
 _ASSIGNMENT = re.compile(f"({_OURS})=")
 _NUMERIC = re.compile(r"[+-]?(?:\d{1,9}(?:\.\d{0,6})?|\.\d{1,6})(?:[eE][+-]?\d{1,3})?|[+-]?(?:inf|infinity|nan)",
                       re.IGNORECASE)
+# The evidence layout, one path template per setting (layout.py: fields, defaults, what is refused).
+TEMPLATE_SETTINGS: Dict[str, str] = {
+    "ATVM_LOG_FILE": "log",
+    "ATVM_STATUS_FILE": "status",
+    "ATVM_EXIT_FILE": "exit",
+    "ATVM_PID_FILE": "pid",
+    "ATVM_REPORT_FOLDER": "reports",
+    "ATVM_GROUP_LOG_FILE": "group_log",
+    "ATVM_GROUP_STATUS_FILE": "group_status",
+    "ATVM_GROUP_EXIT_FILE": "group_exit",
+    "ATVM_GROUP_REPORT_FOLDER": "group_reports",
+}
 
 
 class ConfigError(Exception):
@@ -61,6 +73,7 @@ class Settings:
     at_least_once: bool
     username: str
     unit_dir: Path
+    templates: Templates = Templates()
 
     @property
     def has_webhook(self) -> bool:
@@ -68,7 +81,7 @@ class Settings:
 
     def layout(self, build: str) -> RunLayout:
         """Where build's evidence is: the one place that turns settings into the evidence layout."""
-        return RunLayout(build, self.log_dir, self.report_dir)
+        return RunLayout(build, self.log_dir, self.report_dir, self.templates)
 
     def limits(self) -> Limits:
         return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,
@@ -178,6 +191,19 @@ def _glued(*sources: Mapping[str, str]) -> None:
                                   "were run together (a missing line break?); values not shown")
 
 
+def _templates(env: Mapping[str, str]) -> Templates:
+    chosen = {}
+    for name, key in TEMPLATE_SETTINGS.items():
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        problem = check_template(value, is_group_template(key))
+        if problem:
+            raise ConfigError(f"{name}={value!r} {problem}")
+        chosen[key] = value
+    return Templates(**chosen)
+
+
 def default_inventory() -> Path:
     installed = PACKAGE_ROOT / "vm-inventory.md"
     if installed.exists():
@@ -259,4 +285,5 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         at_least_once=mode == "at-least-once",
         username=(env.get("MATTERMOST_ATVM_USERNAME") or "").strip(),
         unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
+        templates=_templates(env),
     )

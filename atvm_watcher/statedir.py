@@ -1,6 +1,6 @@
 """The state directory: atomic JSON files, markers, locks. The only module that writes there.
 
-Layout per build (CONTRACT.md): ``state.json``, ``posted.marker``, ``cancelled.marker``,
+Layout per build (README.md): ``state.json``, ``posted.marker``, ``cancelled.marker``,
 ``subruns/<group>/...``; ours besides: ``request.json`` (what the operator asked for),
 ``delivery.json`` (intent/outcome of the webhook call), ``events.jsonl`` (history),
 ``watch.lock`` (held by the one live watcher), ``state.lock`` (short critical sections shared
@@ -60,7 +60,11 @@ def encode_json(data: Any, **opts: Any) -> bytes:
 
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
-    body = encode_json(data, indent=2, sort_keys=True) + b"\n"
+    write_bytes_atomic(path, encode_json(data, indent=2, sort_keys=True) + b"\n")
+
+
+def write_bytes_atomic(path: Path, body: bytes) -> None:
+    """tmp + fsync + rename + fsync(dir), as write_json_atomic; StateError when it cannot be written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # A new file of our own: never an existing one, never through a link someone planted.

@@ -135,13 +135,19 @@ def exit_codes_help() -> str:
 
 @dataclass(frozen=True)
 class LogFacts:
+    """What the Cypress console log says (evidence.LogTail reads it; ANSI colour codes removed)."""
+
     path: str
     size: int
     mtime: float
-    finished_banner: bool = False
+    finished_banner: bool = False  # the latest Cypress run in the log printed (Run Finished)
     summary: Optional[str] = None  # "passed" | "failed" once Cypress printed its closing line
     failed_specs: int = 0
     total_specs: int = 0
+    unfinished: bool = False  # (Run Starting) with no (Run Finished) after it
+    failed_tests: int = 0  # failed tests the log shows anywhere (closing row, (Results) boxes, mocha's "N failing")
+    cancelled: bool = False  # Cypress Cloud cancelled the run ("The run was canceled")
+    error: Optional[str] = None  # a Cypress error that ends a run, as printed (e.g. no spec files found)
     changed_at: Optional[float] = None  # monotonic; None: hand-made evidence whose clock is the mtime's
     seen_change: bool = False
     restarted_at: Optional[float] = None  # monotonic: when the watcher saw the log rewritten from scratch

@@ -203,7 +203,7 @@ def _log_poll_costs(layout: RunLayout, polls: int) -> Dict[str, Any]:
         with log.open("ab") as fh:
             fh.write(b"  cy:xhr  GET /api/v1/jobs/42/status  Status: 200\n")
         grown += cpu_of(tail.facts)
-    reader = evidence.EvidenceReader(layout, False, time.time())
+    reader = evidence.EvidenceReader(layout, False)
     reader.snapshot()
     snap = cpu_of(reader.snapshot, polls)
     grep = [_grep_cost(log) for _ in range(3)]
@@ -222,7 +222,7 @@ def bench_reports(tmp: Path, rx: bl.TimedReceiver, count: int, polls: int) -> Di
     world = World.make(tmp, "reports", rx.url, PY)
     build = "bench-reports-10k"
     _finished_run(world, build, count)
-    reader = evidence.EvidenceReader(world.layout(build), False, time.time())
+    reader = evidence.EvidenceReader(world.layout(build), False)
     t0, c0 = time.monotonic(), time.process_time()
     decision = decide_mod.decide(reader.snapshot(), decide_mod.Limits())
     first = {"wall": time.monotonic() - t0, "cpu": time.process_time() - c0, "state": decision.run.state,

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Install (or uninstall) the ATVM run watcher on a test controller from an unpacked bundle
-# or a checkout. Safe to run again: it converges on the same result and never touches the
-# secrets in an existing env file (it only fixes that file's permissions).
+# or a checkout. Safe to run again: it converges on the same result, never touches the
+# secrets in an existing env file (it only fixes that file's permissions) nor an existing
+# vm-inventory.md, and its last line says whether it changed anything (configuration
+# management such as the Ansible role in deploy/ansible reads it).
 set -euo pipefail
 
 PKG_REL=opt/atvm-watcher-service
 UNIT_REL=etc/systemd/system
 UNIT_NAME=atvm-run-watcher@.service
+# Installed beside the watcher's unit, never enabled by the installer (INSTALL.md, "Metrics").
+METRICS_UNITS=(atvm-watcher-metrics.service atvm-watcher-metrics.timer)
 ENV_REL=etc/atvm-run-watcher.env
 STATE_REL=var/lib/atvm-run-watcher
 LEGACY_REL=root/atvm-watcher-service
-PKG_FILES=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh)
+PKG_FILES=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh atvm-run.sh)
 
 usage() {
     cat <<'EOF'
@@ -18,17 +22,22 @@ Usage: install.sh [--root DIR]                      install or upgrade
        install.sh [--root DIR] --uninstall [--purge]  remove
 
 Install (run as root from the unpacked bundle):
-  /opt/atvm-watcher-service            watcher, its code, helpers, vm-inventory.md (precompiled)
+  /opt/atvm-watcher-service            watcher, its code, helpers (atvm-run.sh launches a run),
+                                       vm-inventory.md (precompiled)
   /etc/systemd/system/atvm-run-watcher@.service
+  /etc/systemd/system/atvm-watcher-metrics.{service,timer}   (the timer stays off)
   /etc/atvm-run-watcher.env            created from the example (0600) only when absent; an
                                        existing one is kept as is, only its permissions fixed
   /var/lib/atvm-run-watcher            state root
+An existing /opt/atvm-watcher-service/vm-inventory.md (the lab's own) is kept.
 A legacy /root/atvm-watcher-service is stopped and moved to a dated backup beside it.
-Ends with the validation: --help of the watcher and start helper, systemctl cat, check.
+Ends with the validation: --help of the watcher and start helper, systemctl cat, check,
+then one line "install: result: changed (WHAT, ...)" or "install: result: unchanged".
 
   --root DIR    stage into DIR instead of / (for tests and image builds); systemctl is not
                 called unless SYSTEMCTL is set
-  --uninstall   stop all instances, remove the package and the unit; state and env file stay
+  --uninstall   stop all instances and the metrics timer, remove the package and the units;
+                state and env file stay
   --purge       with --uninstall: also remove the state root and the env file
   -h, --help    show this help
 
@@ -114,6 +123,10 @@ instances_using() {
     done
 }
 
+# What this run changed, for the closing "result:" line.
+CHANGED=()
+changed() { CHANGED+=("$1"); }
+
 STOPPED=()
 stop_instances() {
     local unit
@@ -127,7 +140,7 @@ stop_instances() {
 check_sources() {
     local f
     for f in "${PKG_FILES[@]}" atvm_watcher/__init__.py inventory/vm-inventory.md \
-        "deploy/$UNIT_NAME" deploy/atvm-run-watcher.env.example; do
+        "deploy/$UNIT_NAME" "${METRICS_UNITS[@]/#/deploy/}" deploy/atvm-run-watcher.env.example; do
         [[ -f "$SRC/$f" ]] || die "$SRC/$f is missing: run this from an unpacked bundle or a checkout"
     done
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
@@ -147,6 +160,7 @@ replace_legacy() {
     done
     mv -- "$LEGACY" "$backup"
     say "legacy install /$LEGACY_REL moved to ${backup#"$root_dir"}"
+    changed "legacy install moved"
     if ((${#STOPPED[@]} > 0)); then
         say "these watchers ran from the legacy install and were stopped; once this install"
         say "is done, start them again with start-atvm-run-watcher.sh (or systemctl start UNIT):"
@@ -154,8 +168,19 @@ replace_legacy() {
     fi
 }
 
+# Every entry with its type and mode, then the contents of all but the bytecode: bytecode is
+# the compiler's output for the sources compared here, and not always byte-for-byte the same.
+same_tree() {
+    local listing_a listing_b
+    [[ -d "$2" ]] || return 1
+    listing_a="$(cd -- "$1" && find . -printf '%p %y %m\n' | LC_ALL=C sort)"
+    listing_b="$(cd -- "$2" && find . -printf '%p %y %m\n' | LC_ALL=C sort)"
+    [[ "$listing_a" == "$listing_b" ]] && diff -rq --no-dereference --exclude=__pycache__ -- "$1" "$2" >/dev/null
+}
+
 # The package is built in a sibling folder and swapped in, so a watcher starting meanwhile
-# never imports a half-copied tree and files dropped from a release do not linger.
+# never imports a half-copied tree and files dropped from a release do not linger. An
+# identical tree is left in place, so a second run changes nothing.
 install_package() {
     local stage="$PKG.new.$$" old="$PKG.old.$$" f
     rm -rf -- "$stage"
@@ -165,7 +190,15 @@ install_package() {
     done
     install -p -m 0644 -- "$SRC"/atvm_watcher/*.py "$stage/atvm_watcher/"
     install -p -m 0644 -- "$SRC"/atvm_watcher/commands/*.py "$stage/atvm_watcher/commands/"
-    install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md"
+    # The shipped inventory is an example; the one already installed is the lab's: keep it.
+    if [[ -f "$PKG/vm-inventory.md" ]]; then
+        cp -p -- "$PKG/vm-inventory.md" "$stage/vm-inventory.md"
+        if ! cmp -s -- "$PKG/vm-inventory.md" "$SRC/inventory/vm-inventory.md"; then
+            say "kept /$PKG_REL/vm-inventory.md (edited on this controller)"
+        fi
+    else
+        install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md"
+    fi
     install -m 0644 -- "$SRC/deploy/atvm-run-watcher.env.example" "$stage/atvm-run-watcher.env.example"
     for f in INSTALL.md VERSION; do
         if [[ -f "$SRC/$f" ]]; then install -m 0644 -- "$SRC/$f" "$stage/$f"; fi
@@ -174,10 +207,16 @@ install_package() {
     "$PYTHON" -m compileall -q -d "/$PKG_REL" "$stage" >/dev/null ||
         die "python3 -m compileall failed in $stage"
     chmod 0755 -- "$stage" "$stage/atvm_watcher" "$stage/atvm_watcher/commands"
+    if same_tree "$stage" "$PKG"; then
+        rm -rf -- "$stage"
+        say "kept /$PKG_REL (already this version)"
+        return 0
+    fi
     if [[ -e "$PKG" ]]; then mv -- "$PKG" "$old"; fi
     mv -- "$stage" "$PKG"
     rm -rf -- "$old"
     say "installed /$PKG_REL"
+    changed "package"
 }
 
 install_env_file() {
@@ -186,25 +225,39 @@ install_env_file() {
     if [[ ! -e "$ENV_FILE" ]]; then
         install -m 0600 -- "$SRC/deploy/atvm-run-watcher.env.example" "$ENV_FILE"
         say "created /$ENV_REL from the example: set MATTERMOST_ATVM_WEBHOOK in it"
+        changed "env file created"
         return 0
     fi
     mode_now="$(stat -c '%a' -- "$ENV_FILE")"
     if [[ "$mode_now" != 600 && "$mode_now" != 400 ]]; then
         chmod 0600 -- "$ENV_FILE"
         say "fixed permissions of /$ENV_REL: $mode_now -> 600 (contents untouched)"
+        changed "env file mode"
     else
         say "kept /$ENV_REL (contents untouched)"
     fi
     if ((EUID == 0)) && [[ "$(stat -c '%u:%g' -- "$ENV_FILE")" != 0:0 ]]; then
         chown 0:0 -- "$ENV_FILE"
         say "fixed owner of /$ENV_REL -> root:root"
+        changed "env file owner"
     fi
 }
 
-install_unit() {
-    mkdir -p -- "$UNIT_DIR" "$STATE_ROOT"
-    install -m 0644 -- "$SRC/deploy/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME"
-    say "installed /$UNIT_REL/$UNIT_NAME"
+install_units() {
+    local unit
+    if [[ ! -d "$STATE_ROOT" ]]; then
+        mkdir -p -- "$STATE_ROOT"
+        changed "state root created"
+    fi
+    mkdir -p -- "$UNIT_DIR"
+    for unit in "$UNIT_NAME" "${METRICS_UNITS[@]}"; do
+        if cmp -s -- "$SRC/deploy/$unit" "$UNIT_DIR/$unit" && [[ "$(stat -c '%a' -- "$UNIT_DIR/$unit")" == 644 ]]; then
+            continue
+        fi
+        install -m 0644 -- "$SRC/deploy/$unit" "$UNIT_DIR/$unit"
+        say "installed /$UNIT_REL/$unit"
+        changed "$unit"
+    done
     sysctl daemon-reload
 }
 
@@ -219,6 +272,7 @@ validate() {
     say "validating"
     "$PYTHON" "$PKG/atvm_run_watcher.py" --help >/dev/null || die "atvm_run_watcher.py --help failed"
     "$PKG/start-atvm-run-watcher.sh" --help >/dev/null || die "start-atvm-run-watcher.sh --help failed"
+    "$PKG/atvm-run.sh" --help >/dev/null || die "atvm-run.sh --help failed"
     if [[ -n "$SYSTEMCTL" ]]; then
         "$SYSTEMCTL" cat "$UNIT_NAME" >/dev/null || die "systemctl cat $UNIT_NAME failed"
     fi
@@ -235,17 +289,30 @@ do_install() {
     replace_legacy
     install_package
     install_env_file
-    install_unit
+    install_units
     validate
+    local what
+    if ((${#CHANGED[@]} > 0)); then
+        what="$(printf '%s, ' "${CHANGED[@]}")"
+        say "result: changed (${what%, })"
+    else
+        say "result: unchanged"
+    fi
 }
 
 do_uninstall() {
+    local unit
     stop_instances ""
     sysctl reset-failed 'atvm-run-watcher@*.service' 2>/dev/null || true
-    rm -f -- "$UNIT_DIR/$UNIT_NAME"
+    if [[ -e "$UNIT_DIR/atvm-watcher-metrics.timer" ]]; then
+        sysctl disable --now atvm-watcher-metrics.timer || true
+    fi
+    for unit in "$UNIT_NAME" "${METRICS_UNITS[@]}"; do
+        rm -f -- "$UNIT_DIR/$unit"
+    done
     sysctl daemon-reload
     rm -rf -- "$PKG"
-    say "removed /$PKG_REL and /$UNIT_REL/$UNIT_NAME"
+    say "removed /$PKG_REL and /$UNIT_REL/$UNIT_NAME (and the metrics units)"
     if ((purge)); then
         rm -rf -- "$STATE_ROOT"
         rm -f -- "$ENV_FILE"

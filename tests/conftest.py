@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from atvm_dev.receiver import MattermostDouble  # noqa: E402
 from atvm_watcher.layout import RunLayout  # noqa: E402
+from atvm_watcher.settings import load  # noqa: E402
 
 WATCHER = REPO / "atvm_run_watcher.py"
 # The same CLI with a crash point armed by ATVM_TEST_PAUSE_AT / ATVM_TEST_PAUSE_FILE (see the file).
@@ -57,8 +58,10 @@ class World:
         return Path(self.env["ATVM_REPORT_DIR"])
 
     def layout(self, build: str) -> RunLayout:
-        """Where a run of this build leaves its evidence, as the watcher will look for it."""
-        return RunLayout(build, self.log_dir, self.report_dir)
+        """Where a run of this build leaves its evidence, as the watcher will look for it (templates included).
+
+        Only the world's environment counts here: a test may break the env file on purpose."""
+        return load({**self.env, "ATVM_WATCHER_ENV_FILE": str(self.root / "no-such.env")}).layout(build)
 
     def build_dir(self, build: str) -> Path:
         return self.state_root / build

@@ -14,7 +14,7 @@ from conftest import REPO, WATCHER
 
 from atvm_watcher.settings import ConfigError, load, parse_env_file
 
-COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request"]
+COMMANDS = ["watch", "inspect", "status", "cancel", "check", "demo", "record-request", "launch"]
 
 
 def test_top_level_help_from_any_directory(tmp_path):
@@ -38,7 +38,7 @@ def test_watch_help_lists_the_pinned_flags(world):
         assert flag in text
 
 
-@pytest.mark.parametrize("command", ["watch", "inspect", "cancel", "record-request", "status"])
+@pytest.mark.parametrize("command", ["watch", "inspect", "cancel", "record-request", "status", "launch"])
 def test_bad_build_name_refused_before_anything_is_written(world, command):
     res = world.cli(command, "--build-name", "../../etc")
     assert res.returncode == 2 and "refused" in res.stderr
@@ -219,3 +219,76 @@ def test_every_setting_is_documented_in_the_readme_and_the_env_example():
     for name in names:
         assert f"`{name}`" in readme, name
         assert name in example, name
+
+
+def test_a_bad_layout_template_is_a_configuration_error(world):
+    res = world.cli("inspect", "--build-name", "e2e-template", env={"ATVM_GROUP_LOG_FILE": "{log_dir}/{build}.log"})
+    assert res.returncode == 3 and "ATVM_GROUP_LOG_FILE" in res.stderr and "{group}" in res.stderr, res.stderr
+    res = world.cli("check", env={"ATVM_LOG_FILE": "{log_dir}{build}.log"})
+    assert res.returncode == 3 and "ATVM_LOG_FILE" in res.stdout
+
+
+def test_inspect_discover_names_the_settings_that_would_read_a_real_run(world):
+    """The first real run tells the operator what to set: set what --discover suggests, and every file is read."""
+    build = "e2e-discover"
+    runs = world.log_dir / "runs" / build
+    runs.mkdir(parents=True)
+    (runs / "cypress.log").write_text("  (Run Starting)\n")
+    (runs / "rc").write_text("0\n")
+    (world.report_dir / "mocha" / build).mkdir(parents=True)
+    (world.report_dir / "mocha" / build / "mochawesome.json").write_text("{}")
+    (world.log_dir / f"{build}.pid").write_text("1\n")  # where the default layout reads it
+    (world.log_dir / f"{build}2.log").write_text("another build\n")  # B2 is not B
+    (world.log_dir / "launcher.out").write_text(f"launching {build}\n")  # named in its first line only
+
+    res = world.cli("inspect", "--build-name", build, "--discover", "--json", check=True)
+    info = json.loads(res.stdout)
+    by_path = {Path(f["path"]).relative_to(world.root).as_posix(): f for f in info["files"]}
+    assert sorted(by_path) == ["log/e2e-discover.pid", "log/launcher.out", f"log/runs/{build}/cypress.log",
+                               f"log/runs/{build}/rc", f"reports/mocha/{build}/mochawesome.json"]
+    assert by_path[f"log/{build}.pid"]["settings"] == ["ATVM_PID_FILE"]
+    assert by_path["log/launcher.out"]["why"] == "first line" and by_path["log/launcher.out"]["suggestion"] is None
+    assert info["suggested"] == ["ATVM_EXIT_FILE={log_dir}/runs/{build}/rc",
+                                 "ATVM_LOG_FILE={log_dir}/runs/{build}/cypress.log",
+                                 "ATVM_REPORT_FOLDER={report_dir}/mocha/{build}"]
+
+    env = dict(line.split("=", 1) for line in info["suggested"])
+    again = json.loads(world.cli("inspect", "--build-name", build, "--discover", "--json", env=env, check=True).stdout)
+    assert again["suggested"] == []
+    assert all(f["settings"] for f in again["files"] if f["why"] == "path")
+    text = world.cli("inspect", "--build-name", build, env=env, check=True).stdout
+    assert f"log {runs / 'cypress.log'}" in text and "(Run Starting) without (Run Finished)" in text
+    assert "exit-0-but-unfinished" in text  # the exit code 0 is read, and the log contradicts it
+    human = world.cli("inspect", "--build-name", build, "--discover", check=True).stdout
+    assert "ATVM_LOG_FILE={log_dir}/runs/{build}/cypress.log" in human and "read as ATVM_PID_FILE" in human
+
+
+def test_cancel_of_a_posted_build_with_a_damaged_state_changes_nothing(world):
+    build = "posted-damaged"
+    bd = world.build_dir(build)
+    bd.mkdir(parents=True)
+    (bd / "posted.marker").write_text(json.dumps({"state": "COMPLETED"}))
+    (bd / "state.json").write_text("{garbage")
+    res = world.cli("cancel", "--build-name", build)
+    assert res.returncode == 0 and "already finished (posted)" in res.stdout, res.stdout
+    assert not (bd / "cancelled.marker").exists() and (bd / "state.json").read_text() == "{garbage"
+
+
+def test_a_build_whose_watcher_stopped_part_way_needs_rerun_or_resume(world):
+    """A new run must not inherit what an earlier watcher decided; the same run must keep it."""
+    build = "stopped-part-way"
+    sub = world.build_dir(build) / "subruns" / "linux"
+    sub.mkdir(parents=True)
+    (world.build_dir(build) / "state.json").write_text(json.dumps({"state": "RUNNING", "categorized": True,
+                                                                   "groups": ["linux"]}))
+    (sub / "state.json").write_text(json.dumps({"state": "COMPLETED", "group": "linux", "delivery": "posted"}))
+    (sub / "posted.marker").write_text("{}")
+    res = world.cli("record-request", "--build-name", build, "--categorize")
+    assert res.returncode == 7 and "--rerun" in res.stdout and "--resume" in res.stdout, res.stdout
+    assert not (world.build_dir(build) / "request.json").exists()
+    res = world.cli("record-request", "--build-name", build, "--categorize", "--resume")
+    assert res.returncode == 0 and (sub / "posted.marker").exists()
+    res = world.cli("record-request", "--build-name", build, "--categorize", "--rerun")
+    assert res.returncode == 0 and "archived" in res.stdout and not sub.exists()
+    res = world.cli("record-request", "--build-name", build, "--rerun", "--resume")
+    assert res.returncode == 2

@@ -359,3 +359,18 @@ def test_uncertainty_found_by_a_killed_restart_still_sets_the_final_exit_code(wo
     subruns = {s["group"]: s["delivery"] for s in status(world, "lost-5")["subruns"]}
     assert subruns == {"linux": "DELIVERY-UNCERTAIN", "windows": "posted"}
     assert code == 5, err
+
+
+def test_a_restart_that_sends_an_owed_post_still_reports_a_post_rejected_before(world):
+    """linux rejected (400), windows not sent (429 each time): exit 75; the restart posts windows and
+    still exits 4, so the unit ends failed and the rejected post is not hidden behind a success."""
+    finished(world, "mixed", groups=(("linux", True), ("windows", False)))
+    world.receiver.queue(Fault.error(400, "web.incoming_webhook.invalid.app_error"),
+                         *[Fault.rate_limited(retry_after=0)] * 3)
+    code, _, err = watch(world, "mixed", "--categorize")
+    assert code == 75, err
+    code, _, err = watch(world, "mixed", "--categorize")
+    assert code == 4, err
+    assert len(world.receiver.posts) == 1
+    shown = status(world, "mixed")
+    assert {s["group"]: s["delivery"] for s in shown["subruns"]} == {"linux": "rejected", "windows": "posted"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
@@ -9,6 +10,7 @@ from typing import Optional, Tuple
 import pytest
 
 from atvm_watcher.decide import Limits, decide
+from atvm_watcher.evidence import LogTail
 from atvm_watcher.reports import parse_report
 from atvm_watcher.vocab import Liveness, LogFacts, OutcomeFile, Report, ScopeEvidence, Snapshot
 
@@ -31,8 +33,8 @@ def raw_report(data: bytes, mtime: float = T0 + 50, name: str = "x.json") -> Rep
 
 
 def log(mtime: float = T0 + 60, banner: bool = False, summary: Optional[str] = None, failed: int = 0,
-        total: int = 0) -> LogFacts:
-    return LogFacts("/l/B.log", 1000, mtime, banner, summary, failed, total)
+        total: int = 0, **more) -> LogFacts:
+    return LogFacts("/l/B.log", 1000, mtime, banner, summary, failed, total, **more)
 
 
 def outcome(text: str, mtime: float = T0 + 60, name: str = "B.exit") -> OutcomeFile:
@@ -49,6 +51,11 @@ def snap(now: float, parent: ScopeEvidence, launcher: Liveness = GONE, groups: T
 
 
 FINISHED = log(banner=True, summary="passed")
+STARTED = log(unfinished=True)
+FAILED_130 = log(banner=True, summary="failed", failed=3, total=3, failed_tests=130)
+FAILED_256 = log(banner=True, summary="failed", failed=4, total=4, failed_tests=256)
+CANCELED = log(banner=True, cancelled=True)
+NO_SPECS = log(error="Can't run because no spec files were found")
 NOW = T0 + 100
 
 # (id, snapshot, expected state, expected rule)
@@ -77,10 +84,44 @@ ROWS = [
      "exit-code"),
     ("exit-1", snap(NOW, scope(exit_=outcome("1"))), "FAILED", "exit-code"),
     ("exit-127", snap(NOW, scope(exit_=outcome("127"))), "FAILED", "exit-code"),
-    ("exit-128-killed", snap(NOW, scope(log_=FINISHED, exit_=outcome("128"))), "TERMINATED", "exit-signal"),
+    ("exit-128-killed", snap(NOW, scope(log_=STARTED, exit_=outcome("128"))), "TERMINATED", "exit-signal"),
     ("exit-137-killed", snap(NOW, scope(exit_=outcome("137"))), "TERMINATED", "exit-signal"),
+    ("exit-143-banner-without-closing-line", snap(NOW, scope(log_=log(banner=True), exit_=outcome("143"))),
+     "TERMINATED", "exit-signal"),
+    # Cypress exits with its count of failed tests modulo 256: after its closing line, >= 128 is a count
+    ("exit-130-is-130-failures", snap(NOW, scope(log_=FAILED_130, exit_=outcome("130"))), "FAILED",
+     "exit-after-summary"),
+    ("exit-143-after-all-specs-passed", snap(NOW, scope(log_=FINISHED, exit_=outcome("143"))), "COMPLETED",
+     "exit-after-summary"),
+    ("exit-143-after-all-passed-but-earlier-failures", snap(NOW, scope(log_=replace(FINISHED, failed_tests=2),
+                                                                       exit_=outcome("143"))),
+     "FAILED", "exit-after-summary"),
+    ("exit-143-after-all-passed-but-report-failed", snap(NOW, scope(log_=FINISHED, exit_=outcome("143"),
+                                                                    reports=[fixture_report("fail")])),
+     "FAILED", "exit-after-summary"),
+    # exit 0 is a pass only when nothing contradicts it
+    ("exit-0-256-failures", snap(NOW, scope(log_=FAILED_256, exit_=outcome("0"))), "FAILED", "exit-0-but-failed"),
+    ("exit-0-quiet-failing", snap(NOW, scope(log_=log(failed_tests=1), exit_=outcome("0"))), "FAILED",
+     "exit-0-but-failed"),
+    ("exit-0-no-spec-files", snap(NOW, scope(log_=log(error="Can't run because no spec files were found"),
+                                            exit_=outcome("0"))), "FAILED", "exit-0-but-error"),
+    ("exit-0-crash-report", snap(NOW, scope(log_=log(unfinished=True, error="The Test Runner unexpectedly exited"),
+                                           exit_=outcome("0"))), "FAILED", "exit-0-but-error"),
+    ("exit-0-started-never-finished", snap(NOW, scope(log_=STARTED, exit_=outcome("0"))), "FAILED",
+     "exit-0-but-unfinished"),
+    ("exit-0-quiet-passing", snap(NOW, scope(log_=log(), exit_=outcome("0"))), "COMPLETED", "exit-code"),
+    ("exit-0-banner-without-closing-line", snap(NOW, scope(log_=log(banner=True), exit_=outcome("0"))),
+     "COMPLETED", "exit-code"),
+    ("exit-1-after-all-specs-passed", snap(NOW, scope(log_=FINISHED, exit_=outcome("1"))), "FAILED", "exit-code"),
+    # Cypress Cloud's cancellation: never posted, whatever the exit code says
+    ("cloud-cancelled-exit-1", snap(NOW, scope(log_=CANCELED, exit_=outcome("1"))), "CANCELLED", "cloud-cancelled"),
+    ("cloud-cancelled-log-alone", snap(NOW, scope(log_=CANCELED), ALIVE), "CANCELLED", "cloud-cancelled"),
+    ("status-wins-over-cloud-cancel", snap(NOW, scope(log_=CANCELED, status=outcome("FAILED", name="B.status"))),
+     "FAILED", "status-file"),
     ("exit-garbage-settled", snap(NOW, scope(exit_=outcome("banana", mtime=NOW - 10))), "UNKNOWN",
      "exit-unreadable"),
+    ("status-empty-still-writing", snap(NOW, scope(status=outcome("", mtime=NOW - 0.5, name="B.status")), ALIVE),
+     "RUNNING", "status-settling"),
     ("exit-empty-still-writing", snap(NOW, scope(exit_=outcome("", mtime=NOW - 0.5)), ALIVE), "RUNNING",
      "exit-settling"),
     # the status file is authoritative: its word wins over every other piece of evidence
@@ -96,13 +137,39 @@ ROWS = [
      "COMPLETED", "status-file"),
     ("status-garbage", snap(NOW, scope(status=outcome("MAYBE", mtime=NOW - 10, name="B.status"))), "UNKNOWN",
      "status-unreadable"),
-    # the banner alone, with the launcher still alive, waits briefly for the summary line
+    # the log alone: the banner with its closing line decides; without it, the banner is never a pass
+    ("banner-all-passed-but-earlier-failures", snap(NOW, scope(log_=log(banner=True, summary="passed",
+                                                                            failed_tests=2))), "FAILED", "log-banner"),
+    ("banner-130-failures-log-alone", snap(NOW, scope(log_=FAILED_130)), "FAILED", "log-banner"),
     ("banner-no-summary-alive-fresh", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True)), ALIVE), "RUNNING",
      "banner-settling"),
+    ("banner-no-summary-gone-fresh", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True))), "RUNNING",
+     "banner-settling"),
     ("banner-no-summary-alive-settled", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True)), ALIVE),
-     "COMPLETED", "log-banner"),
-    ("banner-no-summary-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True))), "COMPLETED",
-     "log-banner"),
+     "RUNNING", "launcher-alive"),
+    ("banner-no-summary-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True))), "UNKNOWN",
+     "banner-no-summary"),
+    ("banner-no-summary-gone-with-failures", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True, failed_tests=1))),
+     "FAILED", "banner-no-summary"),
+    ("banner-no-summary-gone-report-failed", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True),
+                                                             reports=[fixture_report("fail")])),
+     "FAILED", "banner-no-summary"),
+    # an error that ends a Cypress run, with no outcome file: decided once the launcher is gone
+    ("cypress-error-launcher-gone", snap(NOW, scope(log_=NO_SPECS)), "FAILED", "cypress-error"),
+    ("cypress-error-gone-fresh", snap(NOW, scope(log_=replace(NO_SPECS, mtime=NOW - 0.5))), "RUNNING",
+     "cypress-error-settling"),
+    ("cypress-error-launcher-alive", snap(NOW, scope(log_=NO_SPECS), ALIVE), "RUNNING", "launcher-alive"),
+    # no finish evidence and the launcher gone: TERMINATED, unless tests had failed (posted, never lost)
+    ("quiet-failing-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 61, failed_tests=1))), "FAILED",
+     "gone-with-failures"),
+    ("report-failed-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 61), reports=[fixture_report("fail",
+                                                                                                     mtime=NOW - 61)])),
+     "FAILED", "gone-with-failures"),
+    ("quiet-passing-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 61))), "TERMINATED", "launcher-gone"),
+    ("started-never-finished-gone", snap(NOW, scope(log_=replace(STARTED, mtime=NOW - 61))), "TERMINATED",
+     "launcher-gone"),
+    ("quiet-failing-launcher-alive", snap(NOW, scope(log_=log(mtime=NOW - 61, failed_tests=1)), ALIVE), "RUNNING",
+     "launcher-alive"),
     # half-written reports are "not yet"; unreadable ones after the run finished are UNKNOWN unless failure is known
     ("half-written-report-waits", snap(NOW, scope(log_=FINISHED, reports=[raw_report(b'{"stats": {"tes',
                                                                                      mtime=NOW - 0.5)])),
@@ -124,6 +191,39 @@ ROWS = [
     ("nothing-yet", snap(T0 + 100, scope()), "WAITING", "waiting-for-start"),
     ("nothing-by-start-timeout", snap(T0 + 1800, scope()), "UNKNOWN", "no-evidence"),
 ]
+
+
+# --- the corpus: what Cypress 13.17 really prints (tests/fixtures/cypress), read by the real LogTail ---------
+
+CORPUS = Path(__file__).parent / "fixtures" / "cypress"
+MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
+# With the log alone, a run that printed no verdict of its own and whose launcher left no exit code
+# cannot be told from a killed one: never posted, so never COMPLETED without a pass line.
+LOG_ALONE_DIFFERS = {"quiet-passed": "TERMINATED"}
+
+
+def corpus_log(case: dict) -> LogFacts:
+    return replace(LogTail(CORPUS / case["file"]).facts(), mtime=T0 + 60)
+
+
+@pytest.mark.parametrize("case", MANIFEST, ids=[c["case"] for c in MANIFEST])
+def test_corpus_case_with_its_exit_code(case):
+    s = snap(NOW, scope(log_=corpus_log(case), exit_=outcome(str(case["exit_code"]), mtime=T0 + 61)))
+    assert decide(s, LIMITS).run.state == case["expected_state"]
+
+
+@pytest.mark.parametrize("case", MANIFEST, ids=[c["case"] for c in MANIFEST])
+def test_corpus_case_while_the_exit_code_is_still_to_come(case):
+    """The launcher alive after the last line (an upload to Cypress Cloud, a slow exit): the log decides what it
+    can, and nothing else is decided before the exit code lands."""
+    verdict = decide(snap(NOW, scope(log_=corpus_log(case)), ALIVE), LIMITS).run
+    assert verdict.state in ("RUNNING", case["expected_state"]), verdict
+
+
+@pytest.mark.parametrize("case", MANIFEST, ids=[c["case"] for c in MANIFEST])
+def test_corpus_case_with_the_log_alone(case):
+    verdict = decide(snap(T0 + 60 + LIMITS.gone_grace + 1, scope(log_=corpus_log(case)), GONE_AFTER_SEEN), LIMITS).run
+    assert verdict.state == LOG_ALONE_DIFFERS.get(case["case"], case["expected_state"]), verdict
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
@@ -248,6 +348,14 @@ def test_categorized_launcher_gone_all_groups_terminal():
 def test_categorized_launcher_gone_group_unfinished_is_terminated():
     d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), group("windows", None, T0 + 30)], GONE), LIMITS)
     assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "TERMINATED")])
+
+
+def test_categorized_unfinished_group_with_failed_tests_is_posted_failed():
+    """A group with no outcome file of its own (a --quiet run, a Cypress error) whose log shows failures."""
+    quiet = scope(group="windows", log_=replace(log(mtime=T0 + 30), failed_tests=2))
+    d = decide(cat(NOW, scope(), [group("linux", "0", T0 + 20), quiet], GONE), LIMITS)
+    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "FAILED")])  # the parent is never posted
+    assert d.groups[1].rule == "gone-with-failures"
 
 
 def test_categorized_hung_parent_hangs_open_groups():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -23,25 +22,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from needed import need_tool  # noqa: E402
+
 from atvm_watcher.vocab import RESTART_PREVENTED, RESTARTED  # noqa: E402
 
 UNIT = REPO / "deploy" / "atvm-run-watcher@.service"
+METRICS_UNITS = ("atvm-watcher-metrics.service", "atvm-watcher-metrics.timer")
 INSTALL = REPO / "deploy" / "install.sh"
 START = REPO / "start-atvm-run-watcher.sh"
 CANCEL = REPO / "cancel-atvm-run-watcher.sh"
 BUNDLE = REPO / "tools" / "make-bundle.sh"
+ATVM_RUN = REPO / "atvm-run.sh"
 INSTANCE = "atvm-run-watcher@e2e\\x2dredhat9.6\\x2dubuntu24.04\\x2dw2k25\\x2dfc.service"
 EXPOSURE_THRESHOLD = 2.5  # systemd-analyze's scale: 0 (locked down) .. 10 (exposed)
 SECRET = "https://mattermost.example.invalid/hooks/s3cr3tTOKENvalue"
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required under CI (tools/install-test-deps.sh)", pytrace=False)
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def unit_settings(text: str) -> Dict[str, List[str]]:
@@ -135,7 +129,7 @@ def shell_scripts() -> List[Path]:
 
 
 def test_every_deployment_script_is_found():
-    assert {START, CANCEL, INSTALL, BUNDLE} <= set(shell_scripts())
+    assert {START, CANCEL, INSTALL, BUNDLE, ATVM_RUN} <= set(shell_scripts())
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
@@ -144,7 +138,7 @@ def test_shell_script_is_shellcheck_clean(script):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("script", [START, CANCEL, INSTALL, BUNDLE], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [START, CANCEL, INSTALL, BUNDLE, ATVM_RUN], ids=lambda p: p.name)
 def test_scripts_are_strict_and_executable(script):
     assert os.access(script, os.X_OK)
     assert "set -euo pipefail" in script.read_text()
@@ -163,7 +157,8 @@ def staged_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["atvm-run-watcher@.service", INSTANCE], ids=["template", "instance"])
+@pytest.mark.parametrize("name", ["atvm-run-watcher@.service", INSTANCE, *METRICS_UNITS],
+                         ids=["template", "instance", "metrics-service", "metrics-timer"])
 def test_unit_verifies_without_any_warning(staged_root, name):
     analyze = need_tool("systemd-analyze")
     done = run([analyze, "verify", staged_root / "etc/systemd/system" / name])
@@ -219,6 +214,26 @@ def test_unit_exposure_score_is_low_and_recorded_in_install_md():
     assert f"exposure level {m.group(1)}" in (REPO / "INSTALL.md").read_text(), "update INSTALL.md's score"
 
 
+def test_metrics_service_writes_the_textfile_and_the_timer_runs_it_every_minute(staged_root):
+    service = unit_settings((staged_root / "etc/systemd/system" / METRICS_UNITS[0]).read_text())
+    timer = unit_settings((staged_root / "etc/systemd/system" / METRICS_UNITS[1]).read_text())
+    argv = service["ExecStart"][0].split()
+    assert argv[1:] == ["/opt/atvm-watcher-service/atvm_run_watcher.py", "status", "--format=prometheus",
+                        "--output=${ATVM_METRICS_DIR}/atvm_watcher.prom"]
+    # the default folder is Debian's node_exporter's; the env file (read after it) may override it
+    assert service["Environment"][0] == "ATVM_METRICS_DIR=/var/lib/prometheus/node-exporter"
+    assert service["EnvironmentFile"] == ["-/etc/atvm-run-watcher.env"] and service["Type"] == ["oneshot"]
+    assert timer["OnUnitActiveSec"] == ["1min"] and timer["WantedBy"] == ["timers.target"]
+
+
+def test_metrics_service_exposure_score_is_low():
+    analyze = need_tool("systemd-analyze")
+    done = run([analyze, "security", "--offline=true", f"--threshold={int(EXPOSURE_THRESHOLD * 10)}",
+                REPO / "deploy" / METRICS_UNITS[0]])
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
+    assert m and done.returncode == 0 and float(m.group(1)) <= EXPOSURE_THRESHOLD, done.stdout + done.stderr
+
+
 # --- installer ----------------------------------------------------------------------------------
 def install(root: Path, fakes: Fakes, *args: str) -> subprocess.CompletedProcess:
     return run([INSTALL, "--root", root, *args], env=fakes.env())
@@ -237,7 +252,7 @@ def test_fresh_install_lays_out_the_controller(tmp_path, fakes):
     done = install(root, fakes)
     assert done.returncode == 0, done.stdout + done.stderr
     pkg = root / "opt/atvm-watcher-service"
-    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh"):
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh"):
         assert mode(pkg / name) == 0o755
     assert (pkg / "vm-inventory.md").read_bytes() == (REPO / "inventory/vm-inventory.md").read_bytes()
     modules = {p.name for p in (REPO / "atvm_watcher").glob("*.py")}
@@ -250,6 +265,45 @@ def test_fresh_install_lays_out_the_controller(tmp_path, fakes):
     assert (root / "var/lib/atvm-run-watcher").is_dir()
     assert ["daemon-reload"] in fakes.calls("systemctl")
     assert ["cat", "atvm-run-watcher@.service"] in fakes.calls("systemctl")
+    for name in METRICS_UNITS:
+        assert (root / "etc/systemd/system" / name).read_bytes() == (REPO / "deploy" / name).read_bytes()
+    assert not [c for c in fakes.calls("systemctl") if c[0] in ("enable", "start")], "the timer stays off"
+    assert done.stdout.splitlines()[-1].startswith("install: result: changed (package, env file created")
+
+
+def result_line(done: subprocess.CompletedProcess) -> str:
+    """The installer's closing line, which configuration management reads."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert re.fullmatch(r"install: result: (unchanged|changed \(.+\))", last), last
+    return last
+
+
+def test_a_second_install_reports_unchanged_and_a_change_is_reported(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert result_line(install(root, fakes)).startswith("install: result: changed")
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
+
+    (root / "etc/atvm-run-watcher.env").chmod(0o640)
+    assert result_line(install(root, fakes)) == "install: result: changed (env file mode)"
+    (root / "etc/systemd/system" / METRICS_UNITS[1]).write_text("[Timer]\n")
+    assert result_line(install(root, fakes)) == f"install: result: changed ({METRICS_UNITS[1]})"
+    (root / "opt/atvm-watcher-service/atvm_watcher/stale.py").write_text("# from an older release\n")
+    assert result_line(install(root, fakes)) == "install: result: changed (package)"
+    assert not (root / "opt/atvm-watcher-service/atvm_watcher/stale.py").exists()
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
+
+
+def test_an_edited_inventory_is_kept_by_a_reinstall(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert install(root, fakes).returncode == 0
+    inventory = root / "opt/atvm-watcher-service/vm-inventory.md"
+    lab = "| Token | VM |\n|---|---|\n| rhel9 | lab-rhel9-src |\n"
+    inventory.write_text(lab)
+    done = install(root, fakes)
+    assert "kept /opt/atvm-watcher-service/vm-inventory.md" in done.stdout
+    assert result_line(done) == "install: result: unchanged"  # the lab's file is not a change to undo
+    assert inventory.read_text() == lab
 
 
 def test_reinstall_is_idempotent_and_never_touches_the_secret(tmp_path, fakes):
@@ -315,7 +369,9 @@ def test_uninstall_keeps_state_and_secrets_purge_removes_them(tmp_path, fakes):
     calls = fakes.calls("systemctl")
     assert ["stop", "--", "atvm-run-watcher@b1.service"] in calls
     assert calls.index(["stop", "--", "atvm-run-watcher@b1.service"]) < len(calls) - 1
+    assert ["disable", "--now", "atvm-watcher-metrics.timer"] in calls
     assert calls[-1] == ["daemon-reload"]
+    assert not [p for p in (root / "etc/systemd/system").iterdir() if p.name.startswith("atvm-")]
 
     done = install(root, fakes, "--uninstall", "--purge")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -341,9 +397,9 @@ def unpacked_bundle(tmp_path: Path, version: str) -> Path:
 def test_bundle_holds_everything_the_installer_needs(tmp_path):
     top = unpacked_bundle(tmp_path, "t1")
     assert (top / "VERSION").read_text() == "t1\n"
-    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh",
+    for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh",
                  "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
-                 "inventory/vm-inventory.md", "INSTALL.md"):
+                 *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md"):
         assert (top / name).is_file(), name
     assert not list(top.rglob("__pycache__")) and not list(top.rglob("tests"))
     # the unpacked bundle installs on its own
@@ -451,3 +507,17 @@ def test_start_with_the_real_cli_refuses_a_bad_name_before_writing(tmp_path, fak
     assert done.returncode == 2 and "refused" in (done.stdout + done.stderr)
     assert not state_root.exists() or not any(state_root.iterdir())
     assert ["start", "atvm-run-watcher@bad\\x20name.service"] not in fakes.calls("systemctl")
+
+
+def test_start_passes_request_fields_through_and_the_real_cli_refuses_an_unknown_one(tmp_path, fakes):
+    """The helper knows no field list: a new field of the request needs no change in the shell."""
+    state_root = tmp_path / "state"
+    env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
+                    PYTHON=sys.executable)
+    done = run([START, "--build-name", "b1", *REQUEST_ARGS, "--no-such-field", "x"], env=env)
+    assert done.returncode == 2 and "--no-such-field" in done.stderr, done.stdout + done.stderr
+    assert not (state_root / "b1" / "request.json").exists()
+    assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+    done = run([START, "--build-name", "b1", *REQUEST_ARGS], env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((state_root / "b1" / "request.json").read_text())["scope_description"] == "a scope, with spaces"

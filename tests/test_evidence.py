@@ -148,6 +148,123 @@ def test_a_missing_log_has_no_facts(tmp_path):
     assert LogTail(tmp_path / "absent.log").facts() is None
 
 
+# --- LogTail on what Cypress 13.17 really prints (tests/fixtures/cypress: the corpus) -------------------
+
+CORPUS = Path(__file__).parent / "fixtures" / "cypress"
+# case -> (finished_banner, unfinished, summary, failed_specs, total_specs, failed_tests, cancelled, error)
+CORPUS_FACTS = {
+    "all-passed": (True, False, "passed", 0, 0, 0, False, None),
+    "some-failed": (True, False, "failed", 2, 3, 3, False, None),
+    "failing-hook": (True, False, "failed", 1, 2, 1, False, None),
+    "retries-flaky-pass": (True, False, "passed", 0, 0, 0, False, None),
+    "retries-then-fail": (True, False, "failed", 1, 3, 1, False, None),
+    "cloud-cancelled": (True, False, None, 0, 0, 0, True, None),
+    "no-spec-files": (False, False, None, 0, 0, 0, False, "Can't run because no spec files were found"),
+    "config-error": (False, False, None, 0, 0, 0, False, "Your configFile is invalid"),
+    "baseurl-unreachable": (False, False, None, 0, 0, 0, False,
+                            "Cypress failed to verify that your server is running"),
+    "renderer-crash": (True, False, "failed", 1, 3, 1, False, None),
+    "crash-mid-run": (False, True, None, 0, 0, 0, False, "The Test Runner unexpectedly exited"),
+    "crash-mid-run-killed": (False, True, None, 0, 0, 0, False, None),
+    "quiet-passed": (False, False, None, 0, 0, 0, False, None),
+    "quiet-failed": (False, False, None, 0, 0, 1, False, None),
+    "failed-130": (True, False, "failed", 3, 3, 130, False, None),
+    "failed-256": (True, False, "failed", 4, 4, 256, False, None),
+    "killed-sigterm": (False, True, None, 0, 0, 0, False, None),
+    "some-failed-ci": (True, False, "failed", 1, 3, 1, False, None),
+    "some-failed-ci-ansi": (True, False, "failed", 1, 3, 1, False, None),
+}
+
+
+def facts_tuple(f):
+    return (f.finished_banner, f.unfinished, f.summary, f.failed_specs, f.total_specs, f.failed_tests, f.cancelled,
+            f.error)
+
+
+def test_every_corpus_case_has_its_facts():
+    cases = {c["case"] for c in json.loads((CORPUS / "manifest.json").read_text())}
+    assert cases == set(CORPUS_FACTS)
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS_FACTS))
+def test_corpus_log_read_at_once_and_in_small_pieces(case, tmp_path):
+    """The same facts whether the log is read whole or as it is written, 37 bytes at a time."""
+    data = (CORPUS / f"{case}.log").read_bytes()
+    assert facts_tuple(LogTail(CORPUS / f"{case}.log").facts()) == CORPUS_FACTS[case]
+    path = tmp_path / "B.log"
+    path.write_bytes(b"")
+    tail = LogTail(path)
+    for at in range(0, len(data), 37):
+        append_bytes(path, data[at : at + 37])
+        facts = tail.facts()
+    assert facts_tuple(facts) == CORPUS_FACTS[case]
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with path.open("ab") as fh:
+        fh.write(data)
+
+
+def test_colour_codes_do_not_hide_the_banner_or_the_closing_line(tmp_path):
+    plain = LogTail(CORPUS / "some-failed-ci.log").facts()
+    coloured = LogTail(CORPUS / "some-failed-ci-ansi.log").facts()
+    assert b"\x1b[" in (CORPUS / "some-failed-ci-ansi.log").read_bytes()
+    assert facts_tuple(plain) == facts_tuple(coloured)
+
+
+def test_a_test_title_is_not_taken_for_cypress_speaking(log):
+    """Titles are indented behind a mark; Cypress's own lines are not, or come after its banner."""
+    tail = LogTail(log)
+    append(log, "    ✓ shows that the run was canceled (12ms)\n    ✓ says 2 of 3 failed migrations (9ms)\n"
+                "    ✓ prints 3 failing hosts (5ms)\n    1) Can't run because no spec files were found\n")
+    facts = tail.facts()
+    assert (facts.cancelled, facts.summary, facts.failed_tests, facts.error) == (False, None, 0, None)
+
+
+def test_failed_tests_of_an_earlier_cypress_run_in_the_same_log_are_kept(log):
+    tail = LogTail(log)
+    append(log, "  2 failing\n  (Run Finished)\n    ✖  1 of 1 failed (100%)   00:03   4   2   2   -   -\n")
+    append(log, "  (Run Starting)\n  (Run Finished)\n    ✔  All specs passed!   00:03   4   4   -   -   -\n")
+    facts = tail.facts()
+    assert (facts.summary, facts.failed_tests, facts.unfinished) == ("passed", 2, False)
+
+
+def test_a_later_run_starting_clears_what_ended_the_earlier_one(log):
+    tail = LogTail(log)
+    append(log, "Cypress failed to verify that your server is running.\n")
+    assert tail.facts().error
+    append(log, "  (Run Starting)\n")
+    facts = tail.facts()
+    assert (facts.error, facts.unfinished, facts.finished_banner) == (None, True, False)
+
+
+def test_a_count_on_an_unfinished_line_is_counted_once(log):
+    tail = LogTail(log)
+    append(log, "  3 failing")
+    tail.facts()
+    append(log, "\n")
+    assert tail.facts().failed_tests == 3
+
+
+def test_the_outcome_files_are_read_before_the_log(tmp_path, monkeypatch):
+    """A launcher writes the log, then .exit: an exit code is never weighed against an older read of the log."""
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
+    run = layout.run()
+    write(run.log, b"  (Run Starting)\n", mtime=time.time())
+    reader = EvidenceReader(layout, False)
+    real = evidence.read_outcome
+
+    def launcher_finishes_meanwhile(path, *args):
+        if path == run.exit and not path.exists():
+            append(run.log, "  (Run Finished)\n    ✔  All specs passed!\n")
+            run.exit.write_text("0\n")
+        return real(path, *args)
+
+    monkeypatch.setattr(evidence, "read_outcome", launcher_finishes_meanwhile)
+    snap = reader.snapshot()
+    assert snap.parent.exit is not None and snap.parent.log.summary == "passed"
+
+
 # --- ReportScanner ------------------------------------------------------------------------------------
 
 
@@ -405,3 +522,20 @@ def test_categorized_groups_keep_their_reports_apart(tmp_path):
     assert reader.group_order == ("linux", "windows")
     assert snap.parent.reports == ()
     assert [failures(g.reports) for g in snap.groups] == [[0], [1]]
+
+
+def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
+    """A group whose log is <log_dir>/B/<group>/cypress.log shows up once that file exists."""
+    from atvm_watcher.layout import Templates
+
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports",
+                       Templates(group_log="{log_dir}/{build}/{group}/cypress.log",
+                                 group_reports="{report_dir}/{build}-{group}", status="{log_dir}/{build}/run.status"))
+    (tmp_path / "log" / "B" / "empty-folder").mkdir(parents=True)
+    write(layout.run().status, b"", mtime=time.time())  # the run's own file in the groups' folder
+    write(layout.group("linux").log, b"x\n", mtime=time.time() - 20)
+    write(layout.group("windows").reports / "m.json", report_bytes(True), mtime=time.time() - 10)
+    reader = EvidenceReader(layout, True)
+    snap = reader.snapshot()
+    assert reader.group_order == ("linux", "windows")
+    assert [failures(g.reports) for g in snap.groups] == [[], [1]]

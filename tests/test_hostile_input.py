@@ -63,7 +63,7 @@ HOSTILE_NAMES = {
     "unit-name-too-long": "b" * 231,  # a valid pattern whose escaped unit name is 256 characters
     "empty": "",
 }
-SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request")
+SUBCOMMANDS = ("watch", "inspect", "status", "cancel", "record-request", "launch")
 
 
 def tree(root: Path) -> List[str]:
@@ -488,7 +488,9 @@ def reports(draw) -> Report:
 def scopes(draw, group=None) -> ScopeEvidence:
     log = draw(st.none() | st.builds(LogFacts, st.just("/l/B.log"), st.integers(0, 10**9), times, st.booleans(),
                                      st.sampled_from([None, "passed", "failed"]), st.integers(0, 50),
-                                     st.integers(0, 50)))
+                                     st.integers(0, 50), unfinished=st.booleans(), failed_tests=st.integers(0, 300),
+                                     cancelled=st.booleans(),
+                                     error=st.sampled_from([None, "Can't run because no spec files were found"])))
     return ScopeEvidence(group, log, tuple(draw(st.lists(reports(), max_size=3))),
                          draw(st.none() | outcome_files("B.status")), draw(st.none() | outcome_files("B.exit")))
 
@@ -638,3 +640,59 @@ def test_state_json_temp_files_are_new_files_with_unpredictable_names(tmp_path, 
     statedir.write_json_atomic(tmp_path / "state.json", {"state": "COMPLETED"})
     assert target.read_text() == "keep me\n"
     assert json.loads((tmp_path / "state.json").read_text()) == {"state": "COMPLETED"}
+
+
+# --- status and inspect over damaged, hand-edited or unreadable state ------------------------------
+
+
+HAND_EDITED = {
+    "groups-a-number": {"state": "RUNNING", "categorized": True, "groups": 5},
+    "groups-odd-items": {"state": "RUNNING", "categorized": True, "groups": ["x", {"a": 1}, "../../etc", "", "x"]},
+    "state-a-number": {"state": 3},
+    "state-a-list": {"state": ["COMPLETED"]},
+    "rule-a-dict": {"state": "FAILED", "rule": {"x": 1}},
+    "categorized-a-string": {"state": "RUNNING", "categorized": "no"},
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_EDITED))
+def test_status_and_inspect_survive_a_hand_edited_state(world, case):
+    bd = world.build_dir("edited")
+    bd.mkdir(parents=True)
+    (bd / "state.json").write_text(json.dumps(HAND_EDITED[case]))
+    finished(world, "fine")
+    assert watch(world, "fine")[0] == 0
+    for args in (["status"], ["status", "--json"], ["status", "--format", "prometheus"],
+                 ["inspect", "--build-name", "edited"], ["inspect", "--build-name", "edited", "--json"]):
+        res = cli(world, *args)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (args, res.stderr)
+        if args[0] == "status":
+            assert "fine" in res.stdout, args  # one damaged build never hides the others
+    rows = json.loads(cli(world, "status", "--json").stdout)["builds"]
+    edited = next(r for r in rows if r["build_name"] == "edited")
+    assert all(s["group"] == "x" for s in edited["subruns"])  # no path-like, empty or repeated group
+
+
+def test_status_of_a_posted_build_without_its_state_file_says_posted(world):
+    finished(world, "marker-only")
+    assert watch(world, "marker-only")[0] == 0
+    (world.build_dir("marker-only") / "state.json").unlink()
+    row = json.loads(cli(world, "status", "--json").stdout)["builds"][0]
+    assert (row["state"], row["delivery"]) == ("COMPLETED", "posted")
+
+
+def test_one_unreadable_build_folder_never_breaks_status(world):
+    prefix = no_dac(world)
+    finished(world, "fine")
+    assert watch(world, "fine")[0] == 0
+    locked = world.build_dir("locked")
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        for fmt in ("table", "json", "prometheus"):
+            res = subprocess.run(prefix + [sys.executable, str(WATCHER), "status", "--format", fmt], env=world.env,
+                                 capture_output=True, text=True, timeout=30)
+            assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+            assert "fine" in res.stdout and "locked" in res.stdout
+    finally:
+        locked.chmod(0o700)

@@ -62,6 +62,27 @@ def test_the_watcher_and_its_helpers_are_never_the_launcher(argv):
     assert not is_candidate(b"\0".join(a.encode() for a in argv), B.encode())
 
 
+@pytest.mark.parametrize("argv", [
+    ["journalctl", f"ATVM_BUILD={B}", "-f"],
+    ["/usr/bin/journalctl", "-u", f"atvm-run-watcher@{B}.service"],
+    ["tail", "-f", f"/tmp/.log/{B}/linux.log", B],
+    ["less", "+F", f"/tmp/.log/{B}.log", B],
+    ["grep", "-r", B, "/tmp/.log"],
+    ["watch", "-n1", "ls", f"/tmp/.log/{B}"],
+])
+def test_a_program_looking_at_the_run_is_never_the_launcher(argv):
+    """The README's own journal command, a tail -f, a grep: an operator looking, not a run running."""
+    assert not is_candidate(b"\0".join(a.encode() for a in argv), B.encode())
+
+
+@pytest.mark.parametrize("argv", [
+    ["bash", "/root/cdc-e2e-cyp-12.17.4/run-atvm.sh", "--build-name", B],
+    ["npx", "cypress", "run", "--env", f"build={B}"],
+])
+def test_a_launcher_naming_the_build_is_found(argv):
+    assert is_candidate(b"\0".join(a.encode() for a in argv), B.encode())
+
+
 # --- a fake /proc ---------------------------------------------------------------------------------------
 
 

@@ -306,3 +306,16 @@ def test_sigterm_stops_a_waiting_watcher_promptly_without_a_post(world):
     assert code == 0 and "stop requested" in err
     assert world.receiver.requests == []
     assert state_of(world, build)["state"] in ("WAITING", "RUNNING")
+
+
+def test_a_categorized_run_that_fails_before_any_sub_run_is_posted_once(world):
+    """No sub-run ever began (setup failed): the run's own FAILED is the one post, not a silent end."""
+    build = "e2e-cat-setup-fails"
+    run = world.layout(build).run()
+    run.log.write_text("provisioning VMs...\nError: could not reach vCenter\n")
+    run.exit.write_text("1\n")
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    assert code == 0, err
+    assert len(world.receiver.posts) == 1 and "FAILED" in world.receiver.posts[0]["text"]
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))  # final: never again
+    assert code == 0 and len(world.receiver.posts) == 1, err

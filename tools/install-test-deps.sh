@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus: promtool, for the alerting rules; prometheus-node-exporter: read back our metrics
+# file through its textfile collector; openssh-client: Ansible reaches the fleet test's containers;
 # faketime: libfaketime steps the wall clock of a real watcher and launcher (tests/test_clock_steps.py).
-apt_packages=(systemd-container debootstrap shellcheck faketime)
+apt_packages=(systemd-container debootstrap shellcheck prometheus prometheus-node-exporter openssh-client faketime)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -17,13 +19,28 @@ if ((${#missing[@]})); then
   fi
   echo "install-test-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests run prometheus' tools, never its daemons: on a machine without systemd the packages'
+  # scripts would start them through /etc/init.d unless a policy-rc.d says no (the standard hook).
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    made_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq </dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  if [ "$made_policy" = 1 ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 if ! python3 - <<'PY' 2>/dev/null
 import importlib.util, sys
-sys.exit(0 if all(importlib.util.find_spec(m) for m in ("pytest", "hypothesis", "pytest_timeout", "vermin")) else 1)
+mods = ("pytest", "hypothesis", "pytest_timeout", "vermin", "ansible", "ansiblelint")
+sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 PY
 then
   echo "install-test-deps: pip install -r requirements-dev.txt"

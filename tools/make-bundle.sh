@@ -49,8 +49,9 @@ fi
 # The commit time, not now: the same tree gives the same tarball.
 epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
-files=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh
+files=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh atvm-run.sh
     inventory/vm-inventory.md deploy/install.sh deploy/atvm-run-watcher@.service
+    deploy/atvm-watcher-metrics.service deploy/atvm-watcher-metrics.timer
     deploy/atvm-run-watcher.env.example INSTALL.md)
 # The runtime package only: atvm_dev/ (the demo's simulated launcher and the tests' Mattermost
 # double) stays in the checkout, so `demo` run from an installed bundle says it needs a checkout.

@@ -13,7 +13,7 @@ from ..settings import PACKAGE_ROOT, UNIT_TEMPLATE, ConfigError, Settings, load
 from ..transport import Target
 from ..vocab import ExitCode
 
-HELPERS = ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh")
+HELPERS = ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh")
 
 
 def _env_file(s: Settings) -> List[Tuple[str, str]]:

@@ -7,9 +7,10 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
 from ..decide import decide
+from ..discover import Found, discover
 from ..evidence import EvidenceReader
-from ..ledger import recorded_run_start
-from ..settings import Settings
+from ..ledger import recorded_groups, recorded_run_start
+from ..settings import TEMPLATE_SETTINGS, Settings
 from ..statedir import BuildDir, read_json, utc_now_iso
 from ..vocab import ExitCode, ScopeEvidence, Snapshot
 
@@ -19,8 +20,13 @@ def _scope_lines(scope: ScopeEvidence) -> List[str]:
     if scope.log:
         log = scope.log
         seen = "(Run Finished) seen" if log.finished_banner else "no (Run Finished) banner yet"
-        summary = f", summary: {log.summary}" if log.summary else ""
-        lines.append(f"log {log.path}: {log.size} bytes, modified {utc_now_iso(log.mtime)}, {seen}{summary}")
+        said = [f"summary: {log.summary}" if log.summary else "",
+                "(Run Starting) without (Run Finished)" if log.unfinished else "",
+                f"{log.failed_tests} failed tests" if log.failed_tests else "",
+                "the run was canceled in Cypress Cloud" if log.cancelled else "",
+                f"Cypress error: {log.error!r}" if log.error else ""]
+        said_text = "".join(f", {s}" for s in said if s)
+        lines.append(f"log {log.path}: {log.size} bytes, modified {utc_now_iso(log.mtime)}, {seen}{said_text}")
     else:
         lines.append("log: not found")
     for label, f in (("status file", scope.status), ("exit file", scope.exit)):
@@ -59,8 +65,9 @@ def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
     bd = BuildDir.of(settings.state_root, build)
     recorded, problem = bd.read_state() if bd.path.is_dir() else (None, None)
     req_data, _ = read_json(bd.request_file)
-    categorized = categorize or bool((req_data or {}).get("categorize")) or bool((recorded or {}).get("categorized"))
-    groups = tuple((recorded or {}).get("groups") or ())
+    categorized = (categorize or (req_data or {}).get("categorize") is True
+                   or (recorded or {}).get("categorized") is True)
+    groups = recorded_groups(recorded)  # only well-formed names: the file may be damaged or hand-edited
     reader = EvidenceReader(settings.layout(build), categorized, known_groups=groups,
                             recorded_run_start=recorded_run_start(recorded), requested_at=bd.requested_at())
     info = explain(reader.snapshot(), settings, recorded)
@@ -100,3 +107,47 @@ def _print_inspect(info: Dict[str, Any], settings: Settings) -> None:
     run = settings.layout(info["build_name"]).run()
     print(f"  (layout: log {run.log}, reports {run.reports}/, outcome {run.status} and {run.exit})")
 
+
+
+SHOWN = 40
+
+
+def _read_as(f: Found) -> str:
+    if f.settings:
+        return "read as " + ", ".join(f.settings)
+    if f.suggestion:
+        return "read by no setting"
+    if f.why == "first line" or f.kind == "report":
+        return "read by no setting (no template can name it: its path does not name the build)"
+    return "read by no setting (no setting reads this kind of file)"
+
+
+def discover_files(settings: Settings, build: str, as_json: bool) -> int:
+    layout = settings.layout(build)
+    names = {key: name for name, key in TEMPLATE_SETTINGS.items()}
+    found, notes = discover(layout, names)
+    suggestions = sorted({f.suggestion for f in found if f.suggestion})
+    if as_json:
+        print(json.dumps({"build_name": build, "folders": [str(layout.log_dir), str(layout.report_dir)],
+                          "files": [asdict(f) for f in found], "suggested": suggestions, "notes": notes}, indent=2,
+                         ensure_ascii=False))
+        return ExitCode.OK
+    print(f"files that mention build {build} under {layout.log_dir} and {layout.report_dir}:")
+    for f in found[:SHOWN]:
+        print(f"  {f.path}  ({f.kind}, named in its {f.why}): {_read_as(f)}")
+    if len(found) > SHOWN:
+        print(f"  ... and {len(found) - SHOWN} more (--json lists them all)")
+    if not found:
+        print("  none")
+    for note in notes:
+        print(f"  note: {note}")
+    if suggestions:
+        print(f"settings that would read the others (put them in {settings.env_file}):")
+        for line in suggestions:
+            print(f"  {line}")
+    elif found and all(f.settings for f in found):
+        print("every file found is read by the layout settings as they are")
+    print("the layout now:")
+    for key, template in settings.templates.items():
+        print(f"  {names[key]}={template}")
+    return ExitCode.OK

@@ -78,7 +78,7 @@ class Watcher:
         if owed:
             self.log.info("build finished (%s) with a post still owed; delivering it now", state)
             self._deliver_owed()
-        return self.ledger.exit_code()
+        return self.ledger.finish(None, ())
 
     def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
         return EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock, groups,

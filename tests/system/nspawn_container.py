@@ -4,6 +4,10 @@ How it is done, and the traps avoided, are in the project's NSPAWN notes: the ro
 is made once by debootstrap and cached; each boot lays a tmpfs over it (``--volatile=overlay``),
 so every run starts from the same pristine tree; commands run inside through ``nsenter`` into
 the container's init; shutdown is poweroff, then SIGTERM to nspawn, then SIGKILL to both.
+
+Several containers at once (the fleet test) cannot share one folder (nspawn: "currently busy"):
+each boots its own writable copy of a cached tree (``WritableCopy``: an overlay mount, else a
+copy), under its own machine name. ``ensure_ssh_rootfs`` caches a variant with an SSH server.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import List, Optional, Sequence
 
 CACHE_DIR = Path("/var/cache/atvm-watcher")
 ROOTFS = CACHE_DIR / "rootfs-bookworm"
+SSH_ROOTFS = CACHE_DIR / "rootfs-bookworm-ssh"
 PACKAGES = "systemd,systemd-sysv,dbus,python3"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 INSIDE_ENV = [
@@ -75,22 +80,84 @@ def ensure_rootfs(root: Path = ROOTFS) -> Path:
     return root
 
 
+def ensure_ssh_rootfs(root: Path = SSH_ROOTFS, base: Path = ROOTFS) -> Path:
+    """The cached tree plus openssh-server, made once from it (a copy, then apt-get inside)."""
+    ensure_rootfs(base)
+    with open(root.parent / "rootfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _rootfs_ready(root) and (root / "usr/sbin/sshd").exists():
+            return root
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(partial)], check=True)
+        # No service may start while the package installs: there is no init in this container.
+        policy = partial / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        script = ("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                  "--no-install-recommends openssh-server && apt-get clean")
+        args = ["systemd-nspawn", "-D", str(partial), "--register=no", "--console=pipe", "--quiet",
+                "/bin/sh", "-c", script]
+        if not _host_runs_systemd():
+            args.insert(1, "--keep-unit")
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=900)
+        policy.unlink()
+        if done.returncode != 0 or not (partial / "usr/sbin/sshd").exists():
+            raise ContainerError(f"installing openssh-server failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        partial.rename(root)
+    return root
+
+
+class WritableCopy:
+    """A private, writable tree over a cached one: an overlay mount (instant), else a full copy."""
+
+    def __init__(self, lower: Path, where: Path):
+        self.where = where
+        self.root = where / "root"
+        self.mounted = False
+        for name in ("root", "upper", "work"):
+            (where / name).mkdir(parents=True, exist_ok=True)
+        options = f"lowerdir={lower},upperdir={where / 'upper'},workdir={where / 'work'}"
+        done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            self.mounted = True
+        else:
+            self.root.rmdir()
+            subprocess.run(["cp", "-a", "--reflink=auto", str(lower), str(self.root)], check=True)
+
+    def release(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "--lazy", str(self.root)], check=False)
+            self.mounted = False
+        shutil.rmtree(self.where, ignore_errors=True)
+
+
 def _host_runs_systemd() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
 class Container:
-    def __init__(self, rootfs: Path, log_path: Path):
+    def __init__(self, rootfs: Path, log_path: Path, machine: Optional[str] = None, volatile: bool = True):
+        """``volatile``: a tmpfs over the tree (a shared cached one); False for a private copy.
+        ``machine``: the name (and hostname) inside; containers running together need their own."""
         self.rootfs = rootfs
         self.log_path = log_path
+        self.machine = machine
+        self.volatile = volatile
         self.nspawn: Optional[subprocess.Popen] = None
         self.init_pid: Optional[int] = None
         self._lock = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def boot(self, timeout: float = 60.0) -> None:
-        args = ["systemd-nspawn", "-D", str(self.rootfs), "--register=no", "--console=pipe",
-                "--volatile=overlay", "-b"]
+        args = ["systemd-nspawn", "-D", str(self.rootfs), "--register=no", "--console=pipe", "-b"]
+        if self.volatile:
+            args.insert(-1, "--volatile=overlay")
+        if self.machine:
+            args.insert(-1, f"--machine={self.machine}")
         if not _host_runs_systemd():
             args.insert(-1, "--keep-unit")  # no bus to ask for a scope: stay in our own cgroup
         # A second nspawn on the same folder fails ("currently busy"): concurrent runs take turns.
