@@ -6,6 +6,12 @@ hang, die without a trace, or skip the outcome files, so every state can be reac
 
     python3 atvm_dev/simulate.py --build-name B --log-dir D --report-dir R \
         [--group linux:pass --group windows:fail] [--outcome pass|fail] [--step-seconds 1]
+
+Options for the tests of time and run identity (tests/test_clock_steps.py, tests/test_timelines.py):
+``--stamp-mtimes`` sets every file's mtime from the launcher's own clock (under libfaketime the kernel
+would stamp the real time), ``--backdate`` stamps the first groups as written hours ago, ``--log-mode``
+says whether a run rewrites or appends to a log an earlier run left, and a build name taken from the
+environment (``SIMULATE_BUILD_NAME``) keeps it out of argv, so no process scan finds the launcher.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -27,6 +34,46 @@ from atvm_watcher.settings import load  # noqa: E402
 
 SPECS_PER_RUN = 3
 BAR = "=" * 100
+BUILD_ENV = "SIMULATE_BUILD_NAME"
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep, but not through clock_nanosleep: from Python 3.11 that call fails (EINVAL) under
+    libfaketime when its monotonic clock is left alone, as tests/test_clock_steps.py runs it."""
+    if seconds > 0:
+        select.select([], [], [], seconds)
+
+
+class Stamper:
+    """Sets the mtime of what was just written from this process's own clock (``--stamp-mtimes``).
+
+    The kernel stamps files with the real time, so a launcher under libfaketime must do it itself to
+    look like one on a controller whose clock stepped. While ``backdate`` is on, the writes are stamped
+    as made ``backdate`` seconds ago, ``stride`` seconds apart: a phase of the run that ended long ago.
+    """
+
+    def __init__(self, enabled: bool = False, backdate: float = 0.0, stride: float = 60.0):
+        self.enabled = enabled or backdate > 0
+        self.backdate, self.stride = backdate, stride
+        self.past = backdate > 0
+        self.writes = 0
+
+    def __call__(self, *paths: Path) -> None:
+        if not self.enabled:
+            return
+        t = time.time()
+        if self.past:
+            t = t - self.backdate + self.writes * self.stride
+            self.writes += 1
+        for path in paths:
+            for p in (path, path.parent):
+                try:
+                    os.utime(p, (t, t))
+                except OSError:
+                    pass
+
+
+NO_STAMP = Stamper()
 
 
 def _test(title: str, parent: str, failed: bool) -> dict:
@@ -120,12 +167,31 @@ def mochawesome_report(spec: str, suite_title: str, titles: List[str], fail_last
 class Run:
     """One (sub-)run's files: its log, its report folder, its outcome files."""
 
-    def __init__(self, paths: ScopePaths):
+    def __init__(self, paths: ScopePaths, stamp: Stamper = NO_STAMP):
         self.log, self.reports, self.exit_file, self.status_file = paths.log, paths.reports, paths.exit, paths.status
+        self.stamp = stamp
 
     def say(self, text: str) -> None:
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(text + "\n")
+        self.stamp(self.log)
+
+    def start_log(self, mode: str) -> None:
+        """Begin this run's log: ``truncate`` it, ``replace`` it (a new file renamed over it), or ``append``."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "truncate":
+            self.log.write_text("", encoding="utf-8")
+        elif mode == "replace":
+            fresh = self.log.with_name(self.log.name + ".new")
+            fresh.write_text("", encoding="utf-8")
+            os.replace(fresh, self.log)
+        else:
+            self.log.touch()
+        self.stamp(self.log)
+
+    def write_outcome(self, path: Path, text: str) -> None:
+        path.write_text(text, encoding="utf-8")
+        self.stamp(path)
 
     def write_report(self, index: int, report: dict) -> None:
         # Written in place in two pieces, as a reporter does: a poll may see half a file.
@@ -136,26 +202,31 @@ class Run:
             fh.write(data[: len(data) // 2])
             fh.flush()
             fh.write(data[len(data) // 2 :])
+        self.stamp(self.reports / name)
 
 
-def run_specs(run: Run, label: str, passing: bool, step: float) -> Tuple[int, int]:
+def run_specs(run: Run, label: str, passing: bool, step: float, banner: bool = True) -> Tuple[int, int]:
     """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing."""
     run.log.parent.mkdir(parents=True, exist_ok=True)
-    run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
+    step = 0.0 if run.stamp.past else step  # a phase that ended long ago is written at once
+    if banner:
+        run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
     total = failed = 0
     for n in range(SPECS_PER_RUN):
         spec = f"{label}-migration-{n + 1}.cy.js"
         titles = ["discovers the source VM", "replicates the disks", "cuts over and boots the target"]
         fail_here = not passing and n == SPECS_PER_RUN - 1
         run.say(f"{'─' * 100}\n  Running:  {spec}  ({n + 1} of {SPECS_PER_RUN})\n")
-        time.sleep(step)
+        sleep(step)
         for i, title in enumerate(titles):
             bad = fail_here and i == len(titles) - 1
             run.say(f"    {'1) ' if bad else '✓ '}{title}")
         run.write_report(n, mochawesome_report(spec, f"{label} migration {n + 1}", titles, fail_here))
         total += len(titles)
         failed += 1 if fail_here else 0
-        time.sleep(step)
+        sleep(step)
+    if not banner:  # Cypress's console output went elsewhere: only an outcome file says the run ended
+        return total, failed
     run.say(f"\n{BAR}\n\n  (Run Finished)\n")
     if failed:
         run.say(f"    ✖  {failed} of {SPECS_PER_RUN} failed ({100 * failed // SPECS_PER_RUN}%)   00:{SPECS_PER_RUN:02d}"
@@ -167,7 +238,8 @@ def run_specs(run: Run, label: str, passing: bool, step: float) -> Tuple[int, in
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Simulated ATVM launcher writing a run's evidence.")
-    p.add_argument("--build-name", required=True)
+    p.add_argument("--build-name", default=os.environ.get(BUILD_ENV),
+                   help=f"required; else ${BUILD_ENV}, which keeps it out of argv (no process scan finds it)")
     p.add_argument("--log-dir", required=True, type=Path)
     p.add_argument("--report-dir", required=True, type=Path)
     p.add_argument("--group", action="append", default=[], metavar="NAME:pass|fail",
@@ -179,16 +251,29 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--outcome-file", choices=["exit", "status", "none"], default="exit")
     p.add_argument("--hang", action="store_true", help="stop writing half-way and stay alive")
     p.add_argument("--die", action="store_true", help="SIGKILL itself half-way (no outcome files)")
-    return p.parse_args(argv)
+    p.add_argument("--stamp-mtimes", action="store_true",
+                   help="set each written file's mtime from this process's clock (for runs under libfaketime)")
+    p.add_argument("--log-mode", choices=["truncate", "replace", "append"], default="truncate",
+                   help="a log an earlier run left: truncated, replaced by a new file, or appended to")
+    p.add_argument("--no-banner", action="store_true",
+                   help="leave Cypress's (Run Starting)/(Run Finished) banners out of the logs")
+    p.add_argument("--backdate", type=float, default=0.0, metavar="SECONDS",
+                   help="the first --backdate-groups groups (plain: the whole run) ran this long ago")
+    p.add_argument("--backdate-groups", type=int, default=1)
+    p.add_argument("--backdate-stride", type=float, default=60.0, help="seconds between back-dated writes")
+    args = p.parse_args(argv)
+    if not args.build_name:
+        p.error(f"--build-name (or ${BUILD_ENV}) is required")
+    return args
 
 
 def _finish(run: Run, failed: bool, how: str) -> None:
     for path in (run.exit_file, run.status_file):
         path.parent.mkdir(parents=True, exist_ok=True)
     if how == "exit":
-        run.exit_file.write_text("1\n" if failed else "0\n", encoding="utf-8")
+        run.write_outcome(run.exit_file, "1\n" if failed else "0\n")
     elif how == "status":
-        run.status_file.write_text("FAILED\n" if failed else "COMPLETED\n", encoding="utf-8")
+        run.write_outcome(run.status_file, "FAILED\n" if failed else "COMPLETED\n")
 
 
 def _interrupt(args: argparse.Namespace) -> None:
@@ -196,7 +281,7 @@ def _interrupt(args: argparse.Namespace) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if args.hang:
         while True:
-            time.sleep(3600)
+            sleep(3600)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -204,30 +289,36 @@ def main(argv: Optional[List[str]] = None) -> int:
     # The folders from the arguments, the file names from the same template settings the watcher reads.
     layout = RunLayout(args.build_name, args.log_dir, args.report_dir, load().templates)
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = Stamper(args.stamp_mtimes, args.backdate, args.backdate_stride)
     if args.pid_file:
         layout.pid_file().parent.mkdir(parents=True, exist_ok=True)
         layout.pid_file().write_text(f"{os.getpid()}\n", encoding="utf-8")
-    time.sleep(args.start_delay)
-    parent = Run(layout.run())
+        if args.stamp_mtimes:  # by the launcher's clock, never back-dated: it is the live process's
+            os.utime(layout.pid_file(), (time.time(), time.time()))
+    sleep(args.start_delay)
+    parent = Run(layout.run(), stamp)
+    banner = not args.no_banner
     any_failed = False
     if not args.group:
-        parent.log.write_text("", encoding="utf-8")
+        parent.start_log(args.log_mode)
         if args.hang or args.die:
             parent.say(f"\n{BAR}\n\n  (Run Starting)\n")
             _interrupt(args)
-        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds)
+        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds, banner)
         any_failed = failed > 0
     else:
         for i, spec in enumerate(args.group):
             name, _, outcome = spec.partition(":")
-            group = Run(layout.group(name))
+            stamp.past = i < args.backdate_groups and args.backdate > 0
+            group = Run(layout.group(name), stamp)
+            group.start_log(args.log_mode)
             if i == len(args.group) - 1 and (args.hang or args.die):
-                group.log.parent.mkdir(parents=True, exist_ok=True)
                 group.say(f"\n{BAR}\n\n  (Run Starting)\n")
                 _interrupt(args)
-            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds)
+            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds, banner)
             _finish(group, failed > 0, args.outcome_file)
             any_failed = any_failed or failed > 0
+        stamp.past = len(args.group) <= args.backdate_groups and args.backdate > 0
     _finish(parent, any_failed, args.outcome_file)
     return 1 if any_failed else 0
 

@@ -77,6 +77,10 @@ class Decision:
     run: Verdict  # the plain run, or the categorized parent
     groups: Tuple[Verdict, ...] = ()
     run_start_rule: str = ""
+    # wall: a start that stays true when the files it was read from are overwritten (the launcher's start,
+    # an earlier run's end, a pid file): the watcher keeps it for its next polls (watch.py)
+    run_start_kept: Optional[float] = None
+    leftover_groups: Tuple[str, ...] = ()  # groups on disk holding only an earlier run's files: no sub-runs
 
 
 def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
@@ -85,8 +89,17 @@ def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
     groups = [fresh(g, start.era(g, snap)) for g in snap.groups]
     if not snap.categorized:
         run = replace(decide_scope(snap, parent, limits, start, cancelled), ignored=ignored)
-        return Decision(run, (), start.how)
-    return decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
+        return Decision(_why_waiting(run, start), (), start.how, start.kept)
+    d = decide_categorized(snap, parent, ignored, groups, limits, start, cancelled)
+    return replace(d, run=_why_waiting(d.run, start), run_start_kept=start.kept)
+
+
+def _why_waiting(v: Verdict, start: RunStart) -> Verdict:
+    """A watcher that waits while files of the build are on disk says why they are not this run's."""
+    if v.state != State.WAITING or not v.ignored:
+        return v
+    return replace(v, reason=f"{v.reason}: the {len(v.ignored)} file(s) of the build on disk are an earlier "
+                   f"run's (this run's start from {start.how})")
 
 
 # --- which files are this run's, and which an earlier run of the same build left behind ---------
@@ -97,13 +110,28 @@ def decide(snap: Snapshot, limits: Limits, cancelled: bool = False) -> Decision:
 # log that the watcher saw (the "cut": a new run rewrote the log, so what did not change since is
 # older). The floor, strongest evidence first:
 #   1. the launcher's start time, when the launcher was seen (a wrapper's pid file, or its argv);
-#   2. the run start an earlier watcher of this run recorded;
+#   2. the run start recorded earlier for this run: by an earlier watcher (state.json), or by this one
+#      from rules 1, 3 or 5, whose evidence stays true when this run overwrites the files it came from
+#      (its own .exit replaces the earlier run's);
 #   3. an earlier run's end: the run's own outcome file (.status/.exit) older than other files of the
 #      build. A run writes its outcome last, so an older one can only be an earlier run's;
 #   4. while nothing has changed since the watcher started (the run may not have started yet, or
-#      may have finished before the watcher): the request's time less the launch allowance.
+#      may have finished before the watcher): the request's time less the launch allowance, when
+#      every file (a pid file too) is older than it. Checked before rule 3: a run that ended longer
+#      than the allowance before its request is not this run, however much newer than an earlier
+#      run's end it is;
+#   5. the latest launch: the pid file of a launcher that is no longer running (or whose pid was
+#      reused) was written when the run that wrote it was launched. Taken with rule 3 (the later of
+#      the two wins), after rule 4: a watcher started after its run ended finds that run's pid file,
+#      while a pid file as old as everything else on disk may be an earlier run's.
 # Once the run is seen changing with none of these, every file on disk is taken as this run's:
-# a watcher started late, while its run goes on, counts the run's early reports too.
+# a watcher started late, while its run goes on, counts the run's early reports too. A log found
+# holding a finished, quiet run that then grows is a new run appending to it: a cut, like a rewrite
+# (evidence.Scope). Undecidable, so never posted: a run that ended longer than the allowance before
+# its watcher started, with no launcher, pid file or earlier run's end to place it (rule 4 waits for
+# a run that never comes; the start timeout ends it UNKNOWN). A file dated in the future when first
+# found has an unknown age: it is taken as changed then (evidence.Changes), so yesterday's files
+# dated ahead by a clock since corrected count as recent until something newer places them.
 
 
 def _own(scope: ScopeEvidence) -> List:
@@ -123,6 +151,11 @@ class RunStart:
     how: str
     started_mono: Optional[float] = None  # the run's start on the monotonic clock, for its duration
     cut_parent: Optional[float] = None  # monotonic: the first log rewrite seen (categorized parent's cut)
+    lasting: bool = False  # read from evidence that stays true (see Decision.run_start_kept)
+
+    @property
+    def kept(self) -> Optional[float]:
+        return self.floor if self.lasting else None
 
     def era(self, scope: ScopeEvidence, snap: Snapshot) -> Tuple[Optional[float], Optional[float]]:
         """(floor, cut) for one scope: its own log rewrite cuts it; the parent is cut by the first one."""
@@ -133,15 +166,19 @@ class RunStart:
 
 
 def earlier_run_end(snap: Snapshot) -> Optional[OutcomeFile]:
-    """The build's outcome file when other files of the build are newer: an earlier run's end."""
-    outcome = max((f for f in (snap.parent.status, snap.parent.exit) if f is not None and not f.problem),
-                  key=lambda f: f.mtime, default=None)
-    if outcome is None:
+    """The build's newest outcome file that other files of the build are newer than: an earlier run's end.
+
+    Each of .status and .exit is weighed on its own: a run that writes .status after one that wrote
+    .exit leaves that older .exit behind, and the newer .status must not hide it."""
+    outcomes = [f for f in (snap.parent.status, snap.parent.exit) if f is not None and not f.problem]
+    if not outcomes:
         return None
-    others = [f.mtime for s in (snap.parent, *snap.groups) for f in _own(s) if f is not outcome
-              and f is not snap.parent.status and f is not snap.parent.exit]
+    others = [f.mtime for s in (snap.parent, *snap.groups) for f in _own(s)
+              if f is not snap.parent.status and f is not snap.parent.exit]
     others += [_newest_report(s.reports) for s in (snap.parent, *snap.groups) if s.reports]
-    return outcome if any(m > outcome.mtime + STALE_TOLERANCE for m in others) else None
+    newest = max(others, default=None)
+    ended = [f for f in outcomes if newest is not None and newest > f.mtime + STALE_TOLERANCE]
+    return max(ended, key=lambda f: f.mtime, default=None)
 
 
 def _newest_report(reports) -> float:
@@ -157,27 +194,48 @@ def run_start(snap: Snapshot, limits: Limits) -> RunStart:
         began = launcher.started_mono
         if began is None and snap.wall_at is None:  # hand-made evidence: one clock for everything
             began = launcher.started_at
-        return RunStart(launcher.started_at, "the launcher process's start time", began, cut_parent)
+        return RunStart(launcher.started_at, "the launcher process's start time", began, cut_parent, True)
     if snap.recorded_run_start is not None:
-        return RunStart(snap.recorded_run_start, "the run start an earlier watcher of this run recorded",
-                        None, cut_parent)
+        return RunStart(snap.recorded_run_start, "the run start recorded for this run by an earlier watcher, or "
+                        "by this one from evidence since overwritten", None, cut_parent)
+    changed = any(_seen_change(s) for s in scopes) or bool(restarts)
+    if not changed:
+        # Before rule 3: a run that ended longer than the allowance before its request is not this run,
+        # even when it is newer than an earlier run's end.
+        waiting = _before_request(snap, limits, scopes, cut_parent)
+        if waiting is not None:
+            return waiting
+    marks = []  # (floor, why): each says files older than it are an earlier run's; the latest one wins
     ended = earlier_run_end(snap)
     if ended is not None:
         # Itself and whatever is not clearly newer than it are the earlier run's (see ``earlier``).
-        return RunStart(ended.mtime + 2 * STALE_TOLERANCE,
-                        f"{ended.path} is older than other files of the build: an earlier run's end", None, cut_parent)
-    if any(_seen_change(s) for s in scopes) or restarts:
+        marks.append((ended.mtime + 2 * STALE_TOLERANCE,
+                      f"{ended.path} is older than other files of the build: an earlier run's end"))
+    if launcher.launched_at is not None:
+        marks.append((launcher.launched_at, "the pid file of a launcher no longer running: when the latest run "
+                      "that wrote one was launched"))
+    if marks:
+        floor, how = max(marks)
+        return RunStart(floor, how, None, cut_parent, True)
+    if changed:
         return RunStart(None, "the run's files changed while watched, and no earlier run's end is on disk",
                         None, cut_parent)
+    # Files as recent as the request: they are this run's, all of them; a bound must never slice a run.
+    return RunStart(None, "the newest file of the build is as recent as the request, less the launch allowance "
+                    f"({limits.launch_allowance:g}s): the files on disk are this run's", None, cut_parent)
+
+
+def _before_request(snap: Snapshot, limits: Limits, scopes, cut_parent: Optional[float]) -> Optional[RunStart]:
+    """Rule 4: nothing changed yet and every file (a pid file too) is older than the request less the allowance."""
     wall_start = _wall(snap, snap.watcher_started_at)
     asked = min(snap.requested_at, wall_start) if snap.requested_at is not None else wall_start
     bound = asked - limits.launch_allowance
     times = [f.mtime for s in scopes for f in _own(s)] + [_newest_report(s.reports) for s in scopes if s.reports]
+    if snap.launcher.launched_at is not None:
+        times.append(snap.launcher.launched_at)
     newest = max(times, default=None)
     if newest is not None and newest >= bound - STALE_TOLERANCE:
-        # Files as recent as the request: they are this run's, all of them; a bound must never slice a run.
-        return RunStart(None, "the newest file of the build is as recent as the request, less the launch allowance "
-                        f"({limits.launch_allowance:g}s): the files on disk are this run's", None, cut_parent)
+        return None
     return RunStart(bound, f"nothing changed since the watcher started and every file of the build is older than "
                     f"the request less the launch allowance ({limits.launch_allowance:g}s): an earlier run's; "
                     "waiting for this run", None, cut_parent)
@@ -542,24 +600,26 @@ def aggregate(groups: List[Verdict]) -> State:
 Fresh = Tuple[ScopeEvidence, Tuple[str, ...]]  # a scope less an earlier run's files, and what was dropped
 
 
-def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[str, ...]]:
-    """Sub-runs with evidence of this run; a group only an earlier run left behind is none of them."""
+def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[str, ...], Tuple[str, ...]]:
+    """Sub-runs with evidence of this run, what was ignored, and the groups only an earlier run left behind."""
     kept: List[ScopeEvidence] = []
     ignored: List[str] = []
+    left: List[str] = []
     for g, ig in groups:
         ignored += ig
         if _own(g) or g.reports:
             kept.append(g)
         elif ig:
             ignored.append(f"sub-run {g.group}: only an earlier run's files; not a sub-run of this run")
-    return kept, tuple(ignored)
+            left.append(g.group or "")
+    return kept, tuple(ignored), tuple(left)
 
 
 def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
                        groups: List[Fresh], limits: Limits, start: RunStart,
                        cancelled: bool) -> Decision:
     now = snap.taken_at
-    scopes, group_ignored = this_runs_groups(groups)
+    scopes, group_ignored, leftovers = this_runs_groups(groups)
     own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
     all_ignored = ignored + group_ignored
     if cancelled:
@@ -603,4 +663,4 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
     for v in final_groups:
         total = total + v.counts
     run = replace(verdict, counts=total, run_start=start.floor, ignored=all_ignored)
-    return Decision(run, tuple(final_groups), start.how)
+    return Decision(run, tuple(final_groups), start.how, leftover_groups=leftovers)

@@ -46,6 +46,10 @@ TAIL_CHECK = 64
 YOUNG_SECONDS = 30.0
 SWEEP_SECONDS = 60.0
 RACY_SECONDS = 2.0
+# A log that shows a finished run (banner and summary) last written this long before the watcher first
+# read it, and that grows later, is being appended to by a new run (see Scope._appended_after_end);
+# a run's own trailing lines come right after its summary.
+FINISHED_QUIET_SECONDS = 5.0
 THOROUGH_SECONDS = 60.0
 # What `cypress run` prints, and where (tests/fixtures/cypress/README.md explains each from Cypress's own
 # printing code): banners around the run, the closing line of the summary table, mocha's per-spec
@@ -714,6 +718,7 @@ class Scope:
         self.scanner = ReportScanner(paths.reports)
         self.status_path, self.exit_path = paths.status, paths.exit
         self.changes = Changes()
+        self.ended_log: Optional[Tuple[Tuple[int, int], int]] = None  # (inode, size) of a log found finished
 
     def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
         # The outcome files first: a launcher writes them after the log, so the log read next holds all
@@ -721,6 +726,11 @@ class Scope:
         status = read_outcome(self.status_path, self.changes, mono, wall)
         exit_ = read_outcome(self.exit_path, self.changes, mono, wall)
         log = self.tail.facts(self.changes, mono, wall)
+        if log is not None and not self.changes.watching:
+            if log.finished_banner and log.summary and wall - log.mtime >= FINISHED_QUIET_SECONDS:
+                self.ended_log = (self.tail.inode, self.tail.offset) if self.tail.inode else None
+        elif log is not None and self.ended_log is not None:
+            log = self._appended_after_end(log, mono, wall)
         reports = NO_REPORTS
         if read_reports:
             finished = [changed_at(f) for f in (status, exit_) if f is not None]
@@ -730,6 +740,22 @@ class Scope:
             reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
         self.changes.watching = True
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
+
+    def _appended_after_end(self, log: LogFacts, mono: float, wall: float) -> LogFacts:
+        """A log that held a finished, quiet run when first read and grows now: a new run appends to it.
+
+        Its earlier (Run Finished) banner and summary are the earlier run's: forget them and read on
+        from where that run ended, and date a new run's start here, as for a rewritten log (a cut)."""
+        inode, end = self.ended_log or (None, 0)
+        if self.tail.inode != inode:
+            self.ended_log = None  # replaced or truncated: LogTail already starts over
+            return log
+        if log.size <= end:
+            return log
+        self.ended_log = None
+        self.tail.restarted_at = mono
+        self.tail._start(end)
+        return self.tail.facts(self.changes, mono, wall) or log
 
 
 class EvidenceReader:
@@ -749,13 +775,17 @@ class EvidenceReader:
         self.groups: Dict[str, Scope] = {}
         for g in known_groups:
             self._add_group(g)
+        self.leftovers: Set[str] = set()  # groups whose only files were an earlier run's (see mark_leftovers)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
 
     def _add_group(self, g: str) -> None:
         self.groups[g] = Scope(g, self.layout.group(g))
 
     def _group_files(self) -> List[Tuple[float, str]]:
-        """(first-seen mtime, group) for every group with a file in the layout."""
+        """(last mtime, group) for every group with a file in the layout.
+
+        Sub-runs run one after another, so the last change orders them as the first does; and it is not
+        pulled back by files an earlier run left in a group of the same name."""
         seen: Dict[str, float] = {}
         for folder in self.layout.group_folders():
             try:
@@ -771,7 +801,7 @@ class EvidenceReader:
                 except OSError:
                     continue
                 if check_group_name(name):
-                    seen[name] = min(mtime, seen.get(name, mtime))
+                    seen[name] = max(mtime, seen.get(name, mtime))
         return sorted((t, g) for g, t in seen.items())
 
     def snapshot(self) -> Snapshot:
@@ -780,6 +810,8 @@ class EvidenceReader:
             for _, g in self._group_files():  # groups in order of appearance
                 if g not in self.groups:
                     self._add_group(g)
+        groups = {g: s.evidence(mono, wall) for g, s in self.groups.items()}
+        self._reappeared(groups)
         return Snapshot(
             build=self.build,
             categorized=self.categorized,
@@ -787,11 +819,25 @@ class EvidenceReader:
             watcher_started_at=self.watcher_started_at,
             launcher=self.launcher.check(mono, wall),
             parent=self.parent.evidence(mono, wall, read_reports=not self.categorized),
-            groups=tuple(s.evidence(mono, wall) for s in self.groups.values()),
+            groups=tuple(groups[g] for g in self.groups),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
             wall_at=wall,
         )
+
+    def mark_leftovers(self, groups: Tuple[str, ...]) -> None:
+        """The groups the decision found to hold only an earlier run's files (decide.this_runs_groups)."""
+        self.leftovers = set(groups)
+
+    def _reappeared(self, evidence: Dict[str, ScopeEvidence]) -> None:
+        """A group that held only an earlier run's files and now changes appears in this run now: it takes
+        its place after the groups seen so far, so that an earlier run's group of the same name never puts
+        this run's group ahead of those that ran before it (its position counts this run's groups only)."""
+        for g in [g for g in self.groups if g in self.leftovers]:
+            e = evidence[g]
+            if any(f is not None and f.seen_change for f in (e.log, e.status, e.exit, *e.reports)):
+                self.leftovers.discard(g)
+                self.groups[g] = self.groups.pop(g)
 
     @property
     def group_order(self) -> Tuple[str, ...]:

@@ -231,6 +231,7 @@ class LauncherTracker:
         self.last_seen: Optional[float] = None  # monotonic
         self.started_mono: Optional[float] = None
         self.source = "none"
+        self.launched_at: Optional[float] = None  # the pid file's mtime, as last read
         self.exclude = (os.getpid(), os.getppid())
         self.scanner = ArgvScanner(build, self.exclude)
 
@@ -240,6 +241,7 @@ class LauncherTracker:
             self.last_seen = mono
             return self._liveness(True, mono)
         pid, pid_mtime, note = read_pid_file(self.pid_file)
+        self.launched_at = pid_mtime
         source = "pid file"
         if pid is not None:
             info = process_start(pid)
@@ -261,4 +263,5 @@ class LauncherTracker:
         return self._liveness(True, mono, note)
 
     def _liveness(self, alive_now: bool, mono: float, note: str = "") -> Liveness:
-        return Liveness(alive_now, self.pid, self.started_at, self.last_seen, self.source, note, self.started_mono)
+        return Liveness(alive_now, self.pid, self.started_at, self.last_seen, self.source, note, self.started_mono,
+                        None if alive_now else self.launched_at)

@@ -293,6 +293,9 @@ class Liveness:
     source: str  # "pid file", "process scan", "none"
     note: str = ""
     started_mono: Optional[float] = None  # the launcher's start on the monotonic clock
+    # wall: the mtime of a pid file that names no live launcher (gone, or its pid reused): it was written
+    # when the latest run that wrote one was launched, so what is older belongs to an earlier run
+    launched_at: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,16 @@ class World:
         self.procs.append(proc)
         return proc
 
-    def launch(self, build: str, *args: str) -> subprocess.Popen:
-        """A real launcher process (the simulator) writing the run's evidence."""
-        proc = subprocess.Popen([sys.executable, str(SIMULATE), "--build-name", build, "--log-dir", str(self.log_dir),
-                                 "--report-dir", str(self.report_dir), *args], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    def launch(self, build: str, *args: str, env: Optional[Dict[str, str]] = None,
+               in_argv: bool = True) -> subprocess.Popen:
+        """A real launcher process (the simulator) writing the run's evidence.
+
+        ``in_argv=False`` passes the build name through the environment, so no process scan finds it."""
+        named = ["--build-name", build] if in_argv else []
+        env = {**self.env, **(env or {}), **({} if in_argv else {"SIMULATE_BUILD_NAME": build})}
+        proc = subprocess.Popen([sys.executable, str(SIMULATE), *named, "--log-dir", str(self.log_dir),
+                                 "--report-dir", str(self.report_dir), *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
 

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # prometheus: promtool, for the alerting rules; prometheus-node-exporter: read back our metrics
-# file through its textfile collector; openssh-client: Ansible reaches the fleet test's containers.
-apt_packages=(systemd-container debootstrap shellcheck prometheus prometheus-node-exporter openssh-client)
+# file through its textfile collector; openssh-client: Ansible reaches the fleet test's containers;
+# faketime: libfaketime steps the wall clock of a real watcher and launcher (tests/test_clock_steps.py).
+apt_packages=(systemd-container debootstrap shellcheck prometheus prometheus-node-exporter openssh-client faketime)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -97,6 +97,9 @@ class Watcher:
                 self.ledger.cancel(order)
                 return ExitCode.OK
             decision = decide(reader.snapshot(), limits)
+            if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
+                reader.recorded_run_start = decision.run_start_kept
+            reader.mark_leftovers(decision.leftover_groups)
             order = self._order(decision)
             for scope in self.ledger.apply(decision, order, self._render):
                 self._deliver(scope)
