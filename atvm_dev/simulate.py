@@ -138,8 +138,9 @@ class Run:
             fh.write(data[len(data) // 2 :])
 
 
-def run_specs(run: Run, label: str, passing: bool, step: float) -> Tuple[int, int]:
-    """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing."""
+def run_specs(run: Run, label: str, passing: bool, step: float, flaky: bool = False) -> Tuple[int, int]:
+    """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing. ``flaky``: the
+    second test of the first spec fails its first attempt and passes on the retry (Cypress's retries)."""
     run.log.parent.mkdir(parents=True, exist_ok=True)
     run.say(f"\n{BAR}\n\n  (Run Starting)\n\n  Group: {label}\n  Specs: {SPECS_PER_RUN} found\n")
     total = failed = 0
@@ -151,6 +152,8 @@ def run_specs(run: Run, label: str, passing: bool, step: float) -> Tuple[int, in
         time.sleep(step)
         for i, title in enumerate(titles):
             bad = fail_here and i == len(titles) - 1
+            if flaky and n == 0 and i == 1:
+                run.say(f"    (Attempt 1 of 3) {title}")
             run.say(f"    {'1) ' if bad else '✓ '}{title}")
         run.write_report(n, mochawesome_report(spec, f"{label} migration {n + 1}", titles, fail_here))
         total += len(titles)
@@ -179,6 +182,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--outcome-file", choices=["exit", "status", "none"], default="exit")
     p.add_argument("--hang", action="store_true", help="stop writing half-way and stay alive")
     p.add_argument("--die", action="store_true", help="SIGKILL itself half-way (no outcome files)")
+    p.add_argument("--flaky", action="store_true", help="in each (sub-)run, one test passes only on a retry")
     return p.parse_args(argv)
 
 
@@ -215,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.hang or args.die:
             parent.say(f"\n{BAR}\n\n  (Run Starting)\n")
             _interrupt(args)
-        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds)
+        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds, args.flaky)
         any_failed = failed > 0
     else:
         for i, spec in enumerate(args.group):
@@ -225,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 group.log.parent.mkdir(parents=True, exist_ok=True)
                 group.say(f"\n{BAR}\n\n  (Run Starting)\n")
                 _interrupt(args)
-            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds)
+            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds, args.flaky)
             _finish(group, failed > 0, args.outcome_file)
             any_failed = any_failed or failed > 0
     _finish(parent, any_failed, args.outcome_file)

@@ -539,3 +539,40 @@ def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
     snap = reader.snapshot()
     assert reader.group_order == ("linux", "windows")
     assert [failures(g.reports) for g in snap.groups] == [[], [1]]
+
+
+# --- flaky tests: a failed attempt, then a pass (Cypress's retries) ------------------------------------
+
+
+def test_flaky_tests_are_the_retried_ones_that_passed():
+    facts = LogTail(CORPUS / "retries-flaky-pass.log").facts()
+    assert facts.flaky == ("keeps issue counts per project", "has the same number of active accounts")
+    assert facts.flaky_count == 2
+    failed = LogTail(CORPUS / "retries-then-fail.log").facts()  # retried, then failed: not flaky
+    assert failed.flaky == () and failed.flaky_count == 0
+
+
+def test_flaky_tests_are_found_when_the_log_is_read_in_small_pieces(tmp_path):
+    data = (CORPUS / "retries-flaky-pass.log").read_bytes()
+    path = tmp_path / "B.log"
+    path.write_bytes(b"")
+    tail = LogTail(path)
+    for at in range(0, len(data), 29):
+        append_bytes(path, data[at : at + 29])
+        facts = tail.facts()
+    assert facts.flaky_count == 2 and len(facts.flaky) == 2
+
+
+def test_flaky_titles_in_colour_and_memory_stays_bounded(log):
+    green, grey, reset = "\x1b[32m", "\x1b[90m", "\x1b[0m"
+    lines = [f"    (Attempt 1 of 2) t{i}\n    {green}✓{reset}{grey} t{i}{reset}{grey} (12ms){reset}\n"
+             for i in range(evidence.MAX_FLAKY + 10)]
+    lines += [f"    (Attempt 1 of 2) never resolved {i}\n" for i in range(evidence.MAX_RETRIED * 3)]
+    append(log, "".join(lines))
+    tail = LogTail(log)
+    facts = tail.facts()
+    assert facts.flaky[:2] == ("t0", "t1") and len(facts.flaky) == evidence.MAX_FLAKY
+    assert facts.flaky_count == evidence.MAX_FLAKY + 10
+    assert len(tail.retried) == evidence.MAX_RETRIED
+    append(log, "    (Attempt 1 of 2) " + "x" * 100_000 + "\n    ✓ " + "x" * 100_000 + "\n")
+    assert all(len(t) <= evidence.MAX_TITLE_BYTES for t in tail.facts().flaky)
