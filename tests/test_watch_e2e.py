@@ -319,3 +319,40 @@ def test_sigterm_stops_a_waiting_watcher_promptly_without_a_post(world):
     assert code == 0 and "stop requested" in err
     assert world.receiver.requests == []
     assert state_of(world, build)["state"] in ("WAITING", "RUNNING")
+
+
+# --- a forgotten (or needless) --categorize is said once, in the journal and by inspect -----------------
+
+
+def test_a_forgotten_categorize_is_reported_once(world):
+    build = "e2e-forgot-categorize"
+    world.launch(build, "--group", "linux:pass", "--group", "windows:pass", "--step-seconds", "0.05").wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "looks like a categorized run" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "linux, windows" in warnings[0]
+    assert "--categorize" in warnings[0] and len(world.receiver.posts) == 1  # the one aggregate post
+    text = world.cli("inspect", "--build-name", build, check=True).stdout
+    assert "warning: this looks like a categorized run" in text
+    assert "looks like" not in world.cli("inspect", "--build-name", build, "--categorize", check=True).stdout
+
+
+def test_a_categorized_watcher_on_a_run_without_sub_runs_says_so(world):
+    build = "e2e-needless-categorize"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05").wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "no sub-run appeared" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and world.receiver.posts == []
+    text = world.cli("inspect", "--build-name", build, "--categorize", check=True).stdout
+    assert "warning: the run finished and no sub-run appeared" in text
+
+
+def test_a_plain_runs_report_subfolders_are_not_taken_for_sub_runs(world):
+    build = "e2e-plain-subfolders"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05").wait(20)
+    extra = world.report_dir / build / "html"
+    extra.mkdir()
+    (extra / "index.json").write_text("{}")  # a reporter's own subfolder, beside the run's reports
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0 and "looks like a categorized run" not in err, err
