@@ -187,7 +187,7 @@ def test_start_watcher_starts_it_after_the_old_outcome_is_gone_and_before_the_co
     run = world.layout(build).run()
     run.exit.write_text("0\n")
     env = {"SYSTEMCTL": str(fakebin / "systemctl"), "FAKE_LOG": str(calls), "FAKE_EXIT_FILE": str(run.exit),
-           "PYTHON": sys.executable}
+           "PYTHON": sys.executable, "ATVM_START_CHECK_SECONDS": "0"}
     marker = world.root / "ran-after"
     command = py(f"import os; open({str(marker)!r}, 'w').write(str(os.path.getsize({str(calls)!r})))")
     done = launch(world, "--build-name", build, "--start-watcher", "--template", "tmpl", "--scope-description",
