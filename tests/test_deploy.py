@@ -301,16 +301,54 @@ def test_a_second_install_reports_unchanged_and_a_change_is_reported(tmp_path, f
     assert result_line(install(root, fakes)) == "install: result: unchanged"
 
 
-def test_an_edited_inventory_is_kept_by_a_reinstall(tmp_path, fakes):
+def test_an_edited_inventory_is_kept_by_a_reinstall_with_the_shipped_one_beside_it(tmp_path, fakes):
     root = tmp_path / "root"
     assert install(root, fakes).returncode == 0
-    inventory = root / "opt/atvm-watcher-service/vm-inventory.md"
+    pkg = root / "opt/atvm-watcher-service"
+    inventory, dist = pkg / "vm-inventory.md", pkg / "vm-inventory.md.dist"
+    assert not dist.exists()  # the shipped example itself is in use: nothing to compare
     lab = "| Token | VM |\n|---|---|\n| rhel9 | lab-rhel9-src |\n"
     inventory.write_text(lab)
     done = install(root, fakes)
-    assert "kept /opt/atvm-watcher-service/vm-inventory.md" in done.stdout
-    assert result_line(done) == "install: result: unchanged"  # the lab's file is not a change to undo
+    assert "kept /opt/atvm-watcher-service/vm-inventory.md (edited on this controller)" in done.stdout
+    assert "the shipped example is beside it: /opt/atvm-watcher-service/vm-inventory.md.dist" in done.stdout
+    assert result_line(done) == "install: result: changed (package)"  # the .dist file was added
+    assert inventory.read_text() == lab and dist.read_bytes() == (REPO / "inventory/vm-inventory.md").read_bytes()
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
     assert inventory.read_text() == lab
+    check = run([sys.executable, pkg / "atvm_run_watcher.py", "check"],
+                env=fakes.env(ATVM_WATCHER_ENV_FILE=str(root / "etc/atvm-run-watcher.env")))
+    assert "shipped example" not in check.stdout  # the lab's inventory is in use
+
+
+def test_an_edited_env_file_is_kept_with_the_shipped_example_beside_it(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert install(root, fakes).returncode == 0
+    env_file, dist = root / "etc/atvm-run-watcher.env", root / "etc/atvm-run-watcher.env.dist"
+    assert not dist.exists()
+    env_file.write_text(f"MATTERMOST_ATVM_WEBHOOK={SECRET}\nATVM_POLL_SECONDS=2\n")
+    done = install(root, fakes)
+    assert "installed /etc/atvm-run-watcher.env.dist: the shipped example" in done.stdout
+    assert result_line(done) == "install: result: changed (env example)"
+    assert env_file.read_text() == f"MATTERMOST_ATVM_WEBHOOK={SECRET}\nATVM_POLL_SECONDS=2\n"
+    assert dist.read_bytes() == (REPO / "deploy/atvm-run-watcher.env.example").read_bytes() and mode(dist) == 0o600
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_the_installer_names_a_bad_option(tmp_path, fakes):
+    done = install(tmp_path / "root", fakes, "--prefix=/usr")
+    assert done.returncode == 2 and done.stderr.startswith("install: unknown option: --prefix=/usr\n")
+    assert "--help" in done.stderr and not (tmp_path / "root/opt").exists()
+
+
+def test_a_staged_install_points_at_its_own_paths(tmp_path, fakes):
+    root = tmp_path / "root"
+    done = install(root, fakes)  # a fresh env file has no webhook yet: check fails, and says what next
+    hint = [line for line in done.stdout.splitlines() if "then run:" in line]
+    assert len(hint) == 1 and f"ATVM_WATCHER_ENV_FILE={root}/etc/atvm-run-watcher.env" in hint[0]
+    assert f"python3 {root}/opt/atvm-watcher-service/atvm_run_watcher.py check" in hint[0]
+    assert f"(edit {root}/etc/atvm-run-watcher.env)" in done.stdout
 
 
 def test_reinstall_is_idempotent_and_never_touches_the_secret(tmp_path, fakes):
@@ -406,14 +444,19 @@ def test_bundle_holds_everything_the_installer_needs(tmp_path):
     assert (top / "VERSION").read_text() == "t1\n"
     for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh",
                  "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
-                 *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md"):
+                 *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md",
+                 "README.md"):
         assert (top / name).is_file(), name
     assert not list(top.rglob("__pycache__")) and not list(top.rglob("tests"))
     # the unpacked bundle installs on its own
     fakes = Fakes(tmp_path)
     done = run([top / "deploy/install.sh", "--root", tmp_path / "root"], env=fakes.env())
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "root/opt/atvm-watcher-service/VERSION").read_text() == "t1\n"
+    pkg = tmp_path / "root/opt/atvm-watcher-service"
+    assert (pkg / "VERSION").read_text() == "t1\n"
+    assert (pkg / "README.md").read_bytes() == (REPO / "README.md").read_bytes() and (pkg / "INSTALL.md").is_file()
+    version = run([sys.executable, pkg / "atvm_run_watcher.py", "--version"])
+    assert version.stdout.strip().endswith("(bundle t1)")  # --version and the installed VERSION agree
 
 
 def test_bundle_leaves_out_the_development_tools_and_demo_says_so(tmp_path):
