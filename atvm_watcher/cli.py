@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
     _metadata_flags(w)
     w.add_argument("--dry-run", action="store_true", help="print what would be posted; post and record nothing")
+    w.add_argument("--preview", metavar="FILE.html",
+                   help="with --dry-run: also write the post(s) to FILE.html, laid out as Mattermost shows them")
     w.add_argument("--at-least-once", action="store_true",
                    help="resend after an uncertain delivery (may duplicate a post; default is at-most-once)")
 
@@ -92,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     d = cmd("demo", "a simulated categorized run, a local Mattermost-compatible receiver, the real watcher")
     d.add_argument("--speed", type=float, default=1.0, help="time factor; 4 runs four times faster")
     d.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
+    d.add_argument("--preview", metavar="DIR",
+                   help="write each post received to DIR/post-N.html, laid out as Mattermost shows it")
 
     la = cmd("launch", "run an ATVM command, writing its log, pid and exit status where the watcher reads them")
     la.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
@@ -135,7 +139,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .commands import demo
 
-        return demo.run(args.speed, args.keep)
+        return demo.run(args.speed, args.keep, args.preview)
     if args.command == "check":
         from .commands import check
 
@@ -147,7 +151,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch":
         from .commands import watch
 
-        return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once)
+        if args.preview and not args.dry_run:
+            args.command_parser.error("--preview goes with --dry-run (a real watcher posts instead)")
+        return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once, args.preview)
     if args.command == "launch":
         from .commands import launch
 

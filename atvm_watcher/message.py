@@ -29,7 +29,7 @@ class Context:
     errors: Mapping[str, str] = field(default_factory=dict)  # failed test title -> first line of its error
     flaky: Sequence[str] = ()  # titles of tests that failed an attempt, then passed on a retry (capped)
     flaky_count: int = 0  # every such test, also those past the cap
-    version: str = ""
+    version: str = ""  # e.g. "atvm-watcher 0.1.0 (bundle v0.1.0-3-gabc)"
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def fields_for(verdict: Verdict, request: Request, ctx: Context) -> Tuple[Field,
 
 
 def footer(ctx: Context) -> str:
-    return f"atvm-watcher{' ' + ctx.version if ctx.version else ''} on {ctx.hostname}"
+    return f"{ctx.version or 'atvm-watcher'} on {ctx.hostname}"
 
 
 def compose(verdict: Verdict, request: Request, ctx: Context) -> Message:

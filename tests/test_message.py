@@ -15,7 +15,7 @@ from atvm_watcher.request import Request
 
 REQ = Request("e2e-redhat9.6-ubuntu24.04-w2k25-fc", True, "tmpl", "family", "live", "plugin", "scope words")
 CTX = Context(hostname="controller-1", vm_labels=["rh96-src (RHEL 9.6)"], position=2, of=3,
-              log_path="/tmp/.log/b/windows.log", report_path="/r/b/windows", version="0.1.0")
+              log_path="/tmp/.log/b/windows.log", report_path="/r/b/windows", version="atvm-watcher 0.1.0")
 
 
 def verdict(state="FAILED", titles=("suite a fails",), group="windows"):

@@ -17,8 +17,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+from .. import preview
 from ..settings import PACKAGE_ROOT
 from ..vocab import ExitCode
 
@@ -70,7 +71,14 @@ def follow_posts(receiver, done: threading.Event, shown: List[int]) -> None:
             show_post(shown[0], receiver.posts[shown[0] - 1])
 
 
-def run(speed: float = 1.0, keep: bool = False) -> int:
+def write_previews(folder: Path, posts: List[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, post in enumerate(posts, start=1):
+        (folder / f"post-{n}.html").write_text(preview.page([post], f"demo post {n}"), encoding="utf-8")
+    print(f"demo: {len(posts)} post(s) laid out as Mattermost shows them: {folder}/post-N.html")
+
+
+def run(speed: float = 1.0, keep: bool = False, preview_dir: Optional[str] = None) -> int:
     try:
         from atvm_dev.receiver import MattermostDouble
     except ModuleNotFoundError as exc:
@@ -103,6 +111,8 @@ def run(speed: float = 1.0, keep: bool = False) -> int:
         print(f"\ndemo: watcher exited {watcher.returncode}; {shown[0]} post(s) received "
               f"(expected 2: linux COMPLETED, windows FAILED)")
         subprocess.run([py, str(PACKAGE_ROOT / "atvm_run_watcher.py"), "status"], env=env, check=False)
+        if preview_dir:
+            write_previews(Path(preview_dir), list(receiver.posts))
     if keep:
         print(f"demo: files kept in {tmp}")
     else:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .. import inventory, log, version_text
+from .. import inventory, log, preview, version_text
 from ..decide import Verdict, decide
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
@@ -151,6 +152,15 @@ class Watcher:
                        report_url=self.s.report_link(build, group), errors=errors, flaky=flaky,
                        flaky_count=flaky_count, version=version_text())
 
+    def write_preview(self, path: Path) -> None:
+        """The posts of this (dry) run as an HTML page (preview.py), in the order they were decided."""
+        payloads = [s.record["message"] for s in self.ledger.scopes.values()
+                    if s.record is not None and isinstance(s.record.get("message"), dict)]
+        note = "" if payloads else "Nothing would be posted: the run did not end COMPLETED or FAILED (see above)."
+        path.write_text(preview.page(payloads, f"{self.req.build_name}: what would be posted", note),
+                        encoding="utf-8")
+        self.out(f"[dry-run] {len(payloads)} post(s) laid out as Mattermost shows them: {path}")
+
     def _deliver_owed(self) -> None:
         for scope in self.ledger.owed():
             payload = self.ledger.message_of(scope)
@@ -177,14 +187,19 @@ class Watcher:
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
 
 
-def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool) -> int:
+def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool,
+        preview_file: Optional[str] = None) -> int:
     problem = posting_problem(settings)
     if settings.env_file_unsafe:  # under systemd the values arrive via EnvironmentFile=: refuse all the same
         raise ConfigError(f"{problem} (the watcher refuses to run until then)")
     if problem and not dry_run:
         raise ConfigError(problem)
     try:
-        return Watcher(settings, request, dry_run, at_least_once).run()
+        watcher = Watcher(settings, request, dry_run, at_least_once)
+        code = watcher.run()
+        if preview_file:
+            watcher.write_preview(Path(preview_file))
+        return code
     except StateError as exc:
         log.get(request.build_name).error("state directory problem: %s", exc)
         return ExitCode.INTERNAL
