@@ -191,11 +191,20 @@ def test_defaults_are_the_contracts(tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATVM_", "MATTERMOST_"))}
-    res = subprocess.run([sys.executable, str(WATCHER), "demo", "--speed", "10"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    res = subprocess.run([sys.executable, str(WATCHER), "demo", "--speed", "10", "--preview", str(tmp_path / "p")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("=== Mattermost post #") == 2
     assert "2 post(s) received" in res.stdout
+    # the demo's posts carry what the channel acts on: n of N, the group's VMs, paths, link, flaky, error line
+    first, second = res.stdout.split("=== Mattermost post #")[1:3]
+    assert "sub-run linux (1 of 2)" in first and "sub-run windows (2 of 2)" in second
+    assert "VMs of sub-run linux: rh96-src" in first and "VMs of sub-run windows: w2k25-src" in second
+    assert "Log: `/" in second and "/windows.log`" in second and "Reports: `/" in second
+    assert "HTML report: [open the report](https://" in second
+    assert "Flaky: passed on a retry (1): - `replicates the disks`" in first and "1 flaky" in first
+    assert ": AssertionError: expected 'Migrated' to equal 'Ready'" in second
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["post-1.html", "post-2.html"]
 
 
 def test_watch_refuses_an_env_file_readable_by_others_even_with_the_values_in_the_environment(world):
