@@ -127,7 +127,7 @@ fi
 # Type=exec: start returns once the watcher runs. One that fails at once (a setting only the unit
 # sees, a crash) is reported now, not found later as a run that was never posted.
 failed=""
-deadline=$((SECONDS + check_seconds))
+checks_left=$((check_seconds * 4)) # one look every 0.25 s
 while :; do
     props="$("$SYSTEMCTL" show --property=ActiveState,SubState,ExecMainStatus -- "$unit" 2>/dev/null | tr '\n' ' ')"
     case " $props" in
@@ -136,7 +136,7 @@ while :; do
             break
             ;;
     esac
-    ((SECONDS < deadline)) || break
+    ((checks_left-- > 0)) || break
     sleep 0.25
 done
 if [[ -n "$failed" ]]; then
