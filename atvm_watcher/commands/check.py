@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -121,7 +120,7 @@ def send_test(s: Optional[Settings]) -> Rows:
     """One test post through the watcher's own path (payload limits, redaction, answer classification)."""
     if s is None or posting_problem(s):
         return [("FAIL", "test post not sent: the webhook cannot be used (see above)")]
-    payload = mattermost.render(probe_message(socket.gethostname(), version_text()), s.channel, s.username)
+    payload = mattermost.render(probe_message(os.uname().nodename, version_text()), s.channel, s.username)
     outcome = mattermost.post(s.webhook, payload, s.post_timeout_seconds)
     where = f"channel {s.channel}" if s.channel else "the webhook's own channel"
     if outcome.kind == "posted":
