@@ -189,15 +189,19 @@ def test_every_corpus_case_has_its_facts():
 @pytest.mark.parametrize("case", sorted(CORPUS_FACTS))
 def test_corpus_log_read_at_once_and_in_small_pieces(case, tmp_path):
     """The same facts whether the log is read whole or as it is written, 37 bytes at a time."""
-    data = (CORPUS / f"{case}.log").read_bytes()
     assert facts_tuple(LogTail(CORPUS / f"{case}.log").facts()) == CORPUS_FACTS[case]
-    path = tmp_path / "B.log"
+    assert facts_tuple(read_as_written(CORPUS / f"{case}.log", tmp_path / "B.log", 37)) == CORPUS_FACTS[case]
+
+
+def read_as_written(source: Path, path: Path, piece: int):
+    """The facts of ``source`` copied to ``path`` ``piece`` bytes at a time, read after each piece."""
+    data = source.read_bytes()
     path.write_bytes(b"")
     tail = LogTail(path)
-    for at in range(0, len(data), 37):
-        append_bytes(path, data[at : at + 37])
+    for at in range(0, len(data), piece):
+        append_bytes(path, data[at : at + piece])
         facts = tail.facts()
-    assert facts_tuple(facts) == CORPUS_FACTS[case]
+    return facts
 
 
 def append_bytes(path: Path, data: bytes) -> None:
@@ -553,13 +557,7 @@ def test_flaky_tests_are_the_retried_ones_that_passed():
 
 
 def test_flaky_tests_are_found_when_the_log_is_read_in_small_pieces(tmp_path):
-    data = (CORPUS / "retries-flaky-pass.log").read_bytes()
-    path = tmp_path / "B.log"
-    path.write_bytes(b"")
-    tail = LogTail(path)
-    for at in range(0, len(data), 29):
-        append_bytes(path, data[at : at + 29])
-        facts = tail.facts()
+    facts = read_as_written(CORPUS / "retries-flaky-pass.log", tmp_path / "B.log", 29)
     assert facts.flaky_count == 2 and len(facts.flaky) == 2
 
 
