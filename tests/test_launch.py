@@ -191,14 +191,15 @@ def test_start_watcher_starts_it_after_the_old_outcome_is_gone_and_before_the_co
     marker = world.root / "ran-after"
     command = py(f"import os; open({str(marker)!r}, 'w').write(str(os.path.getsize({str(calls)!r})))")
     done = launch(world, "--build-name", build, "--start-watcher", "--template", "tmpl", "--scope-description",
-                  "a scope", "--categorize", "--", *command, env=env)
+                  "a scope", "--categorize", "--groups", "2", "--", *command, env=env)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in calls.read_text().splitlines()]
     start = [r for r in rows if r["argv"][:1] == ["start"]]
     assert start and not start[0]["old_exit_present"]
     assert int(marker.read_text()) == calls.stat().st_size  # the command ran after the unit was started
     request = json.loads((world.build_dir(build) / "request.json").read_text())
-    assert (request["template"], request["scope_description"], request["categorize"]) == ("tmpl", "a scope", True)
+    assert (request["template"], request["scope_description"], request["categorize"], request["groups"]) == (
+        "tmpl", "a scope", True, 2)
 
 
 def test_start_watcher_refused_means_the_command_is_not_run(world):
