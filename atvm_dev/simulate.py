@@ -205,8 +205,10 @@ class Run:
         self.stamp(self.reports / name)
 
 
-def run_specs(run: Run, label: str, passing: bool, step: float, banner: bool = True) -> Tuple[int, int]:
-    """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing."""
+def run_specs(run: Run, label: str, passing: bool, step: float, banner: bool = True,
+              flaky: bool = False) -> Tuple[int, int]:
+    """Play SPECS_PER_RUN specs; the last spec has one failing test when not passing. ``flaky``: the
+    second test of the first spec fails its first attempt and passes on the retry (Cypress's retries)."""
     run.log.parent.mkdir(parents=True, exist_ok=True)
     step = 0.0 if run.stamp.past else step  # a phase that ended long ago is written at once
     if banner:
@@ -220,6 +222,8 @@ def run_specs(run: Run, label: str, passing: bool, step: float, banner: bool = T
         sleep(step)
         for i, title in enumerate(titles):
             bad = fail_here and i == len(titles) - 1
+            if flaky and n == 0 and i == 1:
+                run.say(f"    (Attempt 1 of 3) {title}")
             run.say(f"    {'1) ' if bad else '✓ '}{title}")
         run.write_report(n, mochawesome_report(spec, f"{label} migration {n + 1}", titles, fail_here))
         total += len(titles)
@@ -261,6 +265,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="the first --backdate-groups groups (plain: the whole run) ran this long ago")
     p.add_argument("--backdate-groups", type=int, default=1)
     p.add_argument("--backdate-stride", type=float, default=60.0, help="seconds between back-dated writes")
+    p.add_argument("--flaky", action="store_true", help="in each (sub-)run, one test passes only on a retry")
     args = p.parse_args(argv)
     if not args.build_name:
         p.error(f"--build-name (or ${BUILD_ENV}) is required")
@@ -304,7 +309,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.hang or args.die:
             parent.say(f"\n{BAR}\n\n  (Run Starting)\n")
             _interrupt(args)
-        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds, banner)
+        _, failed = run_specs(parent, "main", args.outcome == "pass", args.step_seconds, banner, args.flaky)
         any_failed = failed > 0
     else:
         for i, spec in enumerate(args.group):
@@ -315,7 +320,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if i == len(args.group) - 1 and (args.hang or args.die):
                 group.say(f"\n{BAR}\n\n  (Run Starting)\n")
                 _interrupt(args)
-            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds, banner)
+            _, failed = run_specs(group, name, outcome != "fail", args.step_seconds, banner, args.flaky)
             _finish(group, failed > 0, args.outcome_file)
             any_failed = any_failed or failed > 0
         stamp.past = len(args.group) <= args.backdate_groups and args.backdate > 0

@@ -7,12 +7,19 @@ import sys
 import traceback
 from typing import List, Optional
 
-from . import __version__, log
+from . import log, version_text
 from .buildname import BadName, check_build_name
-from .request import FIELDS, Request
+from .request import FIELDS, MAX_GROUPS, Request, group_count
 from .settings import ConfigError, load, load_lenient, secrets_redactor
 from .statedir import BuildDir, StateError, read_json
 from .vocab import ExitCode, exit_codes_help
+
+
+def _groups(text: str) -> int:
+    n = group_count(text)
+    if n is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of sub-runs from 1 to {MAX_GROUPS}")
+    return n
 
 
 def _metadata_flags(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -21,6 +28,16 @@ def _metadata_flags(p: argparse.ArgumentParser, required: bool = False) -> None:
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, dest=name, required=required, metavar=name.split("_")[-1].upper()[:1] or "V",
                        help=f"{name.replace('_', ' ')} shown in the post")
+    p.add_argument("--groups", type=_groups, metavar="N",
+                   help="a categorized run has N sub-runs: each post says 'sub-run n of N'")
+
+
+BUILD_HELP = "the run's build name, e.g. e2e-redhat9.6-ubuntu24.04-w2k25-fc"
+WATCH_TEXT = """the watcher itself: decide the run's state until terminal, post once, exit
+
+Flags left out (--categorize, --template, --config-family, --migration-style,
+--integration-plugin, --scope-description, --groups) are taken from the request the start
+helper recorded for the build (request.json in its state folder); a flag given here wins."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,47 +45,60 @@ def parser() -> argparse.ArgumentParser:
         prog="atvm_run_watcher.py",
         description="Watch one ATVM run and post exactly one Mattermost message when it finishes.",
         epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"atvm-watcher {__version__}")
+    p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     def cmd(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=text, description=text, epilog=exit_codes_help() if name == "watch" else None,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(name, help=text.split("\n")[0], description=text,
+                            epilog=exit_codes_help() if name == "watch" else None,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(command_parser=sp)  # so an unknown flag is reported with this command's usage
+        return sp
 
-    w = cmd("watch", "the watcher itself: decide the run's state until terminal, post once, exit")
-    w.add_argument("--build-name", required=True)
+    w = cmd("watch", WATCH_TEXT)
+    w.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
     _metadata_flags(w)
     w.add_argument("--dry-run", action="store_true", help="print what would be posted; post and record nothing")
+    w.add_argument("--preview", metavar="FILE.html",
+                   help="with --dry-run: also write the post(s) to FILE.html, laid out as Mattermost shows them")
     w.add_argument("--at-least-once", action="store_true",
                    help="resend after an uncertain delivery (may duplicate a post; default is at-most-once)")
 
     i = cmd("inspect", "read-only: the state it would decide now, the evidence read and the rule that fired")
-    i.add_argument("--build-name", required=True)
-    i.add_argument("--categorize", action="store_true")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
+    i.add_argument("--categorize", action="store_true", help="read it as a categorized run (one verdict per sub-run)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.add_argument("--discover", action="store_true",
                    help="list the files under the log and report folders that mention the build, which layout "
                         "setting reads each, and settings for those none reads")
 
     s = cmd("status", "every watched build under the state root: state, sub-runs, delivery, last update")
-    s.add_argument("--build-name")
+    s.add_argument("--build-name", help="only this build (default: every build under the state root)")
     s.add_argument("--json", action="store_true", help="the same as --format json")
     s.add_argument("--format", choices=("table", "json", "prometheus"), default="table",
                    help="prometheus: Prometheus text exposition (for node_exporter's textfile collector)")
     s.add_argument("--output", metavar="FILE", help="write to FILE, replaced atomically, instead of printing")
 
     c = cmd("cancel", "cancel a build: cancelled.marker + state CANCELLED; guarantees no post")
-    c.add_argument("--build-name", required=True)
+    c.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
 
-    cmd("check", "validate the install: configuration, env-file permissions, paths, unit present")
+    k = cmd("check", "validate the install: configuration, env-file permissions, paths, unit present")
+    k.add_argument("--send-test", action="store_true",
+                   help="also post one test message to the configured webhook and channel and verify the answer "
+                        "(without it check never posts)")
+    k.add_argument("--preflight", action="store_true",
+                   help="only what would make a watcher refuse to start, printed with its fix; silent and exit 0 "
+                        "when nothing would (the start helper runs it)")
 
     d = cmd("demo", "a simulated categorized run, a local Mattermost-compatible receiver, the real watcher")
     d.add_argument("--speed", type=float, default=1.0, help="time factor; 4 runs four times faster")
     d.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
+    d.add_argument("--preview", metavar="DIR",
+                   help="write each post received to DIR/post-N.html, laid out as Mattermost shows it")
 
     la = cmd("launch", "run an ATVM command, writing its log, pid and exit status where the watcher reads them")
-    la.add_argument("--build-name", required=True)
+    la.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
     la.add_argument("--group", help="this command is group G of a categorized run (its own log and outcome)")
     la.add_argument("--no-echo", action="store_true", help="write the output to the log only, not also to stdout")
     la.add_argument("--start-watcher", action="store_true",
@@ -79,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
                     help="the ATVM command and its arguments, after --")
 
     r = cmd("record-request", "record a run's request metadata for the watcher (used by the start helper)")
-    r.add_argument("--build-name", required=True)
+    r.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
     _metadata_flags(r)
     again = r.add_mutually_exclusive_group()
     again.add_argument("--rerun", action="store_true",
@@ -93,13 +123,14 @@ def _request(args: argparse.Namespace, settings) -> Request:
     recorded, _ = read_json(BuildDir.of(settings.state_root, args.build_name).request_file)
     base = Request.from_json(args.build_name, recorded)
     overrides = {k: getattr(args, k) for k in FIELDS}
-    overrides["categorize"] = args.categorize
+    overrides.update(categorize=args.categorize, groups=args.groups)
     return base.merged(overrides)
 
 
 def _start_args(args: argparse.Namespace) -> Optional[List[str]]:
     """The start helper's flags for ``launch --start-watcher``; None without it (the flags alone are refused)."""
     flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in FIELDS if getattr(args, name) is not None]
+    flags += [f"--groups={args.groups}"] if args.groups is not None else []
     flags += [f"--{name}" for name in ("categorize", "rerun") if getattr(args, name)]
     if not args.start_watcher:
         if flags:
@@ -118,11 +149,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .commands import demo
 
-        return demo.run(args.speed, args.keep)
+        return demo.run(args.speed, args.keep, args.preview)
     if args.command == "check":
         from .commands import check
 
-        return check.run()
+        return check.preflight() if args.preflight else check.run(args.send_test)
     if args.command in LENIENT:
         settings, problems = load_lenient()
     else:
@@ -135,7 +166,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch":
         from .commands import watch
 
-        return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once)
+        if args.preview and not args.dry_run:
+            args.command_parser.error("--preview goes with --dry-run (a real watcher posts instead)")
+        return watch.run(settings, _request(args, settings), args.dry_run, args.at_least_once, args.preview)
     if args.command == "launch":
         from .commands import launch
 
@@ -164,7 +197,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # file names from disk may not be valid UTF-8
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, so its usage (not the top-level one) is shown
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if getattr(args, "build_name", None) is not None:
             check_build_name(args.build_name)

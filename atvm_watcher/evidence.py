@@ -20,11 +20,11 @@ import stat
 import time
 from array import array
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from . import procs
 from .buildname import check_group_name
-from .layout import RunLayout, ScopePaths
+from .layout import GroupFolder, RunLayout, ScopePaths
 from .reports import MAX_REPORT_BYTES, parse_report
 from .safefile import open_regular, read_capped, read_first_line
 from .vocab import (
@@ -70,6 +70,17 @@ CYPRESS_RE = re.compile(
     rb"|^[ \t]*(?P<error>Can't run because no spec files were found|Your configFile is invalid"
     rb"|Cypress failed to verify that your server is running|The Test Runner unexpectedly exited)",
     re.M)
+# Retries (Cypress's `retries` option): the spec reporter prints `(Attempt 1 of 3) <title>` for each
+# failed attempt, then the test's own line: `✓ <title>` (mocha's `√` on Windows; with `(Nms)` when slow)
+# once it passed (a flaky test), or `N) <title>` when its last attempt failed too
+# (tests/fixtures/cypress/retries-flaky-pass.log and retries-then-fail.log).
+ATTEMPT = b"(Attempt "
+TEST_LINE_RE = re.compile(
+    rb"^[ \t]*(?:\(Attempt \d+ of \d+\)(?P<attempt>)|(?:\xe2\x9c\x93|\xe2\x88\x9a)(?P<passed>)|\d+\)(?P<failed>))"
+    rb" (?P<title>[^\r\n]*?)(?: \(\d+ms\))?[ \t]*\r?$", re.M)
+MAX_RETRIED = 100  # titles with a failed attempt and no final line yet
+MAX_FLAKY = 50  # flaky titles kept; every one is counted
+MAX_TITLE_BYTES = 512  # of a title kept (a post shows less)
 # One literal of every alternative of CYPRESS_RE (" fail" stands for " failed", " failing", "failed to verify").
 KEYWORDS = (b"Run Starting", b"Run Finished", b"specs passed!", b" fail", b"Failing:", b"canceled",
             b"Can't run because", b"configFile is invalid", b"unexpectedly exited")
@@ -103,6 +114,9 @@ class LogTail:
         self.failing = self.results_failing = self.closing_failing = 0
         self.cancelled = False
         self.error: Optional[str] = None
+        self.retried: Dict[bytes, None] = {}  # ordered: the oldest is dropped first
+        self.flaky: List[str] = []
+        self.flaky_count = 0
 
     def facts(self, changes: Optional[Changes] = None, mono: float = 0.0, wall: float = 0.0) -> Optional[LogFacts]:
         try:
@@ -124,7 +138,7 @@ class LogTail:
                         self.failed_specs, self.total_specs, unfinished=self.unfinished,
                         failed_tests=max(self.failing, self.results_failing, self.closing_failing),
                         cancelled=self.cancelled, error=self.error, changed_at=at, seen_change=seen,
-                        restarted_at=self.restarted_at)
+                        restarted_at=self.restarted_at, flaky=tuple(self.flaky), flaky_count=self.flaky_count)
 
     def _read_new(self, size: int) -> None:
         try:
@@ -152,6 +166,7 @@ class LogTail:
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only
         self._match(data[:cut], count=True)
+        self._retries(data[:cut])
         # The incomplete last line is searched too (a summary printed without a newline still counts);
         # it is searched again once complete, which gives the same answer: counts wait for the full line.
         self._match(self.carry, count=False)
@@ -159,6 +174,26 @@ class LogTail:
     def _match(self, data: bytes, count: bool) -> None:
         for line in candidate_lines(data):
             self._match_line(ANSI_RE.sub(b"", line) if b"\x1b" in line else line, count)
+
+    def _retries(self, data: bytes) -> None:
+        """Flaky tests: a failed attempt, then a pass. Only read while a retry is seen or pending."""
+        if not self.retried and ATTEMPT not in data:
+            return
+        if b"\x1b" in data:
+            data = ANSI_RE.sub(b"", data)
+        for m in TEST_LINE_RE.finditer(data):
+            title = m["title"][:MAX_TITLE_BYTES]
+            if m["attempt"] is not None:
+                self.retried.pop(title, None)
+                self.retried[title] = None
+                if len(self.retried) > MAX_RETRIED:
+                    self.retried.pop(next(iter(self.retried)))
+            elif title in self.retried:
+                del self.retried[title]
+                if m["passed"] is not None:
+                    self.flaky_count += 1
+                    if len(self.flaky) < MAX_FLAKY:
+                        self.flaky.append(title.decode("utf-8", "replace"))
 
     def _match_line(self, line: bytes, count: bool) -> None:
         for m in CYPRESS_RE.finditer(line):
@@ -290,7 +325,7 @@ class _Outcomes:
 
     def add(self, result: ReportResult) -> int:
         key = (result.kind, result.status, result.detail, result.tests, result.passed, result.failed,
-               result.pending, result.skipped, result.failed_titles)
+               result.pending, result.skipped, result.failed_titles, result.failed_errors)
         found = self.ids.get(key)
         if found is None:
             found = self.free.pop() if self.free else len(self.items)
@@ -699,6 +734,15 @@ def racy(seen_at: float, mtime: float) -> bool:
     return abs(seen_at - mtime) < RACY_SECONDS
 
 
+def _holds_reports(folder: Path) -> bool:
+    """Does the folder itself (not a subfolder) hold a report file?"""
+    try:
+        with os.scandir(folder) as it:
+            return any(e.name.endswith((".json", ".xml")) and e.is_file(follow_symlinks=False) for e in it)
+    except OSError:
+        return False
+
+
 class Clock:
     """The two clocks the reader needs; tests and tools may pass their own."""
 
@@ -757,6 +801,15 @@ class Scope:
         self.tail._start(end)
         return self.tail.facts(self.changes, mono, wall) or log
 
+    def errors(self) -> Dict[str, str]:
+        """The first error line of each failed test in this scope's latest reports, by title (for the post)."""
+        found: Dict[str, str] = {}
+        for r in self.scanner.reports:
+            for title, error in zip(r.result.failed_titles, r.result.failed_errors):
+                if error:
+                    found.setdefault(title, error)
+        return found
+
 
 class EvidenceReader:
     """Stateful reader for one build; ``snapshot()`` is called once per poll."""
@@ -781,13 +834,13 @@ class EvidenceReader:
     def _add_group(self, g: str) -> None:
         self.groups[g] = Scope(g, self.layout.group(g))
 
-    def _group_files(self) -> List[Tuple[float, str]]:
-        """(last mtime, group) for every group with a file in the layout.
+    def _group_files(self, folders: Optional[Sequence[GroupFolder]] = None) -> List[Tuple[float, str]]:
+        """(last mtime, group) for every group with a file in the layout (in ``folders`` when given).
 
         Sub-runs run one after another, so the last change orders them as the first does; and it is not
         pulled back by files an earlier run left in a group of the same name."""
         seen: Dict[str, float] = {}
-        for folder in self.layout.group_folders():
+        for folder in self.layout.group_folders() if folders is None else folders:
             try:
                 entries = list(os.scandir(folder.path))
             except OSError:
@@ -842,3 +895,33 @@ class EvidenceReader:
     @property
     def group_order(self) -> Tuple[str, ...]:
         return tuple(self.groups)
+
+    def scope(self, group: Optional[str]) -> Optional[Scope]:
+        """The reader of the plain run or categorized parent (None), or of one sub-run."""
+        return self.parent if group is None else self.groups.get(group)
+
+    def categorize_mismatch(self, finished: bool) -> Optional[str]:
+        """Why the run does not look the way --categorize (given or not) says, or None.
+
+        A plain watcher sees a categorized run's sub-runs: group files (logs, outcome files) where the
+        layout puts them, or group report folders while the run's own report folder holds no report of
+        its own (a plain run's reporter may well write into subfolders). A categorized watcher whose run
+        finished without any sub-run posts nothing at all.
+        """
+        folders = self.layout.group_folders()
+        where = ", ".join(sorted({str(f.path) for f in folders}))
+        if self.categorized:
+            if not finished or self.groups:
+                return None
+            return (f"the run finished and no sub-run appeared (none under {where}): a categorized run without "
+                    "sub-runs is not posted; if the run was not categorized, watch it without --categorize")
+        if not _holds_reports(self.layout.run().reports):
+            found = self._group_files(folders)
+        else:
+            found = self._group_files([f for f in folders if f.holds_files])
+        if not found:
+            return None
+        names = ", ".join(g for _, g in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        return (f"this looks like a categorized run: sub-runs {names} under {where}; without --categorize they "
+                "get one post for the whole run instead of one each (to post per sub-run: cancel this watcher "
+                "with cancel-atvm-run-watcher.sh, then start it again with --categorize --rerun)")

@@ -19,8 +19,11 @@ MAX_READ_BYTES = 1024 * 1024
 MAX_CELL_CHARS = 200
 MAX_PROBLEM_CHARS = 400
 MAX_LINES_NAMED = 5
+# A line of the shipped example inventory (inventory/vm-inventory.md): while it is there, check warns
+# that the watcher names fictional VMs.
+EXAMPLE_MARKER = "atvm-watcher: example inventory, fictional VMs"
 
-COLUMNS = ("token", "vm", "os", "role", "address", "notes")
+COLUMNS = ("token", "vm", "os", "role", "address", "notes", "group")
 _BUILD_SEPARATORS = re.compile(r"[-_]+")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ALIGNMENT_CELL = re.compile(r"\s*:?-+:?\s*")
@@ -39,11 +42,17 @@ class VM:
     role: str = ""
     address: str = ""
     notes: str = ""
+    group: str = ""  # the sub-runs (groups) of a categorized run this VM serves, comma-separated; "" for any
 
     @property
     def tokens(self) -> Tuple[str, ...]:
         """The lowercased build-name tokens that select this VM."""
         return _split_token_cell(str(self.token or ""))
+
+    @property
+    def groups(self) -> Tuple[str, ...]:
+        """The lowercased sub-run names of the Group column."""
+        return _split_token_cell(str(self.group or ""))
 
     def label(self) -> str:
         """One line for a chat message: ``rh96-src (RHEL 9.6, source, 192.0.2.11)``."""
@@ -89,6 +98,29 @@ def parse_inventory(text: str) -> Tuple[List[VM], Optional[str]]:
     """Parse inventory Markdown already in memory; same result shape as ``load_inventory``."""
     vms, problem = _parse_text(text if isinstance(text, str) else "", [])
     return vms, (_problem(problem) if problem else None)
+
+
+def for_group(vms: Sequence[VM], group: Optional[str]) -> List[VM]:
+    """Of a build's VMs, a sub-run's: those whose Group names it (ignoring case) and those with no Group
+    (shared by every sub-run). [] when no VM names it: the post then lists the whole build's VMs."""
+    wanted = (group or "").lower()
+    if not wanted or not any(wanted in vm.groups for vm in vms):
+        return []
+    return [vm for vm in vms if wanted in vm.groups or not vm.groups]
+
+
+def groups_of(vms: Sequence[VM]) -> Tuple[str, ...]:
+    """The sub-runs these VMs' Group columns name, first seen first."""
+    return tuple(dict.fromkeys(g for vm in vms for g in vm.groups))
+
+
+def is_shipped_example(path: Union[Path, str]) -> bool:
+    """Is this the shipped example inventory (it still holds EXAMPLE_MARKER)? False when unreadable."""
+    try:
+        data, _ = read_capped(path, MAX_READ_BYTES)
+    except (OSError, ValueError):
+        return False
+    return EXAMPLE_MARKER.encode() in data
 
 
 def vms_for_build(path: Union[Path, str], build_name: str) -> Tuple[List[VM], Optional[str]]:

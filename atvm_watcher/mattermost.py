@@ -49,11 +49,15 @@ PERMANENT = {400, 403, 404, 413, 501}
 EPOCH_2001 = 1e9  # an X-RateLimit-Reset this large is a timestamp, not a number of seconds
 HEADERS = {"Content-Type": "application/json", "User-Agent": "atvm-watcher", "Connection": "close"}
 
-COLORS = {"COMPLETED": "#2eb886", "FAILED": "#d00000"}
-ICONS = {"COMPLETED": ":white_check_mark:", "FAILED": ":x:"}
+COLORS = {"COMPLETED": "#2eb886", "FAILED": "#d00000", "TEST": "#3a87ad"}
+ICONS = {"COMPLETED": ":white_check_mark:", "FAILED": ":x:", "TEST": ":information_source:"}
 MAX_TITLES = 10
 MAX_TITLE_CHARS = 200
+MAX_ERROR_CHARS = 160  # the first line of a failed test's error, after its title
+MAX_FLAKY = 5
 MAX_VALUE_CHARS = 1000
+MAX_NAME_CHARS = 300  # an identifier (a build, a template, a host, a path): longer ones are not real
+MAX_LINK_CHARS = 500
 _ATTACHMENT_STRINGS = ("fallback", "title", "text", "footer", "pretext")
 
 
@@ -71,37 +75,59 @@ def code(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     return "`" + defuse(text, limit).replace("`", "'") + "`" if text else "-"
 
 
-def failed_list(titles: Tuple[str, ...]) -> str:
-    shown = [f"- {code(t, MAX_TITLE_CHARS)}" for t in titles[:MAX_TITLES]]
-    if len(titles) > MAX_TITLES:
-        shown.append(f"- and {len(titles) - MAX_TITLES} more")
+def listed(titles: Tuple[str, ...], cap: int, notes: Tuple[str, ...] = (), total: int = 0) -> str:
+    """A Markdown list of up to ``cap`` titles (each with its note, e.g. the error line), then "and N more"."""
+    shown = []
+    for i, t in enumerate(titles[:cap]):
+        note = notes[i] if i < len(notes) else ""
+        shown.append(f"- {code(t, MAX_TITLE_CHARS)}" + (f": {defuse(note, MAX_ERROR_CHARS)}" if note else ""))
+    more = max(total, len(titles)) - min(cap, len(titles))
+    if more > 0:
+        shown.append(f"- and {more} more")
     return "\n".join(shown)
 
 
+def failed_list(titles: Tuple[str, ...], errors: Tuple[str, ...] = ()) -> str:
+    return listed(titles, MAX_TITLES, errors)
+
+
 def _field(f: Field) -> Dict[str, Any]:
-    shown = [code(f.name) if f.name else "", defuse(f.value) if f.value else ""]
+    shown = [code(f.name, MAX_NAME_CHARS) if f.name else "", defuse(f.value) if f.value else ""]
     return {"title": f.title, "value": " ".join(s for s in shown if s) or "-", "short": f.short}
+
+
+def _link(url: str) -> str:
+    """A URL as Markdown link target: only http(s) (settings.py checks ATVM_REPORT_URL), never a space or ')'."""
+    url = url[:MAX_LINK_CHARS]
+    if not url.lower().startswith(("http://", "https://")) or any(c in url for c in " ()<>\n`"):
+        return ""
+    return url
 
 
 def render(message: Message, channel: str = "", username: str = "") -> Dict[str, Any]:
     """The webhook payload for one message, within the server's limits."""
     fields = [_field(f) for f in message.fields]
+    link = _link(message.link)
+    if link:
+        fields.append({"title": "HTML report", "value": f"[open the report]({link})", "short": False})
+    if message.flaky_titles or message.flaky_count:
+        fields.append({"title": f"Flaky: passed on a retry ({max(message.flaky_count, len(message.flaky_titles))})",
+                       "value": listed(message.flaky_titles, MAX_FLAKY, total=message.flaky_count) or "-",
+                       "short": False})
     if message.failed_titles:
         fields.append({"title": f"Failed tests ({len(message.failed_titles)})",
-                       "value": failed_list(message.failed_titles), "short": False})
+                       "value": failed_list(message.failed_titles, message.failed_errors), "short": False})
     head = defuse(message.subject, 400)
-    body: Dict[str, Any] = {
-        "text": f"{ICONS.get(message.state, '')} {head}".strip(),
-        "attachments": [
-            {
-                "fallback": defuse(message.summary, 700),
-                "color": COLORS.get(message.state, "#808080"),
-                "title": head,
-                "fields": fields,
-                "footer": defuse(message.footer, 300),  # the server cuts a longer footer
-            }
-        ],
+    attachment: Dict[str, Any] = {
+        "fallback": defuse(message.summary, 700),
+        "color": COLORS.get(message.state, "#808080"),
+        "title": head,
+        "fields": fields,
+        "footer": defuse(message.footer, 300),  # the server cuts a longer footer
     }
+    if link:
+        attachment["title_link"] = link
+    body: Dict[str, Any] = {"text": f"{ICONS.get(message.state, '')} {head}".strip(), "attachments": [attachment]}
     if channel:
         body["channel"] = channel
     if username:

@@ -17,6 +17,7 @@ from .vocab import ReportResult
 
 MAX_REPORT_BYTES = 32 * 1024 * 1024
 MAX_TITLE_CHARS = 300
+MAX_ERROR_CHARS = 300  # the first line of a failed test's error, as kept
 # A count above this is nonsense from a broken writer; capping keeps messages and arithmetic small.
 MAX_COUNT = 10**9
 
@@ -31,6 +32,7 @@ class _Counts:
     pending: int = 0
     skipped: int = 0
     failed_titles: Tuple[str, ...] = ()
+    failed_errors: Tuple[str, ...] = ()
 
 
 class _Refused(Exception):
@@ -53,7 +55,7 @@ def parse_report(path: str, data: bytes) -> ReportResult:
     except Exception as exc:  # noqa: BLE001 - "never a crash" is the contract for whatever a run leaves
         return ReportResult(path, kind, "invalid", f"cannot read report ({type(exc).__name__})")
     return ReportResult(path, kind, "ok", "", counts.tests, counts.passed, counts.failed,
-                        counts.pending, counts.skipped, counts.failed_titles)
+                        counts.pending, counts.skipped, counts.failed_titles, counts.failed_errors)
 
 
 def _kind_of(path: str) -> str:
@@ -124,6 +126,14 @@ def _clean_title(title: Any) -> str:
     return text
 
 
+def _error_line(message: Any) -> str:
+    """The first non-blank line of an error message (what an assertion says), capped; "" for none."""
+    text = message[: MAX_ERROR_CHARS * 8] if isinstance(message, str) else ""
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = " ".join("".join(" " if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in line).split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "\u2026"
+
+
 # ---------------------------------------------------------------- mochawesome JSON
 
 # Python's json also takes NaN/Infinity, so a cut one of those is a cut token too.
@@ -178,12 +188,14 @@ def _mochawesome_counts(doc: Any) -> _Counts:
         pending=max(_count(stats.get("pending")), walked.pending),
         skipped=max(_count(stats.get("skipped")), walked.skipped),
         failed_titles=walked.failed_titles,
+        failed_errors=walked.failed_errors,
     )
 
 
 def _walk_results(results: List[Any]) -> _Counts:
     tests = passed = failed = pending = skipped = 0
     titles: List[str] = []
+    errors: List[str] = []
     for item, is_hook in _suite_items(results):
         if not is_hook:
             tests += 1
@@ -193,7 +205,9 @@ def _walk_results(results: List[Any]) -> _Counts:
         if item.get("fail") is True or item.get("state") == "failed":
             failed += 1
             titles.append(_clean_title(item.get("fullTitle") or item.get("title")))
-    return _Counts(tests, passed, failed, pending, skipped, tuple(titles))
+            err = item.get("err")
+            errors.append(_error_line(err.get("message")) if isinstance(err, dict) else "")
+    return _Counts(tests, passed, failed, pending, skipped, tuple(titles), tuple(errors))
 
 
 def _suite_items(results: List[Any]) -> Iterator[Tuple[Dict[str, Any], bool]]:
@@ -260,12 +274,15 @@ def _junit_counts(root: ET.Element) -> _Counts:
         raise _Refused("not-a-report", f"XML root is <{tag}>, not <testsuites> or <testsuite>")
     tests = passed = failed = skipped = 0
     titles: List[str] = []
+    errors: List[str] = []
     for case in root.iter("testcase"):
         tests += 1
         children = {child.tag for child in case}
         if children & {"failure", "error"}:
             failed += 1
             titles.append(_junit_title(case))
+            bad = next(child for child in case if child.tag in ("failure", "error"))
+            errors.append(_error_line(bad.get("message") or bad.text))
         elif "skipped" in children:
             skipped += 1
         else:
@@ -279,6 +296,7 @@ def _junit_counts(root: ET.Element) -> _Counts:
         failed=min(failed, MAX_COUNT),
         skipped=max(skipped, _suite_total(root, "skipped")),
         failed_titles=tuple(titles),
+        failed_errors=tuple(errors),
     )
 
 

@@ -10,9 +10,11 @@ import math
 import os
 import re
 import stat
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
+from urllib.parse import quote, urlsplit
 
 from .decide import Limits
 from .layout import RunLayout, Templates, check_template, is_group_template
@@ -109,6 +111,7 @@ class Settings:
     username: str
     unit_dir: Path
     templates: Templates = Templates()
+    report_url: str = ""  # ATVM_REPORT_URL: a template with {build} and {group}; "" when not set
 
     @property
     def has_webhook(self) -> bool:
@@ -117,6 +120,12 @@ class Settings:
     def layout(self, build: str) -> RunLayout:
         """Where build's evidence is: the one place that turns settings into the evidence layout."""
         return RunLayout(build, self.log_dir, self.report_dir, self.templates)
+
+    def report_link(self, build: str, group: Optional[str] = None) -> str:
+        """The HTML report of a run or sub-run (ATVM_REPORT_URL filled in; {group} is empty for a plain run)."""
+        if not self.report_url:
+            return ""
+        return self.report_url.format(build=quote(build, safe=""), group=quote(group or "", safe=""))
 
     def limits(self) -> Limits:
         return Limits(self.hung_after_seconds, self.start_timeout_seconds, self.gone_grace_seconds,
@@ -165,8 +174,8 @@ def _read_env_file(path: Path) -> Tuple[Dict[str, str], Optional[str], bool]:
         return {}, f"env file {path} is not a regular file", False
     if st.st_mode & 0o077:
         return {}, (
-            f"env file {path} has mode {stat.S_IMODE(st.st_mode):04o}; it holds the webhook secret "
-            f"and must not be readable by group or others: run 'chmod 600 {path}'"
+            f"env file {path} refused (mode {stat.S_IMODE(st.st_mode):04o}): it holds the webhook secret "
+            f"and must not be readable by group or others; run 'chmod 600 {path}'"
         ), True
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -262,6 +271,28 @@ def _templates(env: Mapping[str, str]) -> Templates:
             raise ConfigError(f"{name}={value!r} {problem}")
         chosen[key] = value
     return Templates(**chosen)
+
+
+def _report_url(env: Mapping[str, str]) -> str:
+    """ATVM_REPORT_URL: an http(s) URL template whose only fields are {build} and {group}."""
+    value = env.get("ATVM_REPORT_URL", "").strip()
+    if not value:
+        return ""
+    try:
+        parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"ATVM_REPORT_URL={value!r} is not a valid template ({exc}); a brace is written {{{{ or }}}}"
+                          ) from None
+    for name, spec, conv in parsed:
+        if name not in ("build", "group") or spec or conv:
+            shown = name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+            raise ConfigError(f"ATVM_REPORT_URL={value!r} has the field {{{shown}}}; the fields are {{build}} and "
+                              "{group}, as they are")
+    sample = urlsplit(value.format(build="b", group="g"))
+    if sample.scheme not in ("http", "https") or not sample.hostname or re.search(r"[\s()<>`]", value):
+        raise ConfigError(f"ATVM_REPORT_URL={value!r} must be an http:// or https:// URL without spaces, "
+                          "parentheses, '<', '>' or backquotes")
+    return value
 
 
 def default_inventory() -> Path:
@@ -380,4 +411,26 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         username=(env.get("MATTERMOST_ATVM_USERNAME") or "").strip(),
         unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
         templates=_templates(env),
+        report_url=_report_url(env),
     )
+
+
+def posting_problem(s: Settings) -> Optional[str]:
+    """Why a watcher with these settings could not post, and the fix; None when it could.
+
+    The watcher refuses to start on it (exit 3); ``check`` and the start helper (``check --preflight``)
+    say the same before a watcher is started.
+    """
+    if s.env_file_unsafe:
+        return f"{s.env_file_problem}; its MATTERMOST_ATVM_WEBHOOK was not read"
+    where = f"the environment or {s.env_file}" + (f", where {s.env_file_problem}" if s.env_file_problem else "")
+    if not s.webhook:
+        return (f"MATTERMOST_ATVM_WEBHOOK is not set ({where}): nothing could be posted; "
+                f"set it to the incoming webhook's URL (sudoedit {s.env_file})")
+    from .transport import Target  # here, not at the top: http.client and ssl cost every command ~25 ms
+
+    try:
+        Target(s.webhook)
+    except ValueError as exc:
+        return f"MATTERMOST_ATVM_WEBHOOK: {exc}; fix it in {s.env_file}"
+    return None

@@ -153,6 +153,8 @@ class LogFacts:
     changed_at: Optional[float] = None  # monotonic; None: hand-made evidence whose clock is the mtime's
     seen_change: bool = False
     restarted_at: Optional[float] = None  # monotonic: when the watcher saw the log rewritten from scratch
+    flaky: Tuple[str, ...] = ()  # tests that failed an attempt, then passed on a retry (the first ones)
+    flaky_count: int = 0  # every such test
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class ReportResult:
     pending: int = 0
     skipped: int = 0
     failed_titles: Tuple[str, ...] = ()
+    failed_errors: Tuple[str, ...] = ()  # the first line of each failed test's error ("" when none), as the titles
 
 
 @dataclass(frozen=True)

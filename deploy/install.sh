@@ -2,8 +2,9 @@
 # Install (or uninstall) the ATVM run watcher on a test controller from an unpacked bundle
 # or a checkout. Safe to run again: it converges on the same result, never touches the
 # secrets in an existing env file (it only fixes that file's permissions) nor an existing
-# vm-inventory.md, and its last line says whether it changed anything (configuration
-# management such as the Ansible role in deploy/ansible reads it).
+# vm-inventory.md (the shipped versions of both go beside them, as .dist, to compare), and
+# its last line says whether it changed anything (configuration management such as the
+# Ansible role in deploy/ansible reads it).
 set -euo pipefail
 
 PKG_REL=opt/atvm-watcher-service
@@ -29,7 +30,10 @@ Install (run as root from the unpacked bundle):
   /etc/atvm-run-watcher.env            created from the example (0600) only when absent; an
                                        existing one is kept as is, only its permissions fixed
   /var/lib/atvm-run-watcher            state root
-An existing /opt/atvm-watcher-service/vm-inventory.md (the lab's own) is kept.
+An existing /opt/atvm-watcher-service/vm-inventory.md (the lab's own) is kept; when the shipped
+example differs, it is installed beside it as vm-inventory.md.dist (the env file likewise:
+/etc/atvm-run-watcher.env.dist). The unit files are replaced: local changes belong in
+drop-ins (systemctl edit atvm-run-watcher@.service), which are never touched.
 A legacy /root/atvm-watcher-service is stopped and moved to a dated backup beside it.
 Ends with the validation: --help of the watcher and start helper, systemctl cat, check,
 then one line "install: result: changed (WHAT, ...)" or "install: result: unchanged".
@@ -70,7 +74,8 @@ while (($# > 0)); do
         --uninstall) mode=uninstall ;;
         --purge) purge=1 ;;
         *)
-            usage >&2
+            printf 'install: unknown option: %s\n' "$1" >&2
+            printf "Try '%s --help'.\n" "$0" >&2
             exit 2
             ;;
     esac
@@ -190,17 +195,20 @@ install_package() {
     done
     install -p -m 0644 -- "$SRC"/atvm_watcher/*.py "$stage/atvm_watcher/"
     install -p -m 0644 -- "$SRC"/atvm_watcher/commands/*.py "$stage/atvm_watcher/commands/"
-    # The shipped inventory is an example; the one already installed is the lab's: keep it.
+    # The shipped inventory is an example; the one already installed is the lab's: keep it, with
+    # the shipped one beside it when they differ (a new column or example to compare with).
     if [[ -f "$PKG/vm-inventory.md" ]]; then
         cp -p -- "$PKG/vm-inventory.md" "$stage/vm-inventory.md"
         if ! cmp -s -- "$PKG/vm-inventory.md" "$SRC/inventory/vm-inventory.md"; then
-            say "kept /$PKG_REL/vm-inventory.md (edited on this controller)"
+            install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md.dist"
+            say "kept /$PKG_REL/vm-inventory.md (edited on this controller);" \
+                "the shipped example is beside it: /$PKG_REL/vm-inventory.md.dist"
         fi
     else
         install -m 0644 -- "$SRC/inventory/vm-inventory.md" "$stage/vm-inventory.md"
     fi
     install -m 0644 -- "$SRC/deploy/atvm-run-watcher.env.example" "$stage/atvm-run-watcher.env.example"
-    for f in INSTALL.md VERSION; do
+    for f in INSTALL.md README.md VERSION; do
         if [[ -f "$SRC/$f" ]]; then install -m 0644 -- "$SRC/$f" "$stage/$f"; fi
     done
     # The unit's /opt is read-only: without these caches every start would compile in memory.
@@ -228,6 +236,14 @@ install_env_file() {
         changed "env file created"
         return 0
     fi
+    # Kept as it is (it holds the secret); the shipped example goes beside it, to compare with.
+    if cmp -s -- "$SRC/deploy/atvm-run-watcher.env.example" "$ENV_FILE"; then
+        rm -f -- "$ENV_FILE.dist"
+    elif ! cmp -s -- "$SRC/deploy/atvm-run-watcher.env.example" "$ENV_FILE.dist"; then
+        install -m 0600 -- "$SRC/deploy/atvm-run-watcher.env.example" "$ENV_FILE.dist"
+        say "installed /$ENV_REL.dist: the shipped example, to compare with /$ENV_REL (kept as it is)"
+        changed "env example"
+    fi
     mode_now="$(stat -c '%a' -- "$ENV_FILE")"
     if [[ "$mode_now" != 600 && "$mode_now" != 400 ]]; then
         chmod 0600 -- "$ENV_FILE"
@@ -254,6 +270,9 @@ install_units() {
         if cmp -s -- "$SRC/deploy/$unit" "$UNIT_DIR/$unit" && [[ "$(stat -c '%a' -- "$UNIT_DIR/$unit")" == 644 ]]; then
             continue
         fi
+        if [[ -f "$UNIT_DIR/$unit" ]] && ! cmp -s -- "$SRC/deploy/$unit" "$UNIT_DIR/$unit"; then
+            say "replacing /$UNIT_REL/$unit; a local change belongs in a drop-in (systemctl edit $unit)"
+        fi
         install -m 0644 -- "$SRC/deploy/$unit" "$UNIT_DIR/$unit"
         say "installed /$UNIT_REL/$unit"
         changed "$unit"
@@ -279,8 +298,14 @@ validate() {
     if env "${env_for_check[@]}" PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$PKG/atvm_run_watcher.py" check; then
         say "done: check passed"
     else
-        say "installed, but check reported the problems above: fix them (sudoedit /$ENV_REL),"
-        say "then run: python3 /$PKG_REL/atvm_run_watcher.py check"
+        # A staged install names its own paths: the defaults would check the host's.
+        local check_env="" editor="sudoedit"
+        if ((staging)); then
+            printf -v check_env '%q ' "${env_for_check[@]}"
+            editor="edit"
+        fi
+        say "installed, but check reported the problems above: fix them ($editor $ENV_FILE),"
+        say "then run: ${check_env}python3 $PKG/atvm_run_watcher.py check"
     fi
 }
 

@@ -293,11 +293,20 @@ def test_defaults_are_the_contracts(tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATVM_", "MATTERMOST_"))}
-    res = subprocess.run([sys.executable, str(WATCHER), "demo", "--speed", "10"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    res = subprocess.run([sys.executable, str(WATCHER), "demo", "--speed", "10", "--preview", str(tmp_path / "p")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("=== Mattermost post #") == 2
     assert "2 post(s) received" in res.stdout
+    # the demo's posts carry what the channel acts on: n of N, the group's VMs, paths, link, flaky, error line
+    first, second = res.stdout.split("=== Mattermost post #")[1:3]
+    assert "sub-run linux (1 of 2)" in first and "sub-run windows (2 of 2)" in second
+    assert "VMs of sub-run linux: rh96-src" in first and "VMs of sub-run windows: w2k25-src" in second
+    assert "Log: `/" in second and "/windows.log`" in second and "Reports: `/" in second
+    assert "HTML report: [open the report](https://" in second
+    assert "Flaky: passed on a retry (1): - `replicates the disks`" in first and "1 flaky" in first
+    assert ": AssertionError: expected 'Migrated' to equal 'Ready'" in second
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["post-1.html", "post-2.html"]
 
 
 def test_watch_refuses_an_env_file_readable_by_others_even_with_the_values_in_the_environment(world):
@@ -401,3 +410,158 @@ def test_every_bound_is_documented_in_the_readme():
             if line.startswith("| `ATVM_")}
     for name, (low, high) in BOUNDS.items():
         assert f"{low:g}-{high:g}" in rows[f"`{name}`"], name
+
+
+# --- errors and help point the right way ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["watch", "inspect", "status", "cancel", "check", "record-request"])
+def test_an_unknown_flag_shows_the_commands_own_usage(world, command):
+    res = world.cli(command, "--build-name", "b1", "--no-such-flag")
+    assert res.returncode == 2 and "--no-such-flag" in res.stderr
+    assert res.stderr.startswith(f"usage: atvm_run_watcher.py {command} ")
+    assert f"atvm_run_watcher.py {command}: error:" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["watch", "inspect", "status", "cancel", "record-request", "launch"])
+def test_the_build_name_is_explained_everywhere(world, command):
+    text = world.cli(command, "--help").stdout
+    assert "--build-name" in text and ("build name" in text or "only this build" in text)
+
+
+def test_watch_help_says_where_left_out_flags_come_from(world):
+    text = world.cli("watch", "--help").stdout
+    assert "taken from the request the start" in text and "request.json" in text
+
+
+def test_version_names_the_bundle_when_installed_from_one(tmp_path):
+    from atvm_watcher import __version__
+
+    res = subprocess.run([sys.executable, str(WATCHER), "--version"], capture_output=True, text=True)
+    assert res.stdout.strip() == f"atvm-watcher {__version__}"  # a checkout has no VERSION file
+    copy = tmp_path / "pkg"
+    shutil.copytree(REPO / "atvm_watcher", copy / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(WATCHER, copy)
+    (copy / "VERSION").write_text("v9-3-gabc\n")
+    res = subprocess.run([sys.executable, str(copy / WATCHER.name), "--version"], capture_output=True, text=True)
+    assert res.stdout.strip() == f"atvm-watcher {__version__} (bundle v9-3-gabc)"
+
+
+# --- the request's number of sub-runs -----------------------------------------------------------------
+
+
+def test_groups_is_recorded_and_a_bad_number_is_refused(world):
+    assert world.cli("record-request", "--build-name", "b-groups", "--categorize", "--groups", "3").returncode == 0
+    assert json.loads((world.build_dir("b-groups") / "request.json").read_text())["groups"] == 3
+    for bad in ("0", "three", "-1", "100000"):
+        res = world.cli("record-request", "--build-name", "b-groups", "--groups", bad)
+        assert res.returncode == 2 and "--groups" in res.stderr and "record-request" in res.stderr
+
+
+# --- ATVM_REPORT_URL ------------------------------------------------------------------------------------
+
+
+def test_the_report_url_template_is_filled_in(tmp_path):
+    s = load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"),
+              "ATVM_REPORT_URL": "https://ci.example.invalid/atvm/{build}/{group}/index.html"})
+    assert s.report_link("b1", "linux") == "https://ci.example.invalid/atvm/b1/linux/index.html"
+    assert s.report_link("b1") == "https://ci.example.invalid/atvm/b1//index.html"
+    assert load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none")}).report_link("b1") == ""
+
+
+@pytest.mark.parametrize("value", ["ftp://x/{build}", "https://x/{bad}", "https://x/{build", "https://x/{build!r}",
+                                   "https:///{build}", "https://x/a b/{build}", "javascript:alert(1)//{build}"])
+def test_a_bad_report_url_is_a_configuration_error(tmp_path, value):
+    with pytest.raises(ConfigError) as err:
+        load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), "ATVM_REPORT_URL": value})
+    assert "ATVM_REPORT_URL" in str(err.value)
+
+
+# --- check: every row, the right words, a test post only on demand ----------------------------------------
+
+
+def test_check_shows_every_row_and_every_bad_setting(world):
+    installed_world(world)
+    res = world.cli("check", env={"ATVM_POLL_SECONDS": "soon", "ATVM_DELIVERY": "twice"})
+    assert res.returncode == 3
+    assert "ATVM_POLL_SECONDS" in res.stdout and "ATVM_DELIVERY" in res.stdout
+    for row in ("webhook set", "state root", "log folder", "inventory", "atvm-run.sh", "unit"):
+        assert row in res.stdout, row  # still checked, with the two bad settings at their defaults
+    assert "the rows below take ATVM_DELIVERY, ATVM_POLL_SECONDS at the default" in res.stdout
+
+
+def test_check_says_the_env_file_was_refused_not_that_the_webhook_is_unset(world):
+    env_file = installed_world(world)
+    env_file.chmod(0o644)
+    env = {k: v for k, v in world.env.items() if k != "MATTERMOST_ATVM_WEBHOOK"}  # only in the file
+    res = subprocess.run([sys.executable, str(WATCHER), "check"], env=env, capture_output=True, text=True)
+    assert res.returncode == 3
+    assert f"env file {env_file} refused (mode 0644)" in res.stdout and f"chmod 600 {env_file}" in res.stdout
+    assert "is not set" not in res.stdout
+    assert "unit" in res.stdout and "inventory" in res.stdout
+
+
+def test_check_warns_while_the_shipped_example_inventory_is_in_use(world):
+    installed_world(world)
+    res = world.cli("check")  # the checkout's inventory/vm-inventory.md is the shipped example
+    assert res.returncode == 0 and "WARN inventory" in res.stdout and "is the shipped example" in res.stdout
+    lab = world.root / "lab-inventory.md"
+    lab.write_text("| Token | VM |\n|---|---|\n| rhel9 | lab-rhel9 |\n")
+    res = world.cli("check", env={"ATVM_INVENTORY": str(lab)})
+    assert "shipped example" not in res.stdout and "check: all good" in res.stdout
+
+
+def test_check_never_posts_without_send_test(world):
+    installed_world(world)
+    assert world.cli("check").returncode == 0
+    assert world.receiver.requests == []
+
+
+def test_check_send_test_posts_exactly_one_test_message(world):
+    installed_world(world)
+    res = world.cli("check", "--send-test", env={"MATTERMOST_ATVM_CHANNEL": "atvm-ops"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "OK   test post delivered to channel atvm-ops (HTTP 200 ok)" in res.stdout
+    assert len(world.receiver.requests) == 1 and len(world.receiver.posts) == 1
+    post = world.receiver.posts[0]
+    assert post["channel"] == "atvm-ops" and "TEST post" in post["text"]
+    assert "TEST" in post["attachments"][0]["title"] and world.receiver.hook_id not in res.stdout
+
+
+@pytest.mark.parametrize("fault, says", [
+    (("error", 404, "web.incoming_webhook.invalid.app_error"), "test post rejected: HTTP 404"),
+    (("proxy_status", 502), "test post uncertain: HTTP 502"),
+])
+def test_check_send_test_fails_with_the_reason(world, fault, says):
+    from atvm_dev.receiver import Fault
+
+    installed_world(world)
+    world.receiver.queue(getattr(Fault, fault[0])(*fault[1:]))
+    res = world.cli("check", "--send-test")
+    assert res.returncode == 3 and says in res.stdout, res.stdout
+    assert len(world.receiver.requests) == 1  # one attempt: never repeated
+
+
+def test_check_send_test_sends_nothing_when_the_webhook_cannot_be_used(world):
+    installed_world(world).chmod(0o644)
+    res = world.cli("check", "--send-test")
+    assert res.returncode == 3 and "test post not sent" in res.stdout and world.receiver.requests == []
+
+
+def test_preflight_is_silent_when_a_watcher_could_run(world):
+    installed_world(world)
+    res = world.cli("check", "--preflight")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"MATTERMOST_ATVM_WEBHOOK": ""}, "MATTERMOST_ATVM_WEBHOOK is not set"),
+    ({"MATTERMOST_ATVM_WEBHOOK": "http://[::1/hooks/x"}, "value not shown"),
+    ({"ATVM_POLL_SECONDS": "soon"}, "ATVM_POLL_SECONDS"),
+])
+def test_preflight_refuses_what_the_watcher_would_refuse(world, env, says):
+    res = world.cli("check", "--preflight", env=env)
+    assert res.returncode == 3 and says in res.stderr and res.stdout == ""
+    assert len([line for line in res.stderr.splitlines() if says in line]) == 1  # said once
+    watch = world.cli("watch", "--build-name", "b-pre", env=env)
+    assert watch.returncode == 3

@@ -53,7 +53,8 @@ def unit_settings(text: str) -> Dict[str, List[str]]:
 FAKE_SYSTEMCTL = textwrap.dedent(
     """\
     #!/usr/bin/env python3
-    # Records each call; answers from a JSON file: {"active": {unit: ExecStart text}, "is_active": state}
+    # Records each call; answers from a JSON file: {"active": {unit: ExecStart text}, "is_active": state,
+    # "unit": {property: value} for the unit the start helper started}
     import json, os, sys
     args = sys.argv[1:]
     with open(os.environ["FAKE_LOG"], "a") as log:
@@ -63,6 +64,9 @@ FAKE_SYSTEMCTL = textwrap.dedent(
     if args[:1] == ["list-units"]:
         for unit in active:
             print(f"{unit} loaded active running ATVM run watcher")
+    elif args[:1] == ["show"] and args[1].startswith("--property=ActiveState"):
+        unit = {"ActiveState": "active", "SubState": "running", "ExecMainStatus": "0", **world.get("unit", {})}
+        print("\\n".join(f"{k}={v}" for k, v in unit.items()))
     elif args[:1] == ["show"]:
         print(active.get(args[-1], ""))
     elif args[:1] == ["is-active"]:
@@ -77,11 +81,13 @@ FAKE_SYSTEMCTL = textwrap.dedent(
 FAKE_PYTHON = textwrap.dedent(
     """\
     #!/usr/bin/env python3
-    # Stands in for python3 running the watcher CLI: records argv, exits with FAKE_PY_RC.
+    # Stands in for python3 running the watcher CLI: records argv, exits with FAKE_PY_RC
+    # (check --preflight: with FAKE_PREFLIGHT_RC).
     import json, os, sys
     with open(os.environ["FAKE_LOG"], "a") as log:
         log.write(json.dumps(["python"] + sys.argv[1:]) + "\\n")
-    sys.exit(int(os.environ.get("FAKE_PY_RC", "0")))
+    preflight = sys.argv[2:4] == ["check", "--preflight"]
+    sys.exit(int(os.environ.get("FAKE_PREFLIGHT_RC" if preflight else "FAKE_PY_RC", "0")))
     """
 )
 
@@ -111,7 +117,8 @@ class Fakes:
         return [r[1:] for r in rows if not program or r[0] == program]
 
     def env(self, **extra: str) -> Dict[str, str]:
-        env = dict(os.environ, FAKE_LOG=str(self.log), FAKE_WORLD=str(self.world), SYSTEMCTL=str(self.systemctl))
+        env = dict(os.environ, FAKE_LOG=str(self.log), FAKE_WORLD=str(self.world), SYSTEMCTL=str(self.systemctl),
+                   ATVM_START_CHECK_SECONDS="0")
         env.update(extra)
         return env
 
@@ -296,16 +303,54 @@ def test_a_second_install_reports_unchanged_and_a_change_is_reported(tmp_path, f
     assert result_line(install(root, fakes)) == "install: result: unchanged"
 
 
-def test_an_edited_inventory_is_kept_by_a_reinstall(tmp_path, fakes):
+def test_an_edited_inventory_is_kept_by_a_reinstall_with_the_shipped_one_beside_it(tmp_path, fakes):
     root = tmp_path / "root"
     assert install(root, fakes).returncode == 0
-    inventory = root / "opt/atvm-watcher-service/vm-inventory.md"
+    pkg = root / "opt/atvm-watcher-service"
+    inventory, dist = pkg / "vm-inventory.md", pkg / "vm-inventory.md.dist"
+    assert not dist.exists()  # the shipped example itself is in use: nothing to compare
     lab = "| Token | VM |\n|---|---|\n| rhel9 | lab-rhel9-src |\n"
     inventory.write_text(lab)
     done = install(root, fakes)
-    assert "kept /opt/atvm-watcher-service/vm-inventory.md" in done.stdout
-    assert result_line(done) == "install: result: unchanged"  # the lab's file is not a change to undo
+    assert "kept /opt/atvm-watcher-service/vm-inventory.md (edited on this controller)" in done.stdout
+    assert "the shipped example is beside it: /opt/atvm-watcher-service/vm-inventory.md.dist" in done.stdout
+    assert result_line(done) == "install: result: changed (package)"  # the .dist file was added
+    assert inventory.read_text() == lab and dist.read_bytes() == (REPO / "inventory/vm-inventory.md").read_bytes()
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
     assert inventory.read_text() == lab
+    check = run([sys.executable, pkg / "atvm_run_watcher.py", "check"],
+                env=fakes.env(ATVM_WATCHER_ENV_FILE=str(root / "etc/atvm-run-watcher.env")))
+    assert "shipped example" not in check.stdout  # the lab's inventory is in use
+
+
+def test_an_edited_env_file_is_kept_with_the_shipped_example_beside_it(tmp_path, fakes):
+    root = tmp_path / "root"
+    assert install(root, fakes).returncode == 0
+    env_file, dist = root / "etc/atvm-run-watcher.env", root / "etc/atvm-run-watcher.env.dist"
+    assert not dist.exists()
+    env_file.write_text(f"MATTERMOST_ATVM_WEBHOOK={SECRET}\nATVM_POLL_SECONDS=2\n")
+    done = install(root, fakes)
+    assert "installed /etc/atvm-run-watcher.env.dist: the shipped example" in done.stdout
+    assert result_line(done) == "install: result: changed (env example)"
+    assert env_file.read_text() == f"MATTERMOST_ATVM_WEBHOOK={SECRET}\nATVM_POLL_SECONDS=2\n"
+    assert dist.read_bytes() == (REPO / "deploy/atvm-run-watcher.env.example").read_bytes() and mode(dist) == 0o600
+    assert result_line(install(root, fakes)) == "install: result: unchanged"
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_the_installer_names_a_bad_option(tmp_path, fakes):
+    done = install(tmp_path / "root", fakes, "--prefix=/usr")
+    assert done.returncode == 2 and done.stderr.startswith("install: unknown option: --prefix=/usr\n")
+    assert "--help" in done.stderr and not (tmp_path / "root/opt").exists()
+
+
+def test_a_staged_install_points_at_its_own_paths(tmp_path, fakes):
+    root = tmp_path / "root"
+    done = install(root, fakes)  # a fresh env file has no webhook yet: check fails, and says what next
+    hint = [line for line in done.stdout.splitlines() if "then run:" in line]
+    assert len(hint) == 1 and f"ATVM_WATCHER_ENV_FILE={root}/etc/atvm-run-watcher.env" in hint[0]
+    assert f"python3 {root}/opt/atvm-watcher-service/atvm_run_watcher.py check" in hint[0]
+    assert f"(edit {root}/etc/atvm-run-watcher.env)" in done.stdout
 
 
 def test_reinstall_is_idempotent_and_never_touches_the_secret(tmp_path, fakes):
@@ -401,14 +446,19 @@ def test_bundle_holds_everything_the_installer_needs(tmp_path):
     assert (top / "VERSION").read_text() == "t1\n"
     for name in ("atvm_run_watcher.py", "start-atvm-run-watcher.sh", "cancel-atvm-run-watcher.sh", "atvm-run.sh",
                  "deploy/install.sh", "deploy/atvm-run-watcher@.service", "deploy/atvm-run-watcher.env.example",
-                 *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md"):
+                 *(f"deploy/{name}" for name in METRICS_UNITS), "inventory/vm-inventory.md", "INSTALL.md",
+                 "README.md"):
         assert (top / name).is_file(), name
     assert not list(top.rglob("__pycache__")) and not list(top.rglob("tests"))
     # the unpacked bundle installs on its own
     fakes = Fakes(tmp_path)
     done = run([top / "deploy/install.sh", "--root", tmp_path / "root"], env=fakes.env())
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "root/opt/atvm-watcher-service/VERSION").read_text() == "t1\n"
+    pkg = tmp_path / "root/opt/atvm-watcher-service"
+    assert (pkg / "VERSION").read_text() == "t1\n"
+    assert (pkg / "README.md").read_bytes() == (REPO / "README.md").read_bytes() and (pkg / "INSTALL.md").is_file()
+    version = run([sys.executable, pkg / "atvm_run_watcher.py", "--version"])
+    assert version.stdout.strip().endswith("(bundle t1)")  # --version and the installed VERSION agree
 
 
 def test_bundle_leaves_out_the_development_tools_and_demo_says_so(tmp_path):
@@ -433,21 +483,52 @@ REQUEST_ARGS = ["--template", "T1", "--config-family", "fc", "--migration-style"
                 "--integration-plugin", "vmware", "--scope-description", "a scope, with spaces"]
 
 
-def helper(script: Path, fakes: Fakes, *args: str, rc: int = 0) -> subprocess.CompletedProcess:
-    return run([script, *args], env=fakes.env(PYTHON=str(fakes.python), FAKE_PY_RC=str(rc)))
+def helper(script: Path, fakes: Fakes, *args: str, rc: int = 0, env=None) -> subprocess.CompletedProcess:
+    return run([script, *args], env=fakes.env(PYTHON=str(fakes.python), FAKE_PY_RC=str(rc), **(env or {})))
 
 
 def test_start_records_the_request_then_starts_the_escaped_instance(fakes):
     done = helper(START, fakes, "--build-name", "e2e-redhat9.6-ubuntu24.04-w2k25-fc", *REQUEST_ARGS, "--categorize")
     assert done.returncode == 0, done.stdout + done.stderr
-    [record] = fakes.calls("python")
+    preflight, record = fakes.calls("python")
+    assert preflight == [str(START.parent / "atvm_run_watcher.py"), "check", "--preflight"]
     assert record[0] == str(START.parent / "atvm_run_watcher.py") and record[1] == "record-request"
     assert record[2:] == ["--build-name=e2e-redhat9.6-ubuntu24.04-w2k25-fc", "--template=T1", "--config-family=fc",
                           "--migration-style=live", "--integration-plugin=vmware",
                           "--scope-description=a scope, with spaces", "--categorize"]
     unit = INSTANCE
-    assert fakes.calls("systemctl") == [["is-active", unit], ["reset-failed", unit], ["start", unit]]
+    assert fakes.calls("systemctl") == [["is-active", unit], ["reset-failed", unit], ["start", unit],
+                                        ["show", "--property=ActiveState,SubState,ExecMainStatus", "--", unit]]
     assert f"Started {unit}" in done.stdout and f"journalctl -u '{unit}' -f" in done.stdout
+
+
+def test_start_refuses_a_configuration_that_cannot_post_and_starts_nothing(fakes):
+    done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS, env={"FAKE_PREFLIGHT_RC": "3"})
+    assert done.returncode == 3 and "Not started" in done.stderr and "Started" not in done.stdout
+    assert [c[1] for c in fakes.calls("python")] == ["check"]  # nothing recorded
+    assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+
+
+@pytest.mark.parametrize("unit, status", [({"ActiveState": "failed", "SubState": "failed", "ExecMainStatus": "3"}, "3"),
+                                          ({"ActiveState": "activating", "SubState": "auto-restart",
+                                            "ExecMainStatus": "1"}, "1")])
+def test_start_reports_a_unit_that_failed_at_once(fakes, unit, status):
+    fakes.set_world(unit=unit)
+    done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS)
+    assert done.returncode == 1 and "Started" not in done.stdout
+    assert done.stderr.strip() == (f"atvm-run-watcher@b1.service failed at once (exit status {status}); "
+                                   "read why with: journalctl -u 'atvm-run-watcher@b1.service'")
+
+
+def test_start_watches_the_unit_for_the_time_it_is_given(fakes):
+    import time
+
+    began = time.monotonic()
+    done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS, env={"ATVM_START_CHECK_SECONDS": "1"})
+    assert done.returncode == 0 and time.monotonic() - began >= 0.9
+    assert len([c for c in fakes.calls("systemctl") if c[0] == "show"]) >= 2
+    bad = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS, env={"ATVM_START_CHECK_SECONDS": "soon"})
+    assert bad.returncode == 2 and "ATVM_START_CHECK_SECONDS" in bad.stderr
 
 
 @pytest.mark.parametrize("state", ["active", "activating"])
@@ -458,17 +539,27 @@ def test_start_refuses_a_second_watcher(fakes, state):
     assert fakes.calls("python") == [] and ["start", "atvm-run-watcher@b1.service"] not in fakes.calls("systemctl")
 
 
-@pytest.mark.parametrize("rc, says", [(2, ""), (6, "already being watched"), (7, "--rerun")])
-def test_start_stops_when_the_request_is_refused(fakes, rc, says):
+@pytest.mark.parametrize("rc", [2, 6, 7])
+def test_start_stops_when_the_request_is_refused(fakes, rc):
     done = helper(START, fakes, "--build-name", "b1", *REQUEST_ARGS, rc=rc)
-    assert done.returncode == rc and says in done.stdout
+    assert done.returncode == rc and done.stdout == ""  # record-request says why, once
     assert [c[0] for c in fakes.calls("systemctl")] == ["is-active"]
+
+
+def test_start_says_an_already_finished_build_once(tmp_path, fakes):
+    state_root = tmp_path / "state"
+    (state_root / "b1").mkdir(parents=True)
+    (state_root / "b1" / "state.json").write_text('{"state": "COMPLETED"}')
+    env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
+                    MATTERMOST_ATVM_WEBHOOK="http://127.0.0.1:9/hooks/x", PYTHON=sys.executable)
+    done = run([START, "--build-name", "b1", *REQUEST_ARGS], env=env)
+    assert done.returncode == 7 and (done.stdout + done.stderr).count("already finished") == 1, done.stdout
 
 
 def test_start_never_takes_a_name_for_an_option(fakes):
     done = helper(START, fakes, "--build-name", "-rf", *REQUEST_ARGS, rc=2)
     assert done.returncode == 2
-    assert fakes.calls("python")[0][2] == "--build-name=-rf"
+    assert fakes.calls("python")[1][2] == "--build-name=-rf"
     assert fakes.calls("systemctl") == [["is-active", "atvm-run-watcher@\\x2drf.service"]]
 
 
@@ -552,7 +643,7 @@ def test_cancel_helper_with_a_broken_env_file_cancels_a_running_watcher(world, f
 def test_start_with_the_real_cli_refuses_a_bad_name_before_writing(tmp_path, fakes):
     state_root = tmp_path / "state"
     env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
-                    PYTHON=sys.executable)
+                    MATTERMOST_ATVM_WEBHOOK="http://127.0.0.1:9/hooks/x", PYTHON=sys.executable)
     done = run([START, "--build-name", "bad name", *REQUEST_ARGS], env=env)
     assert done.returncode == 2 and "refused" in (done.stdout + done.stderr)
     assert not state_root.exists() or not any(state_root.iterdir())
@@ -563,7 +654,7 @@ def test_start_passes_request_fields_through_and_the_real_cli_refuses_an_unknown
     """The helper knows no field list: a new field of the request needs no change in the shell."""
     state_root = tmp_path / "state"
     env = fakes.env(ATVM_WATCHER_STATE_ROOT=str(state_root), ATVM_WATCHER_ENV_FILE=str(tmp_path / "none.env"),
-                    PYTHON=sys.executable)
+                    MATTERMOST_ATVM_WEBHOOK="http://127.0.0.1:9/hooks/x", PYTHON=sys.executable)
     done = run([START, "--build-name", "b1", *REQUEST_ARGS, "--no-such-field", "x"], env=env)
     assert done.returncode == 2 and "--no-such-field" in done.stderr, done.stdout + done.stderr
     assert not (state_root / "b1" / "request.json").exists()

@@ -189,15 +189,19 @@ def test_every_corpus_case_has_its_facts():
 @pytest.mark.parametrize("case", sorted(CORPUS_FACTS))
 def test_corpus_log_read_at_once_and_in_small_pieces(case, tmp_path):
     """The same facts whether the log is read whole or as it is written, 37 bytes at a time."""
-    data = (CORPUS / f"{case}.log").read_bytes()
     assert facts_tuple(LogTail(CORPUS / f"{case}.log").facts()) == CORPUS_FACTS[case]
-    path = tmp_path / "B.log"
+    assert facts_tuple(read_as_written(CORPUS / f"{case}.log", tmp_path / "B.log", 37)) == CORPUS_FACTS[case]
+
+
+def read_as_written(source: Path, path: Path, piece: int):
+    """The facts of ``source`` copied to ``path`` ``piece`` bytes at a time, read after each piece."""
+    data = source.read_bytes()
     path.write_bytes(b"")
     tail = LogTail(path)
-    for at in range(0, len(data), 37):
-        append_bytes(path, data[at : at + 37])
+    for at in range(0, len(data), piece):
+        append_bytes(path, data[at : at + piece])
         facts = tail.facts()
-    assert facts_tuple(facts) == CORPUS_FACTS[case]
+    return facts
 
 
 def append_bytes(path: Path, data: bytes) -> None:
@@ -539,3 +543,34 @@ def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
     snap = reader.snapshot()
     assert reader.group_order == ("linux", "windows")
     assert [failures(g.reports) for g in snap.groups] == [[], [1]]
+
+
+# --- flaky tests: a failed attempt, then a pass (Cypress's retries) ------------------------------------
+
+
+def test_flaky_tests_are_the_retried_ones_that_passed():
+    facts = LogTail(CORPUS / "retries-flaky-pass.log").facts()
+    assert facts.flaky == ("keeps issue counts per project", "has the same number of active accounts")
+    assert facts.flaky_count == 2
+    failed = LogTail(CORPUS / "retries-then-fail.log").facts()  # retried, then failed: not flaky
+    assert failed.flaky == () and failed.flaky_count == 0
+
+
+def test_flaky_tests_are_found_when_the_log_is_read_in_small_pieces(tmp_path):
+    facts = read_as_written(CORPUS / "retries-flaky-pass.log", tmp_path / "B.log", 29)
+    assert facts.flaky_count == 2 and len(facts.flaky) == 2
+
+
+def test_flaky_titles_in_colour_and_memory_stays_bounded(log):
+    green, grey, reset = "\x1b[32m", "\x1b[90m", "\x1b[0m"
+    lines = [f"    (Attempt 1 of 2) t{i}\n    {green}✓{reset}{grey} t{i}{reset}{grey} (12ms){reset}\n"
+             for i in range(evidence.MAX_FLAKY + 10)]
+    lines += [f"    (Attempt 1 of 2) never resolved {i}\n" for i in range(evidence.MAX_RETRIED * 3)]
+    append(log, "".join(lines))
+    tail = LogTail(log)
+    facts = tail.facts()
+    assert facts.flaky[:2] == ("t0", "t1") and len(facts.flaky) == evidence.MAX_FLAKY
+    assert facts.flaky_count == evidence.MAX_FLAKY + 10
+    assert len(tail.retried) == evidence.MAX_RETRIED
+    append(log, "    (Attempt 1 of 2) " + "x" * 100_000 + "\n    ✓ " + "x" * 100_000 + "\n")
+    assert all(len(t) <= evidence.MAX_TITLE_BYTES for t in tail.facts().flaky)

@@ -11,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atvm_watcher.inventory import (
+    EXAMPLE_MARKER,
     MAX_CELL_CHARS,
     MAX_READ_BYTES,
     VM,
     build_tokens,
+    for_group,
+    groups_of,
+    is_shipped_example,
     load_inventory,
     match_vms,
     parse_inventory,
@@ -348,3 +352,36 @@ def test_match_never_raises_and_only_returns_selected_vms(build, text):
     assert len(set(matched)) == len(matched)
     assert all(set(vm.tokens) & set(tokens) for vm in matched)
     assert all(token and "-" not in token and "_" not in token for token in tokens)
+
+
+# --- the Group column: which sub-run of a categorized run uses a VM -----------------------------------
+
+
+def test_a_sub_run_gets_its_own_vms_and_the_shared_ones():
+    text = ("| Token | VM | Group |\n|---|---|---|\n| rhel9 | r9 | linux |\n| w2k25 | w25 | Windows, win2 |\n"
+            "| agent | ag |  |\n")
+    vms, problem = parse_inventory(text)
+    assert problem is None and [vm.groups for vm in vms] == [("linux",), ("windows", "win2"), ()]
+    build = match_vms(vms, "e2e-rhel9-w2k25-agent")
+    assert names(for_group(build, "linux")) == ["r9", "ag"]
+    assert names(for_group(build, "windows")) == names(for_group(build, "WIN2")) == ["w25", "ag"]
+    assert for_group(build, "solaris") == [] and for_group(build, None) == []  # the whole build's, then
+    assert groups_of(build) == ("linux", "windows", "win2")
+
+
+def test_without_a_group_column_nothing_is_narrowed():
+    vms, _ = vms_for_build(SHIPPED, CONTRACT_BUILD)
+    plain = [VM(vm.token, vm.name) for vm in vms]
+    assert for_group(plain, "linux") == [] and groups_of(plain) == ()
+
+
+def test_the_shipped_example_names_the_groups_of_the_demo():
+    vms, _ = vms_for_build(SHIPPED, CONTRACT_BUILD)
+    assert names(for_group(vms, "linux")) == ["rh96-src", "ub2404-src"]
+    assert names(for_group(vms, "windows")) == ["w2k25-src", "w2k25-tgt"]
+
+
+def test_the_shipped_example_is_recognised_and_an_edited_copy_is_not(tmp_path):
+    assert is_shipped_example(SHIPPED)
+    lab = write(tmp_path, SHIPPED.read_bytes().replace(EXAMPLE_MARKER.encode(), b"our lab"))
+    assert not is_shipped_example(lab) and not is_shipped_example(tmp_path / "missing.md")

@@ -187,18 +187,19 @@ def test_start_watcher_starts_it_after_the_old_outcome_is_gone_and_before_the_co
     run = world.layout(build).run()
     run.exit.write_text("0\n")
     env = {"SYSTEMCTL": str(fakebin / "systemctl"), "FAKE_LOG": str(calls), "FAKE_EXIT_FILE": str(run.exit),
-           "PYTHON": sys.executable}
+           "PYTHON": sys.executable, "ATVM_START_CHECK_SECONDS": "0"}
     marker = world.root / "ran-after"
     command = py(f"import os; open({str(marker)!r}, 'w').write(str(os.path.getsize({str(calls)!r})))")
     done = launch(world, "--build-name", build, "--start-watcher", "--template", "tmpl", "--scope-description",
-                  "a scope", "--categorize", "--", *command, env=env)
+                  "a scope", "--categorize", "--groups", "2", "--", *command, env=env)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in calls.read_text().splitlines()]
     start = [r for r in rows if r["argv"][:1] == ["start"]]
     assert start and not start[0]["old_exit_present"]
     assert int(marker.read_text()) == calls.stat().st_size  # the command ran after the unit was started
     request = json.loads((world.build_dir(build) / "request.json").read_text())
-    assert (request["template"], request["scope_description"], request["categorize"]) == ("tmpl", "a scope", True)
+    assert (request["template"], request["scope_description"], request["categorize"], request["groups"]) == (
+        "tmpl", "a scope", True, 2)
 
 
 def test_start_watcher_refused_means_the_command_is_not_run(world):

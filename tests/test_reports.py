@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atvm_watcher.reports import MAX_COUNT, MAX_REPORT_BYTES, MAX_TITLE_CHARS, parse_report
+from atvm_watcher.reports import MAX_COUNT, MAX_ERROR_CHARS, MAX_REPORT_BYTES, MAX_TITLE_CHARS, parse_report
 from atvm_watcher.vocab import ReportResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
@@ -448,3 +448,29 @@ def test_never_raises_on_almost_reports(prefix, text, name):
 def test_any_proper_prefix_of_a_real_report_is_incomplete(name, fraction):
     data = fixture_bytes(name).rstrip()
     assert parse_report(name, data[: int(len(data) * fraction)]).status == "incomplete"
+
+
+# --- the first line of each failed test's error, for the post ------------------------------------------
+
+
+@pytest.mark.parametrize("name, errors", [
+    ("fail/mochawesome.json", ("AssertionError: total should be 5",)),
+    ("fail/junit.xml", ("total should be 5 4 !== 5",)),
+    ("failed-hook/mochawesome.json", ("Error: VM did not answer on port 8443",)),
+])
+def test_failed_tests_carry_the_first_line_of_their_error(name, errors):
+    result = parse(name, fixture_bytes(name))
+    assert result.failed_errors == errors and len(result.failed_errors) == len(result.failed_titles)
+
+
+def test_error_lines_are_one_line_capped_and_empty_when_missing():
+    long = {"title": "t1", "fullTitle": "s t1", "state": "failed", "fail": True,
+            "err": {"message": "\n\n  first line\tof it  \nsecond line"}}
+    none = {"title": "t2", "fullTitle": "s t2", "state": "failed", "fail": True, "err": {}}
+    huge = {"title": "t3", "fullTitle": "s t3", "state": "failed", "fail": True, "err": {"message": "x" * 10**6}}
+    result = parse_report("r.json", mochawesome({"tests": 3, "failures": 3}, [suite([long, none, huge])]))
+    assert result.failed_errors[:2] == ("first line of it", "")
+    assert len(result.failed_errors[2]) == MAX_ERROR_CHARS and result.failed_errors[2].endswith("\u2026")
+    xml = (b'<testsuite><testcase name="a"><failure>\n  boom happened\n  at x</failure></testcase>'
+           b'<testcase name="b"><error message="bad"/></testcase></testsuite>')
+    assert parse_report("r.xml", xml).failed_errors == ("boom happened", "bad")

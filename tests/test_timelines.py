@@ -80,7 +80,7 @@ def test_watcher_first_categorized_rerun_never_posts_yesterdays_groups(tmp_path,
               order="before", visible="hidden", log_mode="append", outcome="status")
     p = _play(tmp_path, receiver, tl)
     _assert_obeys(p)
-    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (#1)", "windows (#2)"]
+    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (1)", "windows (2)"]
     assert all("COMPLETED" in post["text"] for post in p.posts)
     assert p.state["groups"] == ["linux", "windows"] and p.state["state"] == "COMPLETED"
 
@@ -91,7 +91,7 @@ def test_late_watcher_keeps_the_runs_own_older_files(tmp_path, receiver):
     tl = _cat("late-cat", [("linux", False), ("windows", True)], order="late-running", visible="hidden")
     p = _play(tmp_path, receiver, tl)
     _assert_obeys(p)
-    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (#1)", "windows (#2)"]
+    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (1)", "windows (2)"]
     assert "FAILED" in p.posts[0]["text"] and p.state["state"] == "FAILED"
 
 
@@ -112,7 +112,7 @@ def test_an_earlier_runs_group_folder_is_never_a_subrun(tmp_path, receiver):
               order="after-seconds", visible="argv")
     p = _play(tmp_path, receiver, tl)
     _assert_obeys(p)
-    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["windows (#1)", "linux (#2)"]
+    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["windows (1)", "linux (2)"]
     assert p.state["groups"] == ["windows", "linux"]
     assert not list((tmp_path / tl.name / "state" / f"e2e-{tl.name}" / "subruns").glob("legacy"))
 
@@ -137,7 +137,7 @@ def test_categorized_parent_status_wins(tmp_path, receiver):
 
     player._run = run_then_status
     p = player.play(tl, receiver)
-    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (#1)", "windows (#2)"]
+    assert [post["text"].split("sub-run ")[1] for post in p.posts] == ["linux (1)", "windows (2)"]
     assert "FAILED" in p.posts[0]["text"] and "COMPLETED" in p.posts[1]["text"]
     assert (p.state["state"], p.state["rule"]) == ("COMPLETED", "status-file"), p.state
 

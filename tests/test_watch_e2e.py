@@ -42,7 +42,8 @@ def test_completed_run_posts_once_and_exits_0(world):
     fields = {f["title"]: f["value"] for f in att["fields"]}
     assert fields["Template"] == "`tmpl-a`" and fields["Integration plugin"] == "`plug-c`"
     assert fields["Tests"].startswith("9 passed, 0 failed")
-    assert "rh96-src" in fields["VMs under test"] and "w2k25-tgt" in fields["VMs under test"]
+    assert "rh96-src" in fields["VMs of the whole build"] and "w2k25-tgt" in fields["VMs of the whole build"]
+    assert fields["Log"] == f"`{world.log_dir / build}.log`" and fields["Reports"] == f"`{world.report_dir / build}`"
     st = state_of(world, build)
     assert st["state"] == "COMPLETED" and st["delivery"] == "posted"
     assert (world.build_dir(build) / "posted.marker").exists()
@@ -63,14 +64,26 @@ def test_failed_run_posts_failed_with_titles(world):
 
 
 def test_categorized_run_posts_once_per_subrun_then_exits(world):
-    build = "e2e-cat-run"
-    world.launch(build, "--group", "linux:pass", "--group", "windows:fail", "--step-seconds", "0.1")
-    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    build = "e2e-cat-redhat9.6-w2k25"
+    world.launch(build, "--group", "linux:pass", "--group", "windows:fail", "--flaky", "--step-seconds", "0.1")
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize", "--groups", "2",
+                                              env={"ATVM_REPORT_URL": "https://ci.example.invalid/{build}/{group}/"}))
     assert code == 0, err
     posts = world.receiver.posts
-    assert [("COMPLETED" in p["text"], "linux" in p["text"], "(#1)" in p["text"]) for p in posts[:1]] == [
-        (True, True, True)]
-    assert len(posts) == 2 and "FAILED" in posts[1]["text"] and "windows (#2)" in posts[1]["text"]
+    assert len(posts) == 2
+    assert "COMPLETED" in posts[0]["text"] and posts[0]["text"].endswith("sub-run linux (1 of 2)")
+    assert "FAILED" in posts[1]["text"] and posts[1]["text"].endswith("sub-run windows (2 of 2)")
+    linux, windows = ({f["title"]: f["value"] for f in p["attachments"][0]["fields"]} for p in posts)
+    # what the channel acts on: where to look, why it failed, what was flaky, which VMs (the shipped inventory)
+    assert windows["Log"] == f"`{world.log_dir / build / 'windows.log'}`"
+    assert windows["Reports"] == f"`{world.report_dir / build / 'windows'}`"
+    assert posts[1]["attachments"][0]["title_link"] == f"https://ci.example.invalid/{build}/windows/"
+    assert windows["Failed tests (1)"] == ("- `windows migration 3 cuts over and boots the target`: "
+                                           "AssertionError: expected 'Migrated' to equal 'Ready'")
+    assert linux["Flaky: passed on a retry (1)"] == "- `replicates the disks`" and linux["Tests"].endswith("1 flaky")
+    assert linux["VMs of sub-run linux"].startswith("rh96-src") and "w2k25" not in linux["VMs of sub-run linux"]
+    assert windows["VMs of sub-run windows"].startswith("w2k25-src")
+    assert all("rule" not in p["attachments"][0]["footer"] for p in posts)
     assert state_of(world, build, "linux")["state"] == "COMPLETED"
     assert state_of(world, build, "windows")["state"] == "FAILED"
     parent = state_of(world, build)
@@ -192,7 +205,7 @@ def test_recorded_request_feeds_the_watcher(world):
     code, _, err = finish(world.start_watcher("--build-name", build))
     assert code == 0, err
     (post,) = world.receiver.posts
-    assert "sub-run only (#1)" in post["text"]
+    assert "sub-run only (1)" in post["text"]
     assert any(f["value"] == "`fam-b`" for f in post["attachments"][0]["fields"])
 
 
@@ -283,7 +296,7 @@ def test_damaged_state_fields_are_not_trusted(world):
     world.launch(build, "--group", "linux:pass", "--step-seconds", "0.02").wait(20)
     code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
     assert code == 0, err
-    assert [p["text"].split("sub-run ")[1] for p in world.receiver.posts] == ["linux (#1)"]
+    assert [p["text"].split("sub-run ")[1] for p in world.receiver.posts] == ["linux (1)"]
     assert state_of(world, build)["groups"] == ["linux"]
 
 
@@ -319,3 +332,41 @@ def test_a_categorized_run_that_fails_before_any_sub_run_is_posted_once(world):
     assert len(world.receiver.posts) == 1 and "FAILED" in world.receiver.posts[0]["text"]
     code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))  # final: never again
     assert code == 0 and len(world.receiver.posts) == 1, err
+
+
+# --- a forgotten (or needless) --categorize is said once, in the journal and by inspect -----------------
+
+
+def test_a_forgotten_categorize_is_reported_once(world):
+    build = "e2e-forgot-categorize"
+    world.launch(build, "--group", "linux:pass", "--group", "windows:pass", "--step-seconds", "0.05").wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "looks like a categorized run" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "linux, windows" in warnings[0]
+    assert "--categorize" in warnings[0] and len(world.receiver.posts) == 1  # the one aggregate post
+    text = world.cli("inspect", "--build-name", build, check=True).stdout
+    assert "warning: this looks like a categorized run" in text
+    assert "looks like" not in world.cli("inspect", "--build-name", build, "--categorize", check=True).stdout
+
+
+def test_a_categorized_watcher_on_a_run_without_sub_runs_says_so(world):
+    build = "e2e-needless-categorize"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05").wait(20)
+    code, _, err = finish(world.start_watcher("--build-name", build, "--categorize"))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "no sub-run appeared" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING")
+    assert len(world.receiver.posts) == 1  # no sub-run at all: the run's own result is its one post
+    text = world.cli("inspect", "--build-name", build, "--categorize", check=True).stdout
+    assert "warning: the run finished and no sub-run appeared" in text
+
+
+def test_a_plain_runs_report_subfolders_are_not_taken_for_sub_runs(world):
+    build = "e2e-plain-subfolders"
+    world.launch(build, "--outcome", "pass", "--step-seconds", "0.05").wait(20)
+    extra = world.report_dir / build / "html"
+    extra.mkdir()
+    (extra / "index.json").write_text("{}")  # a reporter's own subfolder, beside the run's reports
+    code, _, err = finish(world.start_watcher("--build-name", build))
+    assert code == 0 and "looks like a categorized run" not in err, err

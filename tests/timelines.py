@@ -339,8 +339,9 @@ def _scope_of(post: Dict, tl: Timeline) -> Tuple[str, Optional[int]]:
     if not tl.categorized:
         return "", None
     sub = text.split("sub-run ", 1)[1] if "sub-run " in text else ""
-    name, _, rest = sub.partition(" (#")
-    return name.strip(), int(rest.split(")")[0]) if rest else None
+    name, _, rest = sub.partition(" (")  # "linux (1 of 2)", "linux (1)"
+    digits = rest.lstrip("#").split(" ")[0].split(")")[0]
+    return name.strip(), int(digits) if digits.isdigit() else None
 
 
 def check(p: Played) -> List[str]:

@@ -52,13 +52,11 @@ epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 files=(atvm_run_watcher.py start-atvm-run-watcher.sh cancel-atvm-run-watcher.sh atvm-run.sh
     inventory/vm-inventory.md deploy/install.sh deploy/atvm-run-watcher@.service
     deploy/atvm-watcher-metrics.service deploy/atvm-watcher-metrics.timer
-    deploy/atvm-run-watcher.env.example INSTALL.md)
+    deploy/atvm-run-watcher.env.example INSTALL.md README.md)
 # The runtime package only: atvm_dev/ (the demo's simulated launcher and the tests' Mattermost
 # double) stays in the checkout, so `demo` run from an installed bundle says it needs a checkout.
 files+=(atvm_watcher/*.py atvm_watcher/commands/*.py)
-for optional in README.md LICENSE; do
-    [[ -f "$optional" ]] && files+=("$optional")
-done
+if [[ -f LICENSE ]]; then files+=(LICENSE); fi
 for f in "${files[@]}"; do
     [[ -f "$f" ]] || { echo "make-bundle: $repo/$f is missing" >&2; exit 1; }
 done

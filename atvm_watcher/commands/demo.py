@@ -17,14 +17,16 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+from .. import preview
 from ..settings import PACKAGE_ROOT
 from ..vocab import ExitCode
 
 BUILD = "e2e-redhat9.6-ubuntu24.04-w2k25-fc-demo{pid}"
-REQUEST = ["--categorize", "--template", "atvm-migration-template-v3", "--config-family", "rhel-ubuntu-windows",
-           "--migration-style", "live", "--integration-plugin", "cdc-plugin-12.17.4",
+REQUEST = ["--categorize", "--groups", "2", "--template", "atvm-migration-template-v3",
+           "--config-family", "rhel-ubuntu-windows", "--migration-style", "live",
+           "--integration-plugin", "cdc-plugin-12.17.4",
            "--scope-description", "Demo: replicate and cut over a Linux group, then a Windows group"]
 
 
@@ -43,6 +45,8 @@ def demo_env(tmp: Path, webhook: str, speed: float) -> Dict[str, str]:
         "ATVM_GONE_GRACE_SECONDS": str(3 / speed),
         "ATVM_START_TIMEOUT_SECONDS": "60",
         "ATVM_HUNG_AFTER_SECONDS": "120",
+        # A link in each post, as a CI server publishing the HTML reports would give (not a real one)
+        "ATVM_REPORT_URL": "https://reports.example.invalid/atvm/{build}/{group}/mochawesome.html",
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -52,7 +56,8 @@ def show_post(n: int, post: dict) -> None:
     print(f"\n=== Mattermost post #{n} (channel {post.get('channel', '-')}) ===")
     print(f"  {post.get('text', '')}")
     for att in post.get("attachments") or []:
-        print(f"  [{att.get('color')}] {att.get('title')}")
+        link = f" <{att['title_link']}>" if att.get("title_link") else ""
+        print(f"  [{att.get('color')}] {att.get('title')}{link}")
         for f in att.get("fields") or []:
             value = str(f.get("value", "")).replace("\n", "\n      ")
             print(f"    {f.get('title')}: {value}")
@@ -66,7 +71,14 @@ def follow_posts(receiver, done: threading.Event, shown: List[int]) -> None:
             show_post(shown[0], receiver.posts[shown[0] - 1])
 
 
-def run(speed: float = 1.0, keep: bool = False) -> int:
+def write_previews(folder: Path, posts: List[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, post in enumerate(posts, start=1):
+        (folder / f"post-{n}.html").write_text(preview.page([post], f"demo post {n}"), encoding="utf-8")
+    print(f"demo: {len(posts)} post(s) laid out as Mattermost shows them: {folder}/post-N.html")
+
+
+def run(speed: float = 1.0, keep: bool = False, preview_dir: Optional[str] = None) -> int:
     try:
         from atvm_dev.receiver import MattermostDouble
     except ModuleNotFoundError as exc:
@@ -86,7 +98,7 @@ def run(speed: float = 1.0, keep: bool = False) -> int:
         launcher = subprocess.Popen(
             [py, str(PACKAGE_ROOT / "atvm_dev" / "simulate.py"), "--build-name", build,
              "--log-dir", env["ATVM_LOG_DIR"], "--report-dir", env["ATVM_REPORT_DIR"],
-             "--group", "linux:pass", "--group", "windows:fail", "--step-seconds", str(1.2 / speed)],
+             "--group", "linux:pass", "--group", "windows:fail", "--flaky", "--step-seconds", str(1.2 / speed)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         done, shown = threading.Event(), [0]
         printer = threading.Thread(target=follow_posts, args=(receiver, done, shown), daemon=True)
@@ -99,6 +111,8 @@ def run(speed: float = 1.0, keep: bool = False) -> int:
         print(f"\ndemo: watcher exited {watcher.returncode}; {shown[0]} post(s) received "
               f"(expected 2: linux COMPLETED, windows FAILED)")
         subprocess.run([py, str(PACKAGE_ROOT / "atvm_run_watcher.py"), "status"], env=env, check=False)
+        if preview_dir:
+            write_previews(Path(preview_dir), list(receiver.posts))
     if keep:
         print(f"demo: files kept in {tmp}")
     else:

@@ -85,6 +85,7 @@ def run(settings: Settings, build: str, categorize: bool, as_json: bool) -> int:
     reader = EvidenceReader(settings.layout(build), categorized, known_groups=groups,
                             recorded_run_start=recorded_run_start(recorded), requested_at=bd.requested_at())
     info = explain(reader.snapshot(), settings, recorded)
+    info["categorize_note"] = reader.categorize_mismatch(bool(State.of(info["decision"]["state"]).terminal))
     info["state_problem"] = problem
     info["cancelled"] = bd.is_cancelled()
     info["posted"] = bd.is_posted()
@@ -118,6 +119,8 @@ def _print_inspect(info: Dict[str, Any], settings: Settings) -> None:
             print(f"    {line}")
     for line in info["ignored"]:
         print(f"  ignored: {line}")
+    if info["categorize_note"]:
+        print(f"  warning: {info['categorize_note']}")
     run = settings.layout(info["build_name"]).run()
     print(f"  (layout: log {run.log}, reports {run.reports}/, outcome {run.status} and {run.exit})")
 

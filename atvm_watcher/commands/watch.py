@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .. import inventory, log
+from .. import inventory, log, preview, version_text
 from ..decide import Verdict, decide
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
@@ -19,10 +20,12 @@ from ..ledger import Ledger, Scope, parent_base
 from ..mattermost import render
 from ..message import Context, compose
 from ..request import Request
-from ..settings import ConfigError, Settings
+from ..settings import ConfigError, Settings, posting_problem
 from ..statedir import BuildDir, Locked, StateError
 from ..stop import StopRequest
 from ..vocab import Delivery, ExitCode
+
+CATEGORIZE_EVERY = 30.0  # seconds between looks for sub-runs a plain watcher would miss (a few scandirs)
 
 
 class Watcher:
@@ -30,7 +33,9 @@ class Watcher:
                  at_least_once: bool = False, clock: Clock = SYSTEM_CLOCK,
                  out: Callable[[str], None] = print):
         self.s, self.req, self.dry_run = settings, request, dry_run
-        self.clock = clock
+        self.clock, self.out = clock, out
+        self.reader: Optional[EvidenceReader] = None
+        self.categorize_said, self.categorize_checked = False, float("-inf")
         self.build = BuildDir.of(settings.state_root, request.build_name)
         self.log = log.get(request.build_name)
         self.stop = StopRequest()
@@ -81,8 +86,22 @@ class Watcher:
         return self.ledger.finish(None, ())
 
     def _reader(self, groups: Tuple[str, ...], run_start: Optional[float] = None) -> EvidenceReader:
-        return EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock, groups,
-                              run_start, self.build.requested_at())
+        self.reader = EvidenceReader(self.s.layout(self.req.build_name), self.req.categorize, self.clock, groups,
+                                     run_start, self.build.requested_at())
+        return self.reader
+
+    def _check_categorize(self, decision) -> None:
+        """Say once (a WARNING) when --categorize looks forgotten, or was given for a run without sub-runs."""
+        now = self.clock.mono()
+        if self.categorize_said or (not decision.run.terminal and now < self.categorize_checked + CATEGORIZE_EVERY):
+            return
+        self.categorize_checked = now
+        mismatch = self.reader.categorize_mismatch(decision.run.terminal)
+        if mismatch:
+            self.categorize_said = True
+            self.log.warning("%s", mismatch)
+            if self.dry_run:
+                self.out(f"[dry-run] warning: {mismatch}")
 
     @staticmethod
     def _order(decision) -> Tuple[str, ...]:
@@ -100,6 +119,7 @@ class Watcher:
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
                 reader.recorded_run_start = decision.run_start_kept
             reader.mark_leftovers(decision.leftover_groups)
+            self._check_categorize(decision)
             order = self._order(decision)
             for scope in self.ledger.apply(decision, order, self._render):
                 self._deliver(scope)
@@ -114,10 +134,35 @@ class Watcher:
                 return ExitCode.OK
 
     def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
-        vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
-        ctx = Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
-                      inventory_problem=problem, position=position)
-        return render(compose(verdict, self.req, ctx), self.s.channel, self.s.username)
+        return render(compose(verdict, self.req, self.context(verdict, position)), self.s.channel, self.s.username)
+
+    def context(self, verdict: Verdict, position: Optional[int]) -> Context:
+        """What the post says beyond the verdict: VMs, where the files are, error lines, flaky tests."""
+        build, group = self.req.build_name, verdict.group
+        vms, problem = inventory.vms_for_build(self.s.inventory, build)
+        mine = inventory.for_group(vms, group)
+        # How many sub-runs there are: the operator's --groups, else the sub-runs the inventory names for
+        # this build. The watcher itself only learns it when the run has ended, after the posts.
+        of = self.req.groups or len(inventory.groups_of(vms)) or None
+        layout = self.s.layout(build)
+        paths = layout.group(group) if group else layout.run()
+        scope = self.reader.scope(group) if self.reader is not None else None  # as read by this poll
+        errors, flaky, flaky_count = (scope.errors(), tuple(scope.tail.flaky), scope.tail.flaky_count) if scope \
+            else ({}, (), 0)
+        return Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in mine or vms],
+                       inventory_problem=problem, position=position, of=of, vm_group=group if mine else "",
+                       log_path=str(paths.log), report_path=str(paths.reports),
+                       report_url=self.s.report_link(build, group), errors=errors, flaky=flaky,
+                       flaky_count=flaky_count, version=version_text())
+
+    def write_preview(self, path: Path) -> None:
+        """The posts of this (dry) run as an HTML page (preview.py), in the order they were decided."""
+        payloads = [s.record["message"] for s in self.ledger.scopes.values()
+                    if s.record is not None and isinstance(s.record.get("message"), dict)]
+        note = "" if payloads else "Nothing would be posted: the run did not end COMPLETED or FAILED (see above)."
+        path.write_text(preview.page(payloads, f"{self.req.build_name}: what would be posted", note),
+                        encoding="utf-8")
+        self.out(f"[dry-run] {len(payloads)} post(s) laid out as Mattermost shows them: {path}")
 
     def _deliver_owed(self) -> None:
         for scope in self.ledger.owed():
@@ -145,15 +190,19 @@ class Watcher:
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
 
 
-def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool) -> int:
+def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool,
+        preview_file: Optional[str] = None) -> int:
+    problem = posting_problem(settings)
     if settings.env_file_unsafe:  # under systemd the values arrive via EnvironmentFile=: refuse all the same
-        raise ConfigError(f"{settings.env_file_problem} (the watcher refuses to run until then)")
-    if not settings.webhook and not dry_run:
-        raise ConfigError(f"MATTERMOST_ATVM_WEBHOOK is not set (environment or {settings.env_file}"
-                          f"{': ' + settings.env_file_problem if settings.env_file_problem else ''}); "
-                          "nothing could be posted")
+        raise ConfigError(f"{problem} (the watcher refuses to run until then)")
+    if problem and not dry_run:
+        raise ConfigError(problem)
     try:
-        return Watcher(settings, request, dry_run, at_least_once).run()
+        watcher = Watcher(settings, request, dry_run, at_least_once)
+        code = watcher.run()
+        if preview_file:
+            watcher.write_preview(Path(preview_file))
+        return code
     except StateError as exc:
         log.get(request.build_name).error("state directory problem: %s", exc)
         return ExitCode.INTERNAL

@@ -323,15 +323,40 @@ def test_sigkill_after_the_post_is_restarted_and_never_posts_twice(box, receiver
     assert len(posts_for(receiver, build)) == 1
 
 
+def test_start_helper_refuses_a_configuration_that_cannot_post(box, receiver):
+    """An empty webhook: the helper says why and how to fix it, and records and starts nothing."""
+    build = "e2e-nowebhook-rhel9-w2k25"
+    unit = unit_of(box, build)
+    box.write_file("/etc/atvm-run-watcher.env", TEST_ENV.format(url=""), mode="0600")
+    try:
+        refused = start_watcher(box, build)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "MATTERMOST_ATVM_WEBHOOK is not set" in refused.stderr and "sudoedit /etc/atvm-run-watcher.env" in \
+            refused.stderr and "Not started" in refused.stderr
+        assert "Started" not in refused.stdout
+        assert box.unit_props(unit, ["ActiveState"])["ActiveState"] == "inactive"
+        assert box.run("test", "-e", f"{STATE_ROOT}/{build}", check=False).returncode != 0  # nothing recorded
+        box.write_file("/etc/atvm-run-watcher.env", TEST_ENV.format(url=receiver.url), mode="0644")
+        unsafe = start_watcher(box, build)
+        assert unsafe.returncode == 3 and "refused (mode 0644)" in unsafe.stderr, unsafe.stderr
+    finally:
+        box.write_file("/etc/atvm-run-watcher.env", TEST_ENV.format(url=receiver.url), mode="0600")
+
+
 def test_configuration_error_is_not_restarted(box):
+    """A setting only the unit sees (a drop-in): the helper reports the unit that failed at once."""
     build = "e2e-badconfig-rhel9-w2k25"
     unit = unit_of(box, build)
     box.write_file(f"/etc/systemd/system/{unit}.d/bad.conf", "[Service]\nEnvironment=ATVM_DELIVERY=sometimes\n")
     box.run("systemctl", "daemon-reload")
     try:
-        assert start_watcher(box, build).returncode == 0
+        started = start_watcher(box, build)
+        assert started.returncode == 1 and "Started" not in started.stdout, started.stdout + started.stderr
+        assert f"{unit} failed at once (exit status 3); read why with: journalctl -u '{unit}'" in started.stderr
         props = wait_unit_done(box, unit)
         assert (props["ActiveState"], props["ExecMainStatus"], props["NRestarts"]) == ("failed", "3", "0"), props
+        said = box.run("journalctl", "-b", "0", "--no-pager", "-o", "cat", "-u", unit).stdout
+        assert "ATVM_DELIVERY" in said  # where the helper pointed: it says why
     finally:
         box.run("rm", "-rf", f"/etc/systemd/system/{unit}.d")
         box.run("systemctl", "daemon-reload")
