@@ -52,20 +52,33 @@ THOROUGH_SECONDS = 60.0
 # epilogue, the (Results) box of each spec, Cypress Cloud's cancellation, and the errors that end a
 # run before (or instead of) its summary. Matched on bytes, line by line, after ANSI colour codes are
 # removed (Cypress forces colour when CI is set: corpus case some-failed-ci-ansi).
+#
+# Each is matched in the form Cypress prints it, whole line and all, because test and suite titles are
+# printed too and may hold the same words: mocha prints a passing test as "    ✓ <title> (Nms)", a
+# pending one as "  - <title>", a failed one as "  1) <title>". A banner is alone on its line, two spaces
+# in; the closing line is the summary table's last row (a mark, the phrase, then the duration and five
+# count columns); a (Results) row sits between the box's borders; mocha's "N failing" follows its
+# "N passing (T)" (or "N pending") line, two spaces in, as nothing else does.
 ANSI_RE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_COUNT = rb"[ \t]+(?:\d+|-)"  # a count column of the summary table ("-" for 0)
+_ROW_END = rb"[ \t]+\S+" + _COUNT * 5 + rb"[ \t]*\r?$"  # duration, tests, passing, failing, pending, skipped
+_BORDER = "\u2502".encode()  # the (Results) box's vertical border
 CYPRESS_RE = re.compile(
-    rb"(?P<starting>\(Run Starting\))"
-    rb"|(?P<finished>\(Run Finished\))"
-    rb"|(?P<passed>All specs passed!)"
-    # the closing row: "N of M failed (P%)", then duration, tests, passing and failing columns ("-" for 0)
-    rb"|(?P<fspecs>\d+) of (?P<tspecs>\d+) failed(?: \(\d+%\)[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+(?P<ftests>\d+))?"
+    rb"^  (?P<starting>\(Run Starting\))[ \t]*\r?$"
+    rb"|^  (?P<finished>\(Run Finished\))[ \t]*\r?$"
+    rb"|^[ \t]+\S+[ \t]{2,}(?P<passed>All specs passed!)" + _ROW_END +
+    rb"|^[ \t]+\S+[ \t]{2,}(?P<fspecs>\d+) of (?P<tspecs>\d+) failed \(\d+%\)[ \t]+\S+" + _COUNT * 2 +
+    rb"[ \t]+(?P<ftests>\d+|-)" + _COUNT * 2 + rb"[ \t]*\r?$"
     # Cypress Cloud's cancellation: the footer row, and the last line (also printed with --quiet)
-    rb"|^[ \t]*(?:-[ \t]+|Exiting with non-zero exit code because )(?P<canceled>[Tt]he run was canceled)"
-    rb"|^[ \t]*(?P<failing>\d+) failing[ \t]*\r?$"  # mocha's epilogue, in --quiet output too
-    rb"|^[ \t]*(?:\S+[ \t]+)?Failing:[ \t]+(?P<rfailing>\d+)"  # the (Results) box of a spec
+    rb"|^[ \t]*(?P<canceled>-[ \t]{2,}The run was canceled" + _ROW_END +
+    rb"|Exiting with non-zero exit code because the run was canceled\.[ \t]*\r?$)"
+    rb"|^  (?P<failing>\d+) failing[ \t]*\r?$"  # mocha's epilogue, in --quiet output too (see EPILOGUE_RE)
+    rb"|^[ \t]*" + _BORDER + rb"[ \t]+Failing:[ \t]+(?P<rfailing>\d+)[ \t]+" + _BORDER + rb"[ \t]*\r?$"
     rb"|^[ \t]*(?P<error>Can't run because no spec files were found|Your configFile is invalid"
     rb"|Cypress failed to verify that your server is running|The Test Runner unexpectedly exited)",
     re.M)
+# The line mocha prints right before "N failing": "N passing (T)", or "N pending" when tests were pending.
+EPILOGUE_RE = re.compile(rb"^  \d+ (?:passing \([^)]*\)|pending)[ \t]*\r?$")
 # One literal of every alternative of CYPRESS_RE (" fail" stands for " failed", " failing", "failed to verify").
 KEYWORDS = (b"Run Starting", b"Run Finished", b"specs passed!", b" fail", b"Failing:", b"canceled",
             b"Can't run because", b"configFile is invalid", b"unexpectedly exited")
@@ -90,6 +103,7 @@ class LogTail:
     def _start(self, offset: int) -> None:
         self.offset = offset
         self.carry = b""  # an incomplete last line, completed by the next read
+        self.last_line = b""  # the last complete line read, for what depends on the line before it
         self.tail = b""  # the TAIL_CHECK bytes before offset, as read
         self.banner = False  # (Run Finished) of the latest Cypress run in the log
         self.unfinished = False  # (Run Starting) with no (Run Finished) after it
@@ -147,16 +161,19 @@ class LogTail:
         data = self.carry + chunk
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only
-        self._match(data[:cut], count=True)
+        self._match(data[:cut], True, self.last_line)
+        if cut:
+            self.last_line = data[data.rfind(b"\n", 0, cut - 1) + 1 : cut][-MAX_LINE:]
         # The incomplete last line is searched too (a summary printed without a newline still counts);
         # it is searched again once complete, which gives the same answer: counts wait for the full line.
-        self._match(self.carry, count=False)
+        self._match(self.carry, False, self.last_line)
 
-    def _match(self, data: bytes, count: bool) -> None:
-        for line in candidate_lines(data):
-            self._match_line(ANSI_RE.sub(b"", line) if b"\x1b" in line else line, count)
+    def _match(self, data: bytes, count: bool, before: bytes = b"") -> None:
+        for start, line in candidates(data):
+            prev = before if start == 0 else data[data.rfind(b"\n", 0, start - 1) + 1 : start]
+            self._match_line(uncolour(line), count, prev)
 
-    def _match_line(self, line: bytes, count: bool) -> None:
+    def _match_line(self, line: bytes, count: bool, prev: bytes = b"") -> None:
         for m in CYPRESS_RE.finditer(line):
             kind = m.lastgroup
             if kind == "starting":  # a new Cypress run: what ends a run is its own
@@ -167,19 +184,26 @@ class LogTail:
                 self.summary = "passed"
             elif kind in ("fspecs", "tspecs", "ftests") and self.banner:
                 self.summary, self.failed_specs, self.total_specs = "failed", int(m["fspecs"]), int(m["tspecs"])
-                self.closing_failing = max(self.closing_failing, int(m["ftests"] or 0))
+                ftests = m["ftests"]
+                self.closing_failing = max(self.closing_failing, int(ftests) if ftests.isdigit() else 0)
             elif kind == "canceled":
                 self.cancelled = True
             elif kind == "error":
+                if self.banner:  # after a finished run: a later Cypress run in the same log ended with it
+                    self.banner, self.summary, self.error = False, None, None
                 self.error = self.error or m["error"].decode()
-            elif count and kind == "failing":
+            elif count and kind == "failing" and EPILOGUE_RE.match(uncolour(prev)):
                 self.failing += int(m["failing"])
             elif count and kind == "rfailing":
                 self.results_failing += int(m["rfailing"])
 
 
-def candidate_lines(data: bytes) -> List[bytes]:
-    """The lines of ``data`` that hold a keyword of CYPRESS_RE, in order.
+def uncolour(line: bytes) -> bytes:
+    return ANSI_RE.sub(b"", line) if b"\x1b" in line else line
+
+
+def candidates(data: bytes) -> List[Tuple[int, bytes]]:
+    """(offset, line) for the lines of ``data`` that hold a keyword of CYPRESS_RE, in order.
 
     Searching for a few literals is C-speed; running the whole pattern over every byte is not (2 s
     for the first 16 MiB read). Each keyword survives colouring: ANSI codes surround it, never split it.
@@ -197,7 +221,7 @@ def candidate_lines(data: bytes) -> List[bytes]:
     lines = []
     for start in sorted(starts):
         end = data.find(b"\n", start)
-        lines.append(data[start:] if end < 0 else data[start:end + 1])
+        lines.append((start, data[start:] if end < 0 else data[start:end + 1]))
     return lines
 
 
