@@ -350,6 +350,13 @@ def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: L
         if contradiction:
             rule, why = contradiction
             return None, Finish(rule, f"{f.path} says exit code 0, but {why}", True, f.mtime)
+        if log is not None and log.unread and log.summary != "passed":
+            # What the unread middle held (a run that started and never finished, failed tests) cannot
+            # contradict the 0, so the 0 is no evidence of a pass: UNKNOWN, or FAILED if the reports say so.
+            return None, Finish("exit-0-log-unread", f"{f.path} says exit code 0, but the middle of {log.path} was "
+                                "not read (only its first and last part: it is that large) and the part read shows "
+                                "no closing line of Cypress's: a pass cannot be told from a failed or killed run",
+                                False, f.mtime)
         return None, Finish("exit-code", f"{f.path} says the launcher finished (exit code 0)", False, f.mtime,
                             passed=True)
     return None, Finish("exit-code", f"{f.path} says the launcher failed (exit code {code})", True, f.mtime)

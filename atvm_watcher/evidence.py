@@ -88,7 +88,9 @@ class LogTail:
     """Reads a log from a remembered offset: a quiet poll costs one stat, a busy one reads only what was appended.
 
     The cost of a poll does not depend on the log's size. The first read covers the last
-    LOG_FIRST_READ_WINDOW bytes only: Cypress prints its banner and summary at the end. A new inode
+    LOG_FIRST_READ_WINDOW bytes (Cypress prints its banner and summary at the end) and, for a larger log,
+    its first LOG_FIRST_READ_WINDOW bytes too (where a Cypress run that never finished printed its
+    (Run Starting)); what lies between is not read, and the facts say so (``unread``). A new inode
     (rotation) or a smaller size (truncation) starts over; so does a log that was truncated and grew
     past the offset again between two polls (copytruncate), noticed because the TAIL_CHECK bytes before
     the offset are re-read with every read and no longer match.
@@ -102,6 +104,9 @@ class LogTail:
 
     def _start(self, offset: int) -> None:
         self.offset = offset
+        self.head_due = offset > 0  # the log's beginning is still to be read (see _read_head)
+        self.unread = False  # bytes between the beginning and the window were never read
+        self.skip_fragment = False  # the window starts inside a line: that piece of a line is no line
         self.carry = b""  # an incomplete last line, completed by the next read
         self.last_line = b""  # the last complete line read, for what depends on the line before it
         self.tail = b""  # the TAIL_CHECK bytes before offset, as read
@@ -134,7 +139,7 @@ class LogTail:
                         self.failed_specs, self.total_specs, unfinished=self.unfinished,
                         failed_tests=max(self.failing, self.results_failing, self.closing_failing),
                         cancelled=self.cancelled, error=self.error, changed_at=at, seen_change=seen,
-                        restarted_at=self.restarted_at)
+                        restarted_at=self.restarted_at, unread=self.unread)
 
     def _read_new(self, size: int) -> None:
         try:
@@ -142,6 +147,8 @@ class LogTail:
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
+                if self.head_due:
+                    self._read_head(fh)
                 fh.seek(self.offset)
                 while self.offset < size:
                     chunk = fh.read(min(LOG_CHUNK, size - self.offset))
@@ -153,11 +160,40 @@ class LogTail:
         except OSError:
             return  # unreadable right now; the next poll tries again
 
+    def _read_head(self, fh) -> None:
+        """The first read of a log larger than the window: its beginning too, up to LOG_FIRST_READ_WINDOW bytes.
+
+        A Cypress run killed after more than the window of output (DEBUG lines, say) printed its
+        (Run Starting) there and nothing after it: without the beginning, the log would look like one that
+        shows no Cypress run at all, and an exit code of 0 from a wrapper (tee) like a pass.
+        """
+        window = self.offset
+        limit = min(LOG_FIRST_READ_WINDOW, window)
+        fh.seek(0)
+        read = 0
+        while read < limit:
+            chunk = fh.read(min(LOG_CHUNK, limit - read))
+            if not chunk:
+                break
+            read += len(chunk)
+            self._scan(chunk)
+        self.head_due = False
+        if read < window:  # a gap: the head's last line and the window's first are pieces of lines
+            self.unread = True
+            self.carry = self.last_line = b""
+            fh.seek(window - 1)
+            self.skip_fragment = fh.read(1) != b"\n"
+
     def _same_history(self, fh) -> bool:
         fh.seek(self.offset - len(self.tail))
         return fh.read(len(self.tail)) == self.tail
 
     def _scan(self, chunk: bytes) -> None:
+        if self.skip_fragment:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            chunk, self.skip_fragment = chunk[end + 1 :], False
         data = self.carry + chunk
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only

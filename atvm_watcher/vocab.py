@@ -153,6 +153,7 @@ class LogFacts:
     changed_at: Optional[float] = None  # monotonic; None: hand-made evidence whose clock is the mtime's
     seen_change: bool = False
     restarted_at: Optional[float] = None  # monotonic: when the watcher saw the log rewritten from scratch
+    unread: bool = False  # a part of the log was never read (see evidence.LogTail): what ran there is unknown
 
 
 @dataclass(frozen=True)

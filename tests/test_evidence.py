@@ -93,19 +93,39 @@ def test_old_bytes_are_never_read_again(log):
     assert not tail.facts().finished_banner
 
 
-def test_first_read_covers_only_the_window_at_the_end(log, monkeypatch):
+def test_first_read_covers_only_the_window_at_the_end_and_the_beginning(log, monkeypatch):
     monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 1000)
-    append(log, "  (Run Finished)\n" + FAILED_ROW + "filler line\n" * 200)
+    append(log, "filler line\n" * 200 + "  (Run Finished)\n" + FAILED_ROW + "filler line\n" * 200)
     size = log.stat().st_size
     tail = LogTail(log)
     facts = tail.facts()
-    assert not facts.finished_banner  # it was more than the window before the end
+    assert not facts.finished_banner  # in the middle: more than the window from either end
+    assert facts.unfinished and facts.unread  # the beginning's (Run Starting) was read; the middle was not
     assert tail.offset == size
     append(log, "  (Run Finished)\n" + PASSED_ROW)
     assert tail.facts().summary == "passed"
 
     fresh = LogTail(log)
     assert fresh.facts().summary == "passed"  # within the window of a newly opened log
+
+
+def test_a_killed_run_with_more_output_than_the_window_still_shows_it_never_finished(tmp_path, monkeypatch):
+    """(Run Starting) more than the window before the end of a run killed mid-spec (DEBUG lines, say)."""
+    monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 4096)
+    killed = (CORPUS / "killed-sigterm.log").read_bytes()
+    head, rest = killed.split(b"  Running:  projects.cy.js", 1)
+    noise = b"2026-01-01T00:00:00.000Z cypress:server:socket-base backend:request {}\n" * 200
+    path = tmp_path / "B.log"
+    path.write_bytes(head + noise + b"  Running:  projects.cy.js" + rest)
+    facts = LogTail(path).facts()
+    assert (facts.unfinished, facts.finished_banner, facts.unread) == (True, False, True)
+
+
+def test_a_log_no_larger_than_two_windows_is_read_whole(log, monkeypatch):
+    monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 1000)
+    append(log, "x" * 999 + "\n  2 passing (3s)\n  2 failing\n" + "y" * 900 + "\n")
+    facts = LogTail(log).facts()
+    assert (facts.failed_tests, facts.unread, facts.unfinished) == (2, False, True)
 
 
 def test_rotation_starts_over_on_the_new_file(log):
