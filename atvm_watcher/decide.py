@@ -406,6 +406,19 @@ def over_since(launcher: Liveness) -> Optional[float]:
     return launcher.last_seen_alive if launcher.last_seen_alive is not None else float("-inf")
 
 
+def _unusable_outcome(verdict: Verdict, f: OutcomeFile, log: Optional[LogFacts]) -> Optional[Finish]:
+    """An outcome file that still holds no word or code once settled: the failed tests seen elsewhere decide.
+
+    Cypress's N of M failed (or any failed test in the log or the reports) is FAILED whatever the exit code
+    says, so it is FAILED when the exit code cannot be read either; without a failure it stays UNKNOWN.
+    """
+    if verdict.state != State.UNKNOWN or verdict.rule not in ("status-unreadable", "exit-unreadable"):
+        return None
+    failures = _log_failures(log)
+    return Finish(verdict.rule, f"{verdict.reason}{', but ' + failures if failures else ''}", failures is not None,
+                  f.mtime)
+
+
 def finished_by(scope: ScopeEvidence, now: float, limits: Limits, over: Optional[float]):
     """(verdict that settles it, None) or (None, Finish) or (None, None): not finished.
 
@@ -413,17 +426,20 @@ def finished_by(scope: ScopeEvidence, now: float, limits: Limits, over: Optional
     """
     log = scope.log
     if scope.status:
-        return _outcome_word(scope.status, now, limits), None
-    if scope.exit and log and log.cancelled:
+        verdict, finish = _outcome_word(scope.status, now, limits), None
+    elif scope.exit and log and log.cancelled:
         # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
         return Verdict(State.CANCELLED, "cloud-cancelled",
                        f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
                        finished_at=log.mtime), None
-    if scope.exit:
-        return _by_exit_code(scope.exit, log, now, limits)
-    if log:
+    elif scope.exit:
+        verdict, finish = _by_exit_code(scope.exit, log, now, limits)
+    elif log:
         return _by_log(log, now, limits, over)
-    return None, None
+    else:
+        return None, None
+    unusable = _unusable_outcome(verdict, scope.status or scope.exit, log) if verdict is not None else None
+    return (None, unusable) if unusable else (verdict, finish)
 
 
 def decide_finished(scope: ScopeEvidence, finish: Finish, now: float, limits: Limits) -> Verdict:

@@ -180,6 +180,18 @@ ROWS = [
      "log-settling"),
     ("banner-all-passed-launcher-gone-settled", snap(NOW, scope(log_=FINISHED), GONE_AFTER_SEEN), "COMPLETED",
      "log-banner"),
+    # an outcome file that holds no usable word or code: failed tests elsewhere still decide
+    ("exit-garbage-closing-line-failed", snap(NOW, scope(log_=FAILED_130, exit_=outcome("\ufeff3", mtime=NOW - 10))),
+     "FAILED", "exit-unreadable"),
+    ("exit-empty-report-failed", snap(NOW, scope(exit_=outcome("", mtime=NOW - 10), reports=[fixture_report("fail")])),
+     "FAILED", "exit-unreadable"),
+    ("exit-empty-all-specs-passed", snap(NOW, scope(log_=FINISHED, exit_=outcome("", mtime=NOW - 10))), "UNKNOWN",
+     "exit-unreadable"),
+    ("exit-empty-closing-line-failed-still-writing", snap(NOW, scope(log_=FAILED_130, exit_=outcome("", NOW - 0.5)),
+                                                          ALIVE), "RUNNING", "exit-settling"),
+    ("status-garbage-closing-line-failed", snap(NOW, scope(log_=FAILED_130, status=outcome("PASS", mtime=NOW - 10,
+                                                                                            name="B.status"))),
+     "FAILED", "status-unreadable"),
     ("cypress-error-launcher-alive", snap(NOW, scope(log_=NO_SPECS), ALIVE), "RUNNING", "launcher-alive"),
     # no finish evidence and the launcher gone: TERMINATED, unless tests had failed (posted, never lost)
     ("quiet-failing-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 61, failed_tests=1))), "FAILED",
