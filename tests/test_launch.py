@@ -99,6 +99,25 @@ def test_a_signal_to_the_wrapper_stops_the_whole_command_and_is_recorded(world, 
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("trap", ["exit", "exit 0", "exit 1"])
+def test_a_stopped_command_that_traps_the_signal_is_terminated_whatever_it_exits(world, trap):
+    """A launcher cleaning up on SIGTERM ('trap ... exit') exits 0 or 1 afterwards: still a stopped run."""
+    build = f"e2e-trap{len(trap)}"
+    script = f"tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"; {trap}' TERM INT; echo started; sleep 120 & wait $!"
+    proc = subprocess.Popen([str(ATVM_RUN), "--build-name", build, "--no-echo", "--", "bash", "-c", script],
+                            env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    world.procs.append(proc)
+    run = world.layout(build).run()
+    deadline = time.monotonic() + 20
+    while not (run.log.exists() and "started" in run.log.read_text()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert run.status.read_text() == "TERMINATED\n" and not run.exit.exists()
+    assert b"stopped by signal" in proc.stderr.read()
+
+
 def test_a_lot_of_output_is_all_logged_and_memory_stays_flat(world):
     """The largest resident size of the wrapper is the same for 1 MiB and for 256 MiB of output."""
     def peak(build: str, mib: int) -> int:
