@@ -157,6 +157,17 @@ def test_bad_names_and_a_missing_command_are_refused_before_anything_is_written(
     assert launch(world).returncode == 2 and b"Usage:" in launch(world).stderr
 
 
+def test_the_commands_own_flags_are_its_own(world):
+    """--group after the command (with or without '--' before it) is the command's, not the wrapper's."""
+    show = py("import sys; print(' '.join(sys.argv[1:]))")
+    for build, sep in (("e2e-own", ["--"]), ("e2e-own-nosep", [])):
+        done = launch(world, "--build-name", build, "--no-echo", *sep, *show, "--group", "smoke", "--", "x")
+        assert done.returncode == 0, done.stderr
+        layout = world.layout(build)
+        assert layout.run().log.read_text() == "--group smoke -- x\n"
+        assert layout.run().exit.read_text() == "0\n" and not layout.group("smoke").exit.exists()
+
+
 def test_a_bad_layout_setting_is_refused_before_anything_is_written(world):
     before = files(world)
     done = launch(world, "--build-name", "ok", "--", "true", env={"ATVM_EXIT_FILE": "{log_dir}/../{build}.exit"})

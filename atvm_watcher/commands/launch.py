@@ -230,8 +230,11 @@ def execute(args: Launch, log_fd: int) -> int:
 
 def main(settings: Settings, build: str, group: Optional[str], command: Sequence[str], echo: bool,
          start_args: Optional[List[str]]) -> int:
+    command = list(command)
+    if command[:1] == ["--"]:  # the separator, when the parser kept it
+        command = command[1:]
     try:
-        return run(Launch(settings, build, group, list(command), echo, start_args))
+        return run(Launch(settings, build, group, command, echo, start_args))
     except StateError as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
