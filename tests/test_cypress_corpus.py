@@ -136,7 +136,7 @@ CUSTOM_LAYOUT = {
     "ATVM_GROUP_LOG_FILE": "{log_dir}/runs/{build}/{group}/cypress.log",
     "ATVM_GROUP_STATUS_FILE": "{log_dir}/runs/{build}/{group}/outcome",
     "ATVM_GROUP_EXIT_FILE": "{log_dir}/runs/{build}/{group}/exit-code",
-    "ATVM_GROUP_REPORT_FOLDER": "{report_dir}/mochawesome/{build}-{group}",
+    "ATVM_GROUP_REPORT_FOLDER": "{report_dir}/mochawesome-groups/{build}/{group}",
 }
 
 
@@ -161,7 +161,7 @@ def test_a_custom_layout_categorized_run_posts_once_per_group(world):
     assert proc.returncode == 0, err
     assert sorted(p.name for p in (world.log_dir / "runs" / build).iterdir()) == [
         "exit-code", "launcher.pid", "linux", "windows"]
-    assert (world.report_dir / "mochawesome" / f"{build}-windows").is_dir()
+    assert (world.report_dir / "mochawesome-groups" / build / "windows").is_dir()
     posts = posts_for(world, build)
     assert [("COMPLETED" in p["text"], "linux" in p["text"]) for p in posts] == [(True, True), (False, False)]
     assert "FAILED" in posts[1]["text"] and "windows" in posts[1]["text"]

@@ -603,7 +603,8 @@ def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
 
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports",
                        Templates(group_log="{log_dir}/{build}/{group}/cypress.log",
-                                 group_reports="{report_dir}/{build}-{group}", status="{log_dir}/{build}/run.status"))
+                                 group_reports="{report_dir}/groups/{build}/{group}",
+                                 status="{log_dir}/{build}/run.status"))
     (tmp_path / "log" / "B" / "empty-folder").mkdir(parents=True)
     write(layout.run().status, b"", mtime=time.time())  # the run's own file in the groups' folder
     write(layout.group("linux").log, b"x\n", mtime=time.time() - 20)
