@@ -521,8 +521,8 @@ def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], limits: Limits
         gone = now - gone_since
         if gone >= limits.gone_grace:
             return Verdict(State.TERMINATED, "launcher-gone",
-                           f"the launcher is gone and nothing changed for {gone:.0f}s "
-                           f"(grace {limits.gone_grace:g}s) with no finish evidence")
+                           f"the launcher is gone: for {gone:.0f}s of watching no launcher was seen alive and no file "
+                           f"of the run changed (grace {limits.gone_grace:g}s), with no finish evidence")
         return Verdict(State.RUNNING, "launcher-gone-grace",
                        f"no launcher seen for {gone:.0f}s; TERMINATED after {limits.gone_grace:g}s")
     waited = now - snap.watcher_started_at
