@@ -363,24 +363,21 @@ def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: L
     return None, Finish("exit-code", f"{f.path} says the launcher failed (exit code {code})", True, f.mtime)
 
 
-def _by_log(log: LogFacts, now: float, limits: Limits, over_since: Optional[float]):
+def _by_log(log: LogFacts, now: float, limits: Limits, over: Optional[float]):
     """Finish evidence from the log alone (no outcome file).
 
     The log says how a Cypress run ended, not how its launcher does: a launcher may run Cypress again
     into the same log, or fail after Cypress passed, and its exit code may still be on its way. So the
-    log decides only once whoever writes it is over (``over_since``, monotonic: since when; None while it
-    may still write, see ``over_since``) and it has not changed for the settle time after that.
+    log decides only once whoever writes it is over (``over``, monotonic: since when; None while it may
+    still write, see ``over_since``) and it has not changed for the settle time after that.
     """
-    if not (log.finished_banner or log.cancelled or log.error) or over_since is None:
+    if not (log.finished_banner or log.cancelled or log.error) or over is None:
         return None, None  # nothing in the log ends a run, or its launcher is alive: the launcher's end decides
-    if now - max(changed_at(log), over_since) < limits.settle:
+    if now - max(changed_at(log), over) < limits.settle:
         return Verdict(State.RUNNING, "log-settling", f"{log.path} shows how Cypress's run ended; waiting "
                        f"{limits.settle:g}s after its last change and the launcher's end for an outcome file"), None
     if log.cancelled:
-        # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
-        return Verdict(State.CANCELLED, "cloud-cancelled",
-                       f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
-                       finished_at=log.mtime), None
+        return _cloud_cancelled(log), None
     if log.finished_banner and log.summary:
         failures = _log_failures(log)
         said = failures or "All specs passed!"
@@ -393,6 +390,13 @@ def _by_log(log: LogFacts, now: float, limits: Limits, over_since: Optional[floa
                             log.failed_tests > 0, log.mtime)
     return None, Finish("cypress-error", f"{log.path}: Cypress printed {log.error!r}, which ends a run with exit "
                         "code 1, and the launcher is over", True, log.mtime)
+
+
+def _cloud_cancelled(log: LogFacts) -> Verdict:
+    # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
+    return Verdict(State.CANCELLED, "cloud-cancelled",
+                   f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
+                   finished_at=log.mtime)
 
 
 def over_since(launcher: Liveness) -> Optional[float]:
@@ -428,10 +432,7 @@ def finished_by(scope: ScopeEvidence, now: float, limits: Limits, over: Optional
     if scope.status:
         verdict, finish = _outcome_word(scope.status, now, limits), None
     elif scope.exit and log and log.cancelled:
-        # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
-        return Verdict(State.CANCELLED, "cloud-cancelled",
-                       f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
-                       finished_at=log.mtime), None
+        return _cloud_cancelled(log), None
     elif scope.exit:
         verdict, finish = _by_exit_code(scope.exit, log, now, limits)
     elif log:
@@ -665,7 +666,8 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
                     f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
                     group=g.group, counts=counts, failed_titles=titles), g)
             else:
-                v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
+                v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet (its log "
+                            "alone is final once the next sub-run has started or the launcher is over)",
                             group=g.group, counts=counts, failed_titles=titles)
         # Sub-runs run one after another: one starts when the one before it finished.
         v = timed(replace(v, position=position), g, began, start)
