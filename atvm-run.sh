@@ -15,12 +15,14 @@ Runs COMMAND (the usual ATVM command) for build B and records what the watcher n
   - removes B's earlier .exit/.status, writes B's pid file, starts a fresh log;
   - appends COMMAND's stdout and stderr to the log as they come (and shows them);
   - writes the real exit status to B's .exit, or TERMINATED to B's .status when COMMAND was
-    killed by a signal (SIGTERM, SIGINT and SIGHUP sent to this script are passed on to it).
+    killed by a signal, or when this script was sent SIGTERM, SIGINT or SIGHUP (passed on to
+    COMMAND), whatever COMMAND exits after it.
 With --group G the files are group G's of a categorized run (no pid file: the parent's).
 With --start-watcher the build's watcher is started first (start-atvm-run-watcher.sh, same flags).
 
-Exit status: COMMAND's (128+n when it was killed by signal n); 2 refused input (nothing
-written); 3 configuration error; the start helper's code when the watcher could not be started.
+Exit status: COMMAND's (128+n when it, or this script, was stopped by signal n); 2 refused
+input (nothing written); 3 configuration error; the start helper's code when the watcher could
+not be started.
 Environment (for tests): PYTHON overrides the python3 used.
 USAGE
 }

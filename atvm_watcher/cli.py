@@ -105,8 +105,9 @@ def parser() -> argparse.ArgumentParser:
                     help="first start the build's watcher (start-atvm-run-watcher.sh with the flags below)")
     _metadata_flags(la)
     la.add_argument("--rerun", action="store_true", help="with --start-watcher: watch a build that already finished")
-    la.add_argument("command_args", nargs="*", metavar="-- COMMAND",
-                    help="the ATVM command and its arguments, after --")
+    # REMAINDER: options end where the command begins, so the command's own flags (--group ...) stay its own
+    la.add_argument("command_args", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                    help="the ATVM command and its arguments, after -- (everything from the command on is its own)")
 
     r = cmd("record-request", "record a run's request metadata for the watcher (used by the start helper)")
     r.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)

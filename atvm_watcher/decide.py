@@ -15,6 +15,7 @@ from .vocab import (
     POSTED,
     TERMINAL,
     TERMINAL_WORDS,
+    Liveness,
     LogFacts,
     OutcomeFile,
     Report,
@@ -408,52 +409,96 @@ def _by_exit_code(f: OutcomeFile, log: Optional[LogFacts], now: float, limits: L
         if contradiction:
             rule, why = contradiction
             return None, Finish(rule, f"{f.path} says exit code 0, but {why}", True, f.mtime)
+        if log is not None and log.unread and log.summary != "passed":
+            # What the unread middle held (a run that started and never finished, failed tests) cannot
+            # contradict the 0, so the 0 is no evidence of a pass: UNKNOWN, or FAILED if the reports say so.
+            return None, Finish("exit-0-log-unread", f"{f.path} says exit code 0, but the middle of {log.path} was "
+                                "not read (only its first and last part: it is that large) and the part read shows "
+                                "no closing line of Cypress's: a pass cannot be told from a failed or killed run",
+                                False, f.mtime)
         return None, Finish("exit-code", f"{f.path} says the launcher finished (exit code 0)", False, f.mtime,
                             passed=True)
     return None, Finish("exit-code", f"{f.path} says the launcher failed (exit code {code})", True, f.mtime)
 
 
-def _by_log(log: LogFacts, now: float, limits: Limits, launcher_alive: bool):
-    """Finish evidence from the log alone (no outcome file)."""
+def _by_log(log: LogFacts, now: float, limits: Limits, over: Optional[float]):
+    """Finish evidence from the log alone (no outcome file).
+
+    The log says how a Cypress run ended, not how its launcher does: a launcher may run Cypress again
+    into the same log, or fail after Cypress passed, and its exit code may still be on its way. So the
+    log decides only once whoever writes it is over (``over``, monotonic: since when; None while it may
+    still write, see ``over_since``) and it has not changed for the settle time after that.
+    """
+    if not (log.finished_banner or log.cancelled or log.error) or over is None:
+        return None, None  # nothing in the log ends a run, or its launcher is alive: the launcher's end decides
+    if now - max(changed_at(log), over) < limits.settle:
+        return Verdict(State.RUNNING, "log-settling", f"{log.path} shows how Cypress's run ended; waiting "
+                       f"{limits.settle:g}s after its last change and the launcher's end for an outcome file"), None
+    if log.cancelled:
+        return _cloud_cancelled(log), None
     if log.finished_banner and log.summary:
         failures = _log_failures(log)
         said = failures or "All specs passed!"
-        return None, Finish("log-banner", f"{log.path} shows Cypress's (Run Finished) banner and closing line ({said})",
-                            failures is not None, log.mtime, passed=failures is None)
-    settled = now - changed_at(log) >= limits.settle
+        return None, Finish("log-banner", f"{log.path} shows Cypress's (Run Finished) banner and closing line "
+                            f"({said}), and the launcher is over", failures is not None, log.mtime,
+                            passed=failures is None)
     if log.finished_banner:
-        if not settled:
-            return Verdict(State.RUNNING, "banner-settling",
-                           f"{log.path} shows (Run Finished); waiting for the closing line"), None
-        if launcher_alive:
-            return None, None
         return None, Finish("banner-no-summary", f"{log.path} shows (Run Finished) but not Cypress's closing line "
-                            "(All specs passed! or N of M failed), and the launcher is gone: no evidence of a pass",
+                            "(All specs passed! or N of M failed), and the launcher is over: no evidence of a pass",
                             log.failed_tests > 0, log.mtime)
-    if log.error and not launcher_alive:
-        if not settled:
-            return Verdict(State.RUNNING, "cypress-error-settling",
-                           f"{log.path} shows {log.error!r}; waiting for the log to settle"), None
-        return None, Finish("cypress-error", f"{log.path}: Cypress printed {log.error!r}, which ends a run with exit "
-                            "code 1, and the launcher is gone", True, log.mtime)
-    return None, None
+    return None, Finish("cypress-error", f"{log.path}: Cypress printed {log.error!r}, which ends a run with exit "
+                        "code 1, and the launcher is over", True, log.mtime)
 
 
-def finished_by(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool):
-    """(verdict that settles it, None) or (None, Finish) or (None, None): not finished."""
-    if scope.status:
-        return _outcome_word(scope.status, now, limits), None
+def _cloud_cancelled(log: LogFacts) -> Verdict:
+    # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
+    return Verdict(State.CANCELLED, "cloud-cancelled",
+                   f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
+                   finished_at=log.mtime)
+
+
+def over_since(launcher: Liveness) -> Optional[float]:
+    """Since when (monotonic) the run's launcher is over; None while it is alive.
+
+    A launcher never seen is over since ever (the log alone decides once it settles); one seen, since it
+    was last seen alive.
+    """
+    if launcher.alive:
+        return None
+    return launcher.last_seen_alive if launcher.last_seen_alive is not None else float("-inf")
+
+
+def _unusable_outcome(verdict: Verdict, f: OutcomeFile, log: Optional[LogFacts]) -> Optional[Finish]:
+    """An outcome file that still holds no word or code once settled: the failed tests seen elsewhere decide.
+
+    Cypress's N of M failed (or any failed test in the log or the reports) is FAILED whatever the exit code
+    says, so it is FAILED when the exit code cannot be read either; without a failure it stays UNKNOWN.
+    """
+    if verdict.state != State.UNKNOWN or verdict.rule not in ("status-unreadable", "exit-unreadable"):
+        return None
+    failures = _log_failures(log)
+    return Finish(verdict.rule, f"{verdict.reason}{', but ' + failures if failures else ''}", failures is not None,
+                  f.mtime)
+
+
+def finished_by(scope: ScopeEvidence, now: float, limits: Limits, over: Optional[float]):
+    """(verdict that settles it, None) or (None, Finish) or (None, None): not finished.
+
+    ``over``: since when the scope's launcher is over (see ``over_since``), None while it may still write.
+    """
     log = scope.log
-    if log and log.cancelled:
-        # Cypress exits 1 after a cancellation: the cancellation, not the code, says what happened.
-        return Verdict(State.CANCELLED, "cloud-cancelled",
-                       f"{log.path}: Cypress says the run was canceled (in Cypress Cloud); nothing is posted",
-                       finished_at=log.mtime), None
-    if scope.exit:
-        return _by_exit_code(scope.exit, log, now, limits)
-    if log:
-        return _by_log(log, now, limits, launcher_alive)
-    return None, None
+    if scope.status:
+        verdict, finish = _outcome_word(scope.status, now, limits), None
+    elif scope.exit and log and log.cancelled:
+        return _cloud_cancelled(log), None
+    elif scope.exit:
+        verdict, finish = _by_exit_code(scope.exit, log, now, limits)
+    elif log:
+        return _by_log(log, now, limits, over)
+    else:
+        return None, None
+    unusable = _unusable_outcome(verdict, scope.status or scope.exit, log) if verdict is not None else None
+    return (None, unusable) if unusable else (verdict, finish)
 
 
 def decide_finished(scope: ScopeEvidence, finish: Finish, now: float, limits: Limits) -> Verdict:
@@ -475,9 +520,9 @@ def decide_finished(scope: ScopeEvidence, finish: Finish, now: float, limits: Li
     return Verdict(State.COMPLETED, finish.rule, finish.reason + "; no failures in the reports", **base)
 
 
-def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, launcher_alive: bool) -> Optional[Verdict]:
+def settle_scope(scope: ScopeEvidence, now: float, limits: Limits, over: Optional[float]) -> Optional[Verdict]:
     """A verdict from the scope's own finish evidence (terminal or settling), else None."""
-    verdict, finish = finished_by(scope, now, limits, launcher_alive)
+    verdict, finish = finished_by(scope, now, limits, over)
     if finish:
         return decide_finished(scope, finish, now, limits)
     if verdict is None:
@@ -535,8 +580,8 @@ def liveness_verdict(snap: Snapshot, scopes: List[ScopeEvidence], limits: Limits
         gone = now - gone_since
         if gone >= limits.gone_grace:
             return Verdict(State.TERMINATED, "launcher-gone",
-                           f"the launcher is gone and nothing changed for {gone:.0f}s "
-                           f"(grace {limits.gone_grace:g}s) with no finish evidence")
+                           f"the launcher is gone: for {gone:.0f}s of watching no launcher was seen alive and no file "
+                           f"of the run changed (grace {limits.gone_grace:g}s), with no finish evidence")
         return Verdict(State.RUNNING, "launcher-gone-grace",
                        f"no launcher seen for {gone:.0f}s; TERMINATED after {limits.gone_grace:g}s")
     waited = now - snap.watcher_started_at
@@ -575,7 +620,7 @@ def decide_scope(snap: Snapshot, scope: ScopeEvidence, limits: Limits, start: Ru
                  cancelled: bool) -> Verdict:
     if cancelled:
         return Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present", run_start=start.floor)
-    verdict = settle_scope(scope, snap.taken_at, limits, snap.launcher.alive)
+    verdict = settle_scope(scope, snap.taken_at, limits, over_since(snap.launcher))
     if verdict is None:
         verdict = gone_with_failures(liveness_verdict(snap, [scope], limits), scope)
         if not verdict.terminal:
@@ -615,18 +660,49 @@ def this_runs_groups(groups: List[Fresh]) -> Tuple[List[ScopeEvidence], Tuple[st
     return kept, tuple(ignored), tuple(left)
 
 
+def subrun_over(scopes: List[ScopeEvidence], i: int, launcher: Liveness) -> Optional[float]:
+    """Since when sub-run ``i`` is over, as far as its log alone can tell (None: it may still write).
+
+    Sub-runs run one after another: once the next one has started (it has files), this one is over, and
+    wrote its outcome file before, if any; its log settles from its own last change. The last one is over
+    when the launcher is.
+    """
+    if i + 1 < len(scopes):
+        return float("-inf")
+    return over_since(launcher)
+
+
+def settle_parent(parent: ScopeEvidence, has_subruns: bool, now: float, limits: Limits,
+                  launcher: Liveness) -> Optional[Verdict]:
+    """A categorized run's parent: once it has sub-runs, only its own outcome files finish it.
+
+    Its log is the launcher's, and a sub-run's output may be echoed into it (a group launched through the
+    wrapper shows its output, which the outer wrapper logs): a banner, closing line or cancellation there
+    is a sub-run's end, not the run's. So the run ends by ``B.status``/``B.exit``, or by the launcher gone
+    with every sub-run finished (decide_categorized). The log still keeps an exit code of 0 from being a
+    pass when it shows failed tests or a Cypress run that never finished. Before any sub-run exists, the
+    log is the run's own and is read as a plain run's.
+    """
+    if not has_subruns:
+        return settle_scope(parent, now, limits, over_since(launcher))
+    log = parent.log and replace(parent.log, finished_banner=False, summary=None, cancelled=False)
+    return settle_scope(replace(parent, log=log), now, limits, None)
+
+
 def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str, ...],
                        groups: List[Fresh], limits: Limits, start: RunStart,
                        cancelled: bool) -> Decision:
     now = snap.taken_at
     scopes, group_ignored, leftovers = this_runs_groups(groups)
-    own = [settle_scope(g, now, limits, snap.launcher.alive) for g in scopes]
+    own = [settle_scope(g, now, limits, subrun_over(scopes, i, snap.launcher)) for i, g in enumerate(scopes)]
     all_ignored = ignored + group_ignored
     if cancelled:
         verdict = Verdict(State.CANCELLED, "cancelled-marker", "cancelled.marker is present")
     else:
-        verdict = settle_scope(parent, now, limits, snap.launcher.alive) or liveness_verdict(
+        verdict = settle_parent(parent, bool(scopes), now, limits, snap.launcher) or liveness_verdict(
             snap, [parent] + scopes, limits)
+        if not scopes:  # the parent's log is the run's own: its failed tests are posted, as a plain run's
+            verdict = gone_with_failures(verdict, parent)
         if verdict.state == State.TERMINATED and verdict.rule == "launcher-gone" and scopes and all(
             v is not None and v.terminal for v in own
         ):
@@ -650,7 +726,8 @@ def decide_categorized(snap: Snapshot, parent: ScopeEvidence, ignored: Tuple[str
                     f"the run ended ({verdict.state}: {verdict.reason}) before this sub-run finished",
                     group=g.group, counts=counts, failed_titles=titles), g)
             else:
-                v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet",
+                v = Verdict(State.RUNNING, "sub-run-running", "the sub-run has no finish evidence yet (its log "
+                            "alone is final once the next sub-run has started or the launcher is over)",
                             group=g.group, counts=counts, failed_titles=titles)
         # Sub-runs run one after another: one starts when the one before it finished.
         v = timed(replace(v, position=position), g, began, start)

@@ -56,17 +56,28 @@ THOROUGH_SECONDS = 60.0
 # epilogue, the (Results) box of each spec, Cypress Cloud's cancellation, and the errors that end a
 # run before (or instead of) its summary. Matched on bytes, line by line, after ANSI colour codes are
 # removed (Cypress forces colour when CI is set: corpus case some-failed-ci-ansi).
+#
+# Each is matched in the form Cypress prints it, whole line and all, because test and suite titles are
+# printed too and may hold the same words: mocha prints a passing test as "    ✓ <title> (Nms)", a
+# pending one as "  - <title>", a failed one as "  1) <title>". A banner is alone on its line, two spaces
+# in; the closing line is the summary table's last row (a mark, the phrase, then the duration and five
+# count columns); a (Results) row sits between the box's borders; mocha's "N failing" follows its
+# "N passing (T)" (or "N pending") line, two spaces in, as nothing else does.
 ANSI_RE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_COUNT = rb"[ \t]+(?:\d+|-)"  # a count column of the summary table ("-" for 0)
+_ROW_END = rb"[ \t]+\S+" + _COUNT * 5 + rb"[ \t]*\r?$"  # duration, tests, passing, failing, pending, skipped
+_BORDER = "\u2502".encode()  # the (Results) box's vertical border
 CYPRESS_RE = re.compile(
-    rb"(?P<starting>\(Run Starting\))"
-    rb"|(?P<finished>\(Run Finished\))"
-    rb"|(?P<passed>All specs passed!)"
-    # the closing row: "N of M failed (P%)", then duration, tests, passing and failing columns ("-" for 0)
-    rb"|(?P<fspecs>\d+) of (?P<tspecs>\d+) failed(?: \(\d+%\)[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+(?P<ftests>\d+))?"
+    rb"^  (?P<starting>\(Run Starting\))[ \t]*\r?$"
+    rb"|^  (?P<finished>\(Run Finished\))[ \t]*\r?$"
+    rb"|^[ \t]+\S+[ \t]{2,}(?P<passed>All specs passed!)" + _ROW_END +
+    rb"|^[ \t]+\S+[ \t]{2,}(?P<fspecs>\d+) of (?P<tspecs>\d+) failed \(\d+%\)[ \t]+\S+" + _COUNT * 2 +
+    rb"[ \t]+(?P<ftests>\d+|-)" + _COUNT * 2 + rb"[ \t]*\r?$"
     # Cypress Cloud's cancellation: the footer row, and the last line (also printed with --quiet)
-    rb"|^[ \t]*(?:-[ \t]+|Exiting with non-zero exit code because )(?P<canceled>[Tt]he run was canceled)"
-    rb"|^[ \t]*(?P<failing>\d+) failing[ \t]*\r?$"  # mocha's epilogue, in --quiet output too
-    rb"|^[ \t]*(?:\S+[ \t]+)?Failing:[ \t]+(?P<rfailing>\d+)"  # the (Results) box of a spec
+    rb"|^[ \t]*(?P<canceled>-[ \t]{2,}The run was canceled" + _ROW_END +
+    rb"|Exiting with non-zero exit code because the run was canceled\.[ \t]*\r?$)"
+    rb"|^  (?P<failing>\d+) failing[ \t]*\r?$"  # mocha's epilogue, in --quiet output too (see EPILOGUE_RE)
+    rb"|^[ \t]*" + _BORDER + rb"[ \t]+Failing:[ \t]+(?P<rfailing>\d+)[ \t]+" + _BORDER + rb"[ \t]*\r?$"
     rb"|^[ \t]*(?P<error>Can't run because no spec files were found|Your configFile is invalid"
     rb"|Cypress failed to verify that your server is running|The Test Runner unexpectedly exited)",
     re.M)
@@ -81,6 +92,8 @@ TEST_LINE_RE = re.compile(
 MAX_RETRIED = 100  # titles with a failed attempt and no final line yet
 MAX_FLAKY = 50  # flaky titles kept; every one is counted
 MAX_TITLE_BYTES = 512  # of a title kept (a post shows less)
+# The line mocha prints right before "N failing": "N passing (T)", or "N pending" when tests were pending.
+EPILOGUE_RE = re.compile(rb"^  \d+ (?:passing \([^)]*\)|pending)[ \t]*\r?$")
 # One literal of every alternative of CYPRESS_RE (" fail" stands for " failed", " failing", "failed to verify").
 KEYWORDS = (b"Run Starting", b"Run Finished", b"specs passed!", b" fail", b"Failing:", b"canceled",
             b"Can't run because", b"configFile is invalid", b"unexpectedly exited")
@@ -90,7 +103,9 @@ class LogTail:
     """Reads a log from a remembered offset: a quiet poll costs one stat, a busy one reads only what was appended.
 
     The cost of a poll does not depend on the log's size. The first read covers the last
-    LOG_FIRST_READ_WINDOW bytes only: Cypress prints its banner and summary at the end. A new inode
+    LOG_FIRST_READ_WINDOW bytes (Cypress prints its banner and summary at the end) and, for a larger log,
+    its first LOG_FIRST_READ_WINDOW bytes too (where a Cypress run that never finished printed its
+    (Run Starting)); what lies between is not read, and the facts say so (``unread``). A new inode
     (rotation) or a smaller size (truncation) starts over; so does a log that was truncated and grew
     past the offset again between two polls (copytruncate), noticed because the TAIL_CHECK bytes before
     the offset are re-read with every read and no longer match.
@@ -104,7 +119,11 @@ class LogTail:
 
     def _start(self, offset: int) -> None:
         self.offset = offset
+        self.head_due = offset > 0  # the log's beginning is still to be read (see _read_head)
+        self.unread = False  # bytes between the beginning and the window were never read
+        self.skip_fragment = False  # the window starts inside a line: that piece of a line is no line
         self.carry = b""  # an incomplete last line, completed by the next read
+        self.last_line = b""  # the last complete line read, for what depends on the line before it
         self.tail = b""  # the TAIL_CHECK bytes before offset, as read
         self.banner = False  # (Run Finished) of the latest Cypress run in the log
         self.unfinished = False  # (Run Starting) with no (Run Finished) after it
@@ -138,7 +157,8 @@ class LogTail:
                         self.failed_specs, self.total_specs, unfinished=self.unfinished,
                         failed_tests=max(self.failing, self.results_failing, self.closing_failing),
                         cancelled=self.cancelled, error=self.error, changed_at=at, seen_change=seen,
-                        restarted_at=self.restarted_at, flaky=tuple(self.flaky), flaky_count=self.flaky_count)
+                        restarted_at=self.restarted_at, flaky=tuple(self.flaky), flaky_count=self.flaky_count,
+                        unread=self.unread)
 
     def _read_new(self, size: int) -> None:
         try:
@@ -146,6 +166,8 @@ class LogTail:
             with os.fdopen(fd, "rb") as fh:
                 if self.tail and not self._same_history(fh):
                     self._start(max(0, size - LOG_FIRST_READ_WINDOW))
+                if self.head_due:
+                    self._read_head(fh)
                 fh.seek(self.offset)
                 while self.offset < size:
                     chunk = fh.read(min(LOG_CHUNK, size - self.offset))
@@ -157,23 +179,55 @@ class LogTail:
         except OSError:
             return  # unreadable right now; the next poll tries again
 
+    def _read_head(self, fh) -> None:
+        """The first read of a log larger than the window: its beginning too, up to LOG_FIRST_READ_WINDOW bytes.
+
+        A Cypress run killed after more than the window of output (DEBUG lines, say) printed its
+        (Run Starting) there and nothing after it: without the beginning, the log would look like one that
+        shows no Cypress run at all, and an exit code of 0 from a wrapper (tee) like a pass.
+        """
+        window = self.offset
+        limit = min(LOG_FIRST_READ_WINDOW, window)
+        fh.seek(0)
+        read = 0
+        while read < limit:
+            chunk = fh.read(min(LOG_CHUNK, limit - read))
+            if not chunk:
+                break
+            read += len(chunk)
+            self._scan(chunk)
+        self.head_due = False
+        if read < window:  # a gap: the head's last line and the window's first are pieces of lines
+            self.unread = True
+            self.carry = self.last_line = b""
+            fh.seek(window - 1)
+            self.skip_fragment = fh.read(1) != b"\n"
+
     def _same_history(self, fh) -> bool:
         fh.seek(self.offset - len(self.tail))
         return fh.read(len(self.tail)) == self.tail
 
     def _scan(self, chunk: bytes) -> None:
+        if self.skip_fragment:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            chunk, self.skip_fragment = chunk[end + 1 :], False
         data = self.carry + chunk
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:][-MAX_LINE:]  # an endless line: keep its tail only
-        self._match(data[:cut], count=True)
+        self._match(data[:cut], True, self.last_line)
+        if cut:
+            self.last_line = data[data.rfind(b"\n", 0, cut - 1) + 1 : cut][-MAX_LINE:]
         self._retries(data[:cut])
         # The incomplete last line is searched too (a summary printed without a newline still counts);
         # it is searched again once complete, which gives the same answer: counts wait for the full line.
-        self._match(self.carry, count=False)
+        self._match(self.carry, False, self.last_line)
 
-    def _match(self, data: bytes, count: bool) -> None:
-        for line in candidate_lines(data):
-            self._match_line(ANSI_RE.sub(b"", line) if b"\x1b" in line else line, count)
+    def _match(self, data: bytes, count: bool, before: bytes = b"") -> None:
+        for start, line in candidates(data):
+            prev = before if start == 0 else data[data.rfind(b"\n", 0, start - 1) + 1 : start]
+            self._match_line(uncolour(line), count, prev)
 
     def _retries(self, data: bytes) -> None:
         """Flaky tests: a failed attempt, then a pass. Only read while a retry is seen or pending."""
@@ -195,7 +249,7 @@ class LogTail:
                     if len(self.flaky) < MAX_FLAKY:
                         self.flaky.append(title.decode("utf-8", "replace"))
 
-    def _match_line(self, line: bytes, count: bool) -> None:
+    def _match_line(self, line: bytes, count: bool, prev: bytes = b"") -> None:
         for m in CYPRESS_RE.finditer(line):
             kind = m.lastgroup
             if kind == "starting":  # a new Cypress run: what ends a run is its own
@@ -206,19 +260,26 @@ class LogTail:
                 self.summary = "passed"
             elif kind in ("fspecs", "tspecs", "ftests") and self.banner:
                 self.summary, self.failed_specs, self.total_specs = "failed", int(m["fspecs"]), int(m["tspecs"])
-                self.closing_failing = max(self.closing_failing, int(m["ftests"] or 0))
+                ftests = m["ftests"]
+                self.closing_failing = max(self.closing_failing, int(ftests) if ftests.isdigit() else 0)
             elif kind == "canceled":
                 self.cancelled = True
             elif kind == "error":
+                if self.banner:  # after a finished run: a later Cypress run in the same log ended with it
+                    self.banner, self.summary, self.error = False, None, None
                 self.error = self.error or m["error"].decode()
-            elif count and kind == "failing":
+            elif count and kind == "failing" and EPILOGUE_RE.match(uncolour(prev)):
                 self.failing += int(m["failing"])
             elif count and kind == "rfailing":
                 self.results_failing += int(m["rfailing"])
 
 
-def candidate_lines(data: bytes) -> List[bytes]:
-    """The lines of ``data`` that hold a keyword of CYPRESS_RE, in order.
+def uncolour(line: bytes) -> bytes:
+    return ANSI_RE.sub(b"", line) if b"\x1b" in line else line
+
+
+def candidates(data: bytes) -> List[Tuple[int, bytes]]:
+    """(offset, line) for the lines of ``data`` that hold a keyword of CYPRESS_RE, in order.
 
     Searching for a few literals is C-speed; running the whole pattern over every byte is not (2 s
     for the first 16 MiB read). Each keyword survives colouring: ANSI codes surround it, never split it.
@@ -236,7 +297,7 @@ def candidate_lines(data: bytes) -> List[bytes]:
     lines = []
     for start in sorted(starts):
         end = data.find(b"\n", start)
-        lines.append(data[start:] if end < 0 else data[start:end + 1])
+        lines.append((start, data[start:] if end < 0 else data[start:end + 1]))
     return lines
 
 
@@ -799,6 +860,7 @@ class Scope:
         self.ended_log = None
         self.tail.restarted_at = mono
         self.tail._start(end)
+        self.tail.head_due = False  # what lies before ``end`` is the earlier run's: never read into this one
         return self.tail.facts(self.changes, mono, wall) or log
 
     def errors(self) -> Dict[str, str]:

@@ -20,6 +20,7 @@ Only paths are computed here: no file is read or written.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import string
 from dataclasses import dataclass, fields
@@ -103,6 +104,45 @@ def check_template(value: str, group: bool) -> Optional[str]:
         return "may hold {log_dir} or {report_dir} only at its very start"
     if value.endswith("/"):
         return "must not end with '/'"
+    if group:
+        return _group_folder_problem(parsed)
+    return None
+
+
+def _group_folder_problem(parsed) -> Optional[str]:
+    """Why a group template could take another build's files for a group, or None.
+
+    Groups are found by listing the folder that holds the path component with ``{group}`` (see
+    group_folders). That folder must be this build's alone, a ``{build}`` component of its own, and the
+    ``{group}`` component must not hold ``{build}`` too: with ``{log_dir}/{build}-{group}.log`` the file
+    ``e2e-rhel9-fc.log`` of build ``e2e-rhel9-fc`` would be read as group ``fc`` of build ``e2e-rhel9``.
+    """
+    marked = "".join(literal + ("" if name is None else GROUP_MARK if name == "group" else f"\0{name}\0")
+                     for literal, name, _, _ in parsed)
+    parts = marked.split("/")
+    at = next(i for i, part in enumerate(parts) if GROUP_MARK in part)
+    example = "e.g. {log_dir}/{build}/{group}.log"
+    if "\0build\0" in parts[at]:
+        return ("has {group} and {build} in one path component: another build's files (build B-x's, for group x "
+                f"of build B) would be taken for a group; give {{group}} a path component of its own, {example}")
+    if "\0build\0" not in parts[:at]:
+        return ("must have {group} inside a folder that is a {build} path component of its own: groups are found by "
+                f"listing that folder, which must hold this build's files alone, {example}")
+    return None
+
+
+def same_path(templates: Templates) -> Optional[Tuple[str, str]]:
+    """Two templates (Templates field names) that name the same path for every build, or None.
+
+    Each must have a path of its own: an exit file that is the log (ATVM_EXIT_FILE={log_dir}/{build}.log)
+    would be overwritten by the wrapper and read as an exit code by the watcher.
+    """
+    seen: Dict[str, str] = {}
+    for key, template in templates.items():
+        path = posixpath.normpath(template.format(**{name: f"\0{name}\0" for name in RUN_FIELDS + ("group",)}))
+        if path in seen:
+            return seen[path], key
+        seen[path] = key
     return None
 
 

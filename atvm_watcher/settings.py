@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from .decide import Limits
-from .layout import RunLayout, Templates, check_template, is_group_template
+from .layout import RunLayout, Templates, check_template, is_group_template, same_path
 from .redact import Redactor
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # folder holding atvm_run_watcher.py
@@ -270,7 +270,13 @@ def _templates(env: Mapping[str, str]) -> Templates:
         if problem:
             raise ConfigError(f"{name}={value!r} {problem}")
         chosen[key] = value
-    return Templates(**chosen)
+    templates = Templates(**chosen)
+    same = same_path(templates)
+    if same:
+        first, second = (next(n for n, k in TEMPLATE_SETTINGS.items() if k == key) for key in same)
+        raise ConfigError(f"{first} and {second} name the same file ({getattr(templates, same[1])!r}): each piece "
+                          "of a run's evidence needs a path of its own")
+    return templates
 
 
 def _report_url(env: Mapping[str, str]) -> str:

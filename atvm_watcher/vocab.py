@@ -155,6 +155,7 @@ class LogFacts:
     restarted_at: Optional[float] = None  # monotonic: when the watcher saw the log rewritten from scratch
     flaky: Tuple[str, ...] = ()  # tests that failed an attempt, then passed on a retry (the first ones)
     flaky_count: int = 0  # every such test
+    unread: bool = False  # a part of the log was never read (see evidence.LogTail): what ran there is unknown
 
 
 @dataclass(frozen=True)

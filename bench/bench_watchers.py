@@ -251,7 +251,7 @@ def _finished_run(world: World, build: str, count: int) -> None:
     log = run.log
     bl.write_log(log, 2 * MIB)
     with log.open("ab") as fh:
-        fh.write("\n  (Run Finished)\n    ✖  1 of 900 failed (0%)   2:01:07   2700   2699   1\n".encode())
+        fh.write("\n  (Run Finished)\n    ✖  1 of 900 failed (0%)   2:01:07   2700   2699   1   -   -\n".encode())
     bl.write_reports(run.reports, count, 1, (now - 7200, now - 125))
     os.utime(run.reports, (now - 125, now - 125))
     run.exit.write_text("1\n")

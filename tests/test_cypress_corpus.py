@@ -125,6 +125,50 @@ def test_replay_writes_where_the_layout_says(world, tmp_path):
     assert Path(world.log_dir / "b.exit").read_text() == "0\n"
 
 
+# --- launchers that do more than one Cypress run, through the wrapper ----------------------------------
+
+
+def _wrapped(world, build: str, script: str, *watch_args: str):
+    """``script`` (bash) run through atvm-run.sh as the launcher, its watcher started once the run is."""
+    world.env.update({"ATVM_SETTLE_SECONDS": "0.3", "ATVM_GONE_GRACE_SECONDS": "1"})
+    launcher = subprocess.Popen([str(ATVM_RUN), "--build-name", build, "--no-echo", "--", "bash", "-c", script],
+                                env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
+    world.procs.append(launcher)
+    deadline = time.monotonic() + 30
+    while not world.layout(build).pid_file().exists():
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.02)
+    watcher = world.start_watcher("--build-name", build, *watch_args)
+    _, err = watcher.communicate(timeout=90)
+    assert watcher.returncode == 0, err
+    assert launcher.wait(timeout=30) is not None
+    return json.loads((world.build_dir(build) / "state.json").read_text()), posts_for(world, build)
+
+
+def _replay(case: str, *extra: str) -> str:
+    return f"{sys.executable} {REPLAY} --build-name x --case {case} --outcome stdout --pause 0.05 {' '.join(extra)}"
+
+
+def test_two_cypress_runs_in_one_wrapped_command_are_decided_by_its_exit_status(world):
+    """A pass, then a failing run into the same log: nothing is posted before the command ends."""
+    state, posts = _wrapped(world, "e2e-two-runs", f"{_replay('all-passed')}; sleep 2; {_replay('some-failed')}")
+    assert (state["state"], state["rule"]) == ("FAILED", "exit-code")
+    assert len(posts) == 1 and "FAILED" in posts[0]["text"]
+
+
+def test_a_categorized_run_wrapped_at_both_levels_posts_every_group(world):
+    """INSTALL's categorized launch: group wrappers echo into the outer wrapper's log (the parent's)."""
+    build = "e2e-cat-echo"
+    groups = "; ".join(f"{ATVM_RUN} --build-name {build} --group {g} -- {_replay(c)}"
+                       for g, c in (("linux", "all-passed"), ("windows", "some-failed")))
+    state, posts = _wrapped(world, build, f"sleep 0.5; {groups}", "--categorize")
+    assert (state["state"], state["rule"]) == ("FAILED", "exit-code")
+    assert b"All specs passed!" in world.layout(build).run().log.read_bytes()  # the echo reached the parent log
+    assert [("COMPLETED" in p["text"], "linux" in p["text"]) for p in posts] == [(True, True), (False, False)]
+    assert "FAILED" in posts[1]["text"] and "windows" in posts[1]["text"]
+
+
 # --- a layout of the operator's own, set through the templates, watched end to end -----------------
 
 CUSTOM_LAYOUT = {
@@ -136,7 +180,7 @@ CUSTOM_LAYOUT = {
     "ATVM_GROUP_LOG_FILE": "{log_dir}/runs/{build}/{group}/cypress.log",
     "ATVM_GROUP_STATUS_FILE": "{log_dir}/runs/{build}/{group}/outcome",
     "ATVM_GROUP_EXIT_FILE": "{log_dir}/runs/{build}/{group}/exit-code",
-    "ATVM_GROUP_REPORT_FOLDER": "{report_dir}/mochawesome/{build}-{group}",
+    "ATVM_GROUP_REPORT_FOLDER": "{report_dir}/mochawesome-groups/{build}/{group}",
 }
 
 
@@ -161,7 +205,7 @@ def test_a_custom_layout_categorized_run_posts_once_per_group(world):
     assert proc.returncode == 0, err
     assert sorted(p.name for p in (world.log_dir / "runs" / build).iterdir()) == [
         "exit-code", "launcher.pid", "linux", "windows"]
-    assert (world.report_dir / "mochawesome" / f"{build}-windows").is_dir()
+    assert (world.report_dir / "mochawesome-groups" / build / "windows").is_dir()
     posts = posts_for(world, build)
     assert [("COMPLETED" in p["text"], "linux" in p["text"]) for p in posts] == [(True, True), (False, False)]
     assert "FAILED" in posts[1]["text"] and "windows" in posts[1]["text"]

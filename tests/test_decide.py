@@ -21,6 +21,7 @@ LIMITS = Limits(hung_after=3600, start_timeout=1800, gone_grace=60, settle=2)
 ALIVE = Liveness(True, 4242, T0 - 10, T0, "process scan")
 GONE = Liveness(False, None, None, None, "none")
 GONE_AFTER_SEEN = Liveness(False, 4242, T0 - 10, T0 + 5, "process scan")
+JUST_GONE = Liveness(False, 4242, T0 - 10, T0 + 99.5, "pid file")  # last seen alive half a second before NOW
 
 
 def fixture_report(case: str, name: str = "mochawesome.json", mtime: float = T0 + 50) -> Report:
@@ -110,12 +111,23 @@ ROWS = [
     ("exit-0-started-never-finished", snap(NOW, scope(log_=STARTED, exit_=outcome("0"))), "FAILED",
      "exit-0-but-unfinished"),
     ("exit-0-quiet-passing", snap(NOW, scope(log_=log(), exit_=outcome("0"))), "COMPLETED", "exit-code"),
+    # a log too large to be read whole: a 0 it cannot check is no pass (a killed run's tee exits 0 too)
+    ("exit-0-log-unread-started", snap(NOW, scope(log_=replace(STARTED, unread=True), exit_=outcome("0"))),
+     "FAILED", "exit-0-but-unfinished"),
+    ("exit-0-log-unread-no-closing-line", snap(NOW, scope(log_=log(unread=True), exit_=outcome("0"))), "UNKNOWN",
+     "exit-0-log-unread"),
+    ("exit-0-log-unread-report-failed", snap(NOW, scope(log_=log(unread=True), exit_=outcome("0"),
+                                                        reports=[fixture_report("fail")])), "FAILED",
+     "exit-0-log-unread"),
+    ("exit-0-log-unread-all-specs-passed", snap(NOW, scope(log_=replace(FINISHED, unread=True), exit_=outcome("0"))),
+     "COMPLETED", "exit-code"),
     ("exit-0-banner-without-closing-line", snap(NOW, scope(log_=log(banner=True), exit_=outcome("0"))),
      "COMPLETED", "exit-code"),
     ("exit-1-after-all-specs-passed", snap(NOW, scope(log_=FINISHED, exit_=outcome("1"))), "FAILED", "exit-code"),
     # Cypress Cloud's cancellation: never posted, whatever the exit code says
     ("cloud-cancelled-exit-1", snap(NOW, scope(log_=CANCELED, exit_=outcome("1"))), "CANCELLED", "cloud-cancelled"),
-    ("cloud-cancelled-log-alone", snap(NOW, scope(log_=CANCELED), ALIVE), "CANCELLED", "cloud-cancelled"),
+    ("cloud-cancelled-log-alone", snap(NOW, scope(log_=CANCELED)), "CANCELLED", "cloud-cancelled"),
+    ("cloud-cancelled-launcher-alive", snap(NOW, scope(log_=CANCELED), ALIVE), "RUNNING", "launcher-alive"),
     ("status-wins-over-cloud-cancel", snap(NOW, scope(log_=CANCELED, status=outcome("FAILED", name="B.status"))),
      "FAILED", "status-file"),
     ("exit-garbage-settled", snap(NOW, scope(exit_=outcome("banana", mtime=NOW - 10))), "UNKNOWN",
@@ -142,9 +154,9 @@ ROWS = [
                                                                             failed_tests=2))), "FAILED", "log-banner"),
     ("banner-130-failures-log-alone", snap(NOW, scope(log_=FAILED_130)), "FAILED", "log-banner"),
     ("banner-no-summary-alive-fresh", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True)), ALIVE), "RUNNING",
-     "banner-settling"),
+     "launcher-alive"),
     ("banner-no-summary-gone-fresh", snap(NOW, scope(log_=log(mtime=NOW - 0.5, banner=True))), "RUNNING",
-     "banner-settling"),
+     "log-settling"),
     ("banner-no-summary-alive-settled", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True)), ALIVE),
      "RUNNING", "launcher-alive"),
     ("banner-no-summary-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 5, banner=True))), "UNKNOWN",
@@ -157,7 +169,29 @@ ROWS = [
     # an error that ends a Cypress run, with no outcome file: decided once the launcher is gone
     ("cypress-error-launcher-gone", snap(NOW, scope(log_=NO_SPECS)), "FAILED", "cypress-error"),
     ("cypress-error-gone-fresh", snap(NOW, scope(log_=replace(NO_SPECS, mtime=NOW - 0.5))), "RUNNING",
-     "cypress-error-settling"),
+     "log-settling"),
+    # the log ends a Cypress run, not its launcher's: while the launcher is alive (it may run Cypress again,
+    # or fail after Cypress passed, and its exit code is still to come) the log decides nothing; once it is
+    # gone, the log and an outcome file get the settle time
+    ("banner-all-passed-launcher-alive", snap(NOW, scope(log_=FINISHED), ALIVE), "RUNNING", "launcher-alive"),
+    ("banner-failed-launcher-alive", snap(NOW, scope(log_=FAILED_130), ALIVE), "RUNNING", "launcher-alive"),
+    ("banner-all-passed-launcher-just-gone", snap(NOW, scope(log_=FINISHED), JUST_GONE), "RUNNING", "log-settling"),
+    ("banner-all-passed-fresh-log", snap(NOW, scope(log_=replace(FINISHED, mtime=NOW - 0.5))), "RUNNING",
+     "log-settling"),
+    ("banner-all-passed-launcher-gone-settled", snap(NOW, scope(log_=FINISHED), GONE_AFTER_SEEN), "COMPLETED",
+     "log-banner"),
+    # an outcome file that holds no usable word or code: failed tests elsewhere still decide
+    ("exit-garbage-closing-line-failed", snap(NOW, scope(log_=FAILED_130, exit_=outcome("\ufeff3", mtime=NOW - 10))),
+     "FAILED", "exit-unreadable"),
+    ("exit-empty-report-failed", snap(NOW, scope(exit_=outcome("", mtime=NOW - 10), reports=[fixture_report("fail")])),
+     "FAILED", "exit-unreadable"),
+    ("exit-empty-all-specs-passed", snap(NOW, scope(log_=FINISHED, exit_=outcome("", mtime=NOW - 10))), "UNKNOWN",
+     "exit-unreadable"),
+    ("exit-empty-closing-line-failed-still-writing", snap(NOW, scope(log_=FAILED_130, exit_=outcome("", NOW - 0.5)),
+                                                          ALIVE), "RUNNING", "exit-settling"),
+    ("status-garbage-closing-line-failed", snap(NOW, scope(log_=FAILED_130, status=outcome("PASS", mtime=NOW - 10,
+                                                                                            name="B.status"))),
+     "FAILED", "status-unreadable"),
     ("cypress-error-launcher-alive", snap(NOW, scope(log_=NO_SPECS), ALIVE), "RUNNING", "launcher-alive"),
     # no finish evidence and the launcher gone: TERMINATED, unless tests had failed (posted, never lost)
     ("quiet-failing-launcher-gone", snap(NOW, scope(log_=log(mtime=NOW - 61, failed_tests=1))), "FAILED",
@@ -214,10 +248,16 @@ def test_corpus_case_with_its_exit_code(case):
 
 @pytest.mark.parametrize("case", MANIFEST, ids=[c["case"] for c in MANIFEST])
 def test_corpus_case_while_the_exit_code_is_still_to_come(case):
-    """The launcher alive after the last line (an upload to Cypress Cloud, a slow exit): the log decides what it
-    can, and nothing else is decided before the exit code lands."""
+    """The launcher alive after the last line (an upload to Cypress Cloud, a slow exit, another Cypress run
+    to come): nothing is decided before the launcher ends, so a late exit code decides as one written at once."""
     verdict = decide(snap(NOW, scope(log_=corpus_log(case)), ALIVE), LIMITS).run
-    assert verdict.state in ("RUNNING", case["expected_state"]), verdict
+    assert verdict.state == "RUNNING", verdict
+    for code in (0, 1, case["exit_code"]):
+        late = decide(snap(NOW + 30, scope(log_=corpus_log(case), exit_=outcome(str(code), mtime=NOW + 20)),
+                           GONE_AFTER_SEEN), LIMITS).run
+        at_once = decide(snap(NOW, scope(log_=corpus_log(case), exit_=outcome(str(code), mtime=T0 + 61))),
+                         LIMITS).run
+        assert late.state == at_once.state, (code, late, at_once)
 
 
 @pytest.mark.parametrize("case", MANIFEST, ids=[c["case"] for c in MANIFEST])
@@ -302,7 +342,7 @@ def test_an_earlier_runs_outcome_file_marks_where_this_run_began():
 
 def test_a_restarted_watcher_keeps_the_recorded_run_start():
     old = fixture_report("fail", mtime=T0 - 50)
-    s = replace(snap(T0 + 10, scope(log_=FINISHED, reports=[old, fixture_report("pass")])), recorded_run_start=T0)
+    s = replace(snap(NOW, scope(log_=FINISHED, reports=[old, fixture_report("pass")])), recorded_run_start=T0)
     d = decide(s, LIMITS)
     assert d.run.state == "COMPLETED" and d.run.run_start == T0 and "earlier watcher" in d.run_start_rule
 
@@ -388,6 +428,57 @@ def test_subrun_duration_starts_when_previous_ended():
     first, second = d.groups
     assert (first.position, second.position) == (1, 2)
     assert first.elapsed == pytest.approx(30) and second.elapsed == pytest.approx(30)  # launcher seen at T0 - 10
+
+
+# The parent's log is the launcher's: a group launched through the wrapper echoes its output there too.
+ECHOED_PASS = log(mtime=NOW - 1, banner=True, summary="passed")
+
+
+def test_categorized_a_groups_banner_echoed_into_the_parent_log_does_not_end_the_run():
+    first, second = group("linux", "0", T0 + 50), group("windows", None, NOW - 1)
+    d = decide(cat(NOW, scope(log_=ECHOED_PASS), [first, second]), LIMITS)
+    assert states(d) == ("RUNNING", [("linux", "COMPLETED"), ("windows", "RUNNING")])
+    d = decide(cat(NOW + 5, scope(log_=ECHOED_PASS), [first, second], GONE_AFTER_SEEN), LIMITS)
+    assert d.run.state == "RUNNING" and d.run.rule == "launcher-gone-grace"  # not log-banner
+    d = decide(cat(NOW + 5, scope(log_=ECHOED_PASS, exit_=outcome("3", NOW + 2)),
+                   [first, group("windows", "3", NOW + 1)], GONE_AFTER_SEEN), LIMITS)
+    assert states(d) == ("FAILED", [("linux", "COMPLETED"), ("windows", "FAILED")]) and d.run.rule == "exit-code"
+
+
+def test_categorized_parent_exit_by_a_signal_after_an_echoed_summary_is_terminated():
+    d = decide(cat(NOW, scope(log_=ECHOED_PASS, exit_=outcome("143", NOW - 0.5)),
+                   [group("linux", "0", T0 + 50), group("windows", None, T0 + 60)], GONE), LIMITS)
+    assert states(d) == ("TERMINATED", [("linux", "COMPLETED"), ("windows", "TERMINATED")])
+    assert d.run.rule == "exit-signal"
+
+
+def test_categorized_parent_exit_0_with_echoed_failures_is_no_pass():
+    echoed = log(mtime=NOW - 5, failed_tests=2)
+    d = decide(cat(NOW, scope(log_=echoed, exit_=outcome("0", NOW - 5)),
+                   [group("linux", "0", T0 + 50), group("windows", "0", T0 + 60)], GONE), LIMITS)
+    assert d.run.state == "FAILED" and d.run.rule == "exit-0-but-failed"
+
+
+def test_categorized_run_without_subruns_reads_its_log_as_a_plain_run():
+    d = decide(Snapshot("B", True, NOW, T0, GONE_AFTER_SEEN, scope(log_=FINISHED), ()), LIMITS)
+    assert (d.run.state, d.run.rule) == ("COMPLETED", "log-banner")
+    d = decide(Snapshot("B", True, NOW, T0, ALIVE, scope(log_=FINISHED), ()), LIMITS)
+    assert d.run.state == "RUNNING"
+    quiet = log(mtime=NOW - 61, failed_tests=1)
+    d = decide(Snapshot("B", True, NOW, T0, GONE, scope(log_=quiet), ()), LIMITS)
+    assert (d.run.state, d.run.rule) == ("FAILED", "gone-with-failures")
+
+
+def test_categorized_group_log_alone_is_over_once_the_next_group_started():
+    linux = scope(group="linux", log_=log(mtime=T0 + 50, banner=True, summary="passed"))
+    windows = scope(group="windows", log_=log(mtime=NOW - 1, banner=True, summary="failed", failed=1, total=2))
+    d = decide(cat(NOW, scope(), [linux, windows]), LIMITS)
+    # windows is the last: it may still write (Cypress again) while the launcher is alive
+    assert states(d) == ("RUNNING", [("linux", "COMPLETED"), ("windows", "RUNNING")])
+    d = decide(cat(NOW + 5, scope(), [linux, windows], GONE_AFTER_SEEN), LIMITS)
+    assert states(d) == ("RUNNING", [("linux", "COMPLETED"), ("windows", "FAILED")])  # the parent: the gone grace
+    d = decide(cat(NOW + 60, scope(), [linux, windows], GONE_AFTER_SEEN), LIMITS)
+    assert states(d) == ("FAILED", [("linux", "COMPLETED"), ("windows", "FAILED")]) and d.run.rule == "groups-done"
 
 
 def test_decision_is_pure_same_input_same_output():

@@ -22,6 +22,11 @@ from atvm_watcher.layout import RunLayout
 OLD = time.time() - 3600  # an mtime well outside every "recent" window
 
 
+# The summary table's last row, as Cypress prints it (tests/fixtures/cypress has whole logs)
+PASSED_ROW = "    ✔  All specs passed!                        00:03        6        6        -        -        -  \n"
+FAILED_ROW = "    ✖  1 of 2 failed (50%)                      00:03        6        5        1        -        -  \n"
+
+
 def append(path: Path, text: str) -> None:
     with path.open("ab") as fh:
         fh.write(text.encode())
@@ -56,24 +61,24 @@ def test_a_line_split_across_two_reads_is_seen_once_complete(log):
     append(log, "ished)\n    ✔  All specs pas")
     facts = tail.facts()
     assert facts.finished_banner and facts.summary is None
-    append(log, "sed!   00:03   6   6\n")
+    append(log, "sed!   00:03   6   6   -   -   -\n")
     assert tail.facts().summary == "passed"
 
 
 def test_a_summary_without_a_final_newline_counts(log):
     tail = LogTail(log)
-    append(log, "  (Run Finished)\n    ✖  2 of 3 failed (66%)")
+    append(log, "  (Run Finished)\n    ✖  2 of 3 failed (66%)   00:03   6   4   2   -   -")
     facts = tail.facts()
     assert (facts.summary, facts.failed_specs, facts.total_specs) == ("failed", 2, 3)
 
 
 def test_only_the_summary_after_the_last_banner_counts(log):
     tail = LogTail(log)
-    append(log, "    ✓ reports 1 of 2 failed disks correctly\n  (Run Finished)\n    ✔  All specs passed!\n")
+    append(log, "    ✓ reports 1 of 2 failed disks correctly\n  (Run Finished)\n" + PASSED_ROW)
     assert tail.facts().summary == "passed"
     append(log, "  (Run Starting)\n  (Run Finished)\n")
     assert tail.facts().summary is None  # a later Cypress run in the same log: its summary is still due
-    append(log, "    ✖  1 of 4 failed (25%)\n")
+    append(log, "    ✖  1 of 4 failed (25%)   00:09   8   7   1   -   -\n")
     assert tail.facts().summary == "failed"
 
 
@@ -88,24 +93,44 @@ def test_old_bytes_are_never_read_again(log):
     assert not tail.facts().finished_banner
 
 
-def test_first_read_covers_only_the_window_at_the_end(log, monkeypatch):
+def test_first_read_covers_only_the_window_at_the_end_and_the_beginning(log, monkeypatch):
     monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 1000)
-    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n" + "filler line\n" * 200)
+    append(log, "filler line\n" * 200 + "  (Run Finished)\n" + FAILED_ROW + "filler line\n" * 200)
     size = log.stat().st_size
     tail = LogTail(log)
     facts = tail.facts()
-    assert not facts.finished_banner  # it was more than the window before the end
+    assert not facts.finished_banner  # in the middle: more than the window from either end
+    assert facts.unfinished and facts.unread  # the beginning's (Run Starting) was read; the middle was not
     assert tail.offset == size
-    append(log, "  (Run Finished)\n    ✔  All specs passed!\n")
+    append(log, "  (Run Finished)\n" + PASSED_ROW)
     assert tail.facts().summary == "passed"
 
     fresh = LogTail(log)
     assert fresh.facts().summary == "passed"  # within the window of a newly opened log
 
 
+def test_a_killed_run_with_more_output_than_the_window_still_shows_it_never_finished(tmp_path, monkeypatch):
+    """(Run Starting) more than the window before the end of a run killed mid-spec (DEBUG lines, say)."""
+    monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 4096)
+    killed = (CORPUS / "killed-sigterm.log").read_bytes()
+    head, rest = killed.split(b"  Running:  projects.cy.js", 1)
+    noise = b"2026-01-01T00:00:00.000Z cypress:server:socket-base backend:request {}\n" * 200
+    path = tmp_path / "B.log"
+    path.write_bytes(head + noise + b"  Running:  projects.cy.js" + rest)
+    facts = LogTail(path).facts()
+    assert (facts.unfinished, facts.finished_banner, facts.unread) == (True, False, True)
+
+
+def test_a_log_no_larger_than_two_windows_is_read_whole(log, monkeypatch):
+    monkeypatch.setattr(evidence, "LOG_FIRST_READ_WINDOW", 1000)
+    append(log, "x" * 999 + "\n  2 passing (3s)\n  2 failing\n" + "y" * 900 + "\n")
+    facts = LogTail(log).facts()
+    assert (facts.failed_tests, facts.unread, facts.unfinished) == (2, False, True)
+
+
 def test_rotation_starts_over_on_the_new_file(log):
     tail = LogTail(log)
-    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n")
+    append(log, "  (Run Finished)\n" + FAILED_ROW)
     assert tail.facts().summary == "failed"
     log.rename(log.with_name("B.log.1"))
     log.write_text("  (Run Starting)\n")
@@ -115,7 +140,7 @@ def test_rotation_starts_over_on_the_new_file(log):
 
 
 def test_truncation_starts_over(log):
-    append(log, "  (Run Finished)\n    ✖  1 of 2 failed\n")
+    append(log, "  (Run Finished)\n" + FAILED_ROW)
     tail = LogTail(log)
     assert tail.facts().summary == "failed"
     log.write_text("new\n")  # same inode, smaller
@@ -130,7 +155,7 @@ def test_truncated_and_regrown_past_the_offset_between_polls_starts_over(log):
     tail = LogTail(log)
     tail.facts()
     old_offset = tail.offset
-    log.write_text("  (Run Finished)\n    ✔  All specs passed!\n" + "after the run\n" * 10)
+    log.write_text("  (Run Finished)\n" + PASSED_ROW + "after the run\n" * 10)
     assert log.stat().st_size > old_offset > log.read_text().index("passed")
     assert tail.facts().summary == "passed"
 
@@ -140,7 +165,7 @@ def test_an_endless_line_keeps_memory_bounded(log):
     append(log, "y" * (3 * evidence.MAX_LINE))
     tail.facts()
     assert len(tail.carry) <= evidence.MAX_LINE
-    append(log, " (Run Finished)\n")
+    append(log, "\n  (Run Finished)\n")  # the endless line ends; the banner is alone on its line
     assert tail.facts().finished_banner
 
 
@@ -225,6 +250,54 @@ def test_a_test_title_is_not_taken_for_cypress_speaking(log):
     assert (facts.cancelled, facts.summary, facts.failed_tests, facts.error) == (False, None, 0, None)
 
 
+# Titles that hold Cypress's own words, each printed where mocha prints it: a passing test, a pending
+# test ("  - <title>"), a failed test, a suite. None of them is Cypress speaking.
+TITLES = [
+    "    ✓ shows (Run Finished) and All specs passed! after a dry run (812ms)",
+    "  (Run Finished) and All specs passed!   00:03   6   6   -   -   -",
+    "    - the run was canceled by the operator: rollback restores the source VM",
+    "  - The run was canceled",
+    "    ✓ Failing: 2 disks are reported on the source VM (412ms)",
+    "    1) Failing: 3",
+    "    2 failing",
+    "  2 failing",  # a suite titled so, at the top level: not after mocha's "N passing (T)" line
+    "    ✓ -  The run was canceled   00:07   4   4   -   -   - (3ms)",
+]
+
+
+@pytest.mark.parametrize("title", TITLES)
+def test_a_title_holding_cypress_words_is_not_cypress_speaking(log, title):
+    tail = LogTail(log)
+    append(log, "  Migrated users\n" + title + "\n    ✓ keeps disabled accounts disabled (1021ms)\n")
+    facts = tail.facts()
+    assert (facts.finished_banner, facts.summary, facts.cancelled, facts.failed_tests) == (False, None, False, 0)
+    assert facts.unfinished  # the log fixture's (Run Starting): nothing above ended the run
+
+
+def test_cypress_speaking_in_the_forms_it_prints(log):
+    """The same words where Cypress (and mocha's epilogue) print them do count."""
+    tail = LogTail(log)
+    append(log, "\n\n  3 passing (5s)\n  2 failing\n\n  2 passing (1s)\n  1 pending\n  1 failing\n")
+    append(log, "  \u2502 Failing:      2                                                           \u2502\n")
+    assert tail.facts().failed_tests == 3
+    append(log, "  (Run Finished)\n" + FAILED_ROW)
+    append(log, "    -  The run was canceled                     00:07        4        4        -        -        -\n")
+    facts = tail.facts()
+    assert (facts.finished_banner, facts.summary, facts.cancelled) == (True, "failed", True)
+    quiet = log.with_name("quiet.log")
+    quiet.write_text("  Exiting with non-zero exit code because the run was canceled.\n")
+    assert LogTail(quiet).facts().cancelled
+
+
+def test_an_error_after_a_finished_run_is_a_later_runs_end(tmp_path):
+    """A pass, then a rerun in the same log that cannot find its specs: what ended the log is the error."""
+    path = tmp_path / "B.log"
+    path.write_bytes((CORPUS / "all-passed.log").read_bytes() + (CORPUS / "no-spec-files.log").read_bytes())
+    facts = LogTail(path).facts()
+    assert (facts.finished_banner, facts.summary, facts.error) == (False, None,
+                                                                    "Can't run because no spec files were found")
+
+
 def test_failed_tests_of_an_earlier_cypress_run_in_the_same_log_are_kept(log):
     tail = LogTail(log)
     append(log, "  2 failing\n  (Run Finished)\n    ✖  1 of 1 failed (100%)   00:03   4   2   2   -   -\n")
@@ -244,7 +317,7 @@ def test_a_later_run_starting_clears_what_ended_the_earlier_one(log):
 
 def test_a_count_on_an_unfinished_line_is_counted_once(log):
     tail = LogTail(log)
-    append(log, "  3 failing")
+    append(log, "  0 passing (3s)\n  3 failing")
     tail.facts()
     append(log, "\n")
     assert tail.facts().failed_tests == 3
@@ -260,7 +333,7 @@ def test_the_outcome_files_are_read_before_the_log(tmp_path, monkeypatch):
 
     def launcher_finishes_meanwhile(path, *args):
         if path == run.exit and not path.exists():
-            append(run.log, "  (Run Finished)\n    ✔  All specs passed!\n")
+            append(run.log, "  (Run Finished)\n" + PASSED_ROW)
             run.exit.write_text("0\n")
         return real(path, *args)
 
@@ -534,7 +607,8 @@ def test_groups_are_found_where_the_templates_put_their_files(tmp_path):
 
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports",
                        Templates(group_log="{log_dir}/{build}/{group}/cypress.log",
-                                 group_reports="{report_dir}/{build}-{group}", status="{log_dir}/{build}/run.status"))
+                                 group_reports="{report_dir}/groups/{build}/{group}",
+                                 status="{log_dir}/{build}/run.status"))
     (tmp_path / "log" / "B" / "empty-folder").mkdir(parents=True)
     write(layout.run().status, b"", mtime=time.time())  # the run's own file in the groups' folder
     write(layout.group("linux").log, b"x\n", mtime=time.time() - 20)

@@ -99,6 +99,25 @@ def test_a_signal_to_the_wrapper_stops_the_whole_command_and_is_recorded(world, 
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("trap", ["exit", "exit 0", "exit 1"])
+def test_a_stopped_command_that_traps_the_signal_is_terminated_whatever_it_exits(world, trap):
+    """A launcher cleaning up on SIGTERM ('trap ... exit') exits 0 or 1 afterwards: still a stopped run."""
+    build = f"e2e-trap{len(trap)}"
+    script = f"tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"; {trap}' TERM INT; echo started; sleep 120 & wait $!"
+    proc = subprocess.Popen([str(ATVM_RUN), "--build-name", build, "--no-echo", "--", "bash", "-c", script],
+                            env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    world.procs.append(proc)
+    run = world.layout(build).run()
+    deadline = time.monotonic() + 20
+    while not (run.log.exists() and "started" in run.log.read_text()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert run.status.read_text() == "TERMINATED\n" and not run.exit.exists()
+    assert b"stopped by signal" in proc.stderr.read()
+
+
 def test_a_lot_of_output_is_all_logged_and_memory_stays_flat(world):
     """The largest resident size of the wrapper is the same for 1 MiB and for 256 MiB of output."""
     def peak(build: str, mib: int) -> int:
@@ -136,6 +155,17 @@ def test_bad_names_and_a_missing_command_are_refused_before_anything_is_written(
         assert b"error:" in done.stderr
     assert files(world) == before
     assert launch(world).returncode == 2 and b"Usage:" in launch(world).stderr
+
+
+def test_the_commands_own_flags_are_its_own(world):
+    """--group after the command (with or without '--' before it) is the command's, not the wrapper's."""
+    show = py("import sys; print(' '.join(sys.argv[1:]))")
+    for build, sep in (("e2e-own", ["--"]), ("e2e-own-nosep", [])):
+        done = launch(world, "--build-name", build, "--no-echo", *sep, *show, "--group", "smoke", "--", "x")
+        assert done.returncode == 0, done.stderr
+        layout = world.layout(build)
+        assert layout.run().log.read_text() == "--group smoke -- x\n"
+        assert layout.run().exit.read_text() == "0\n" and not layout.group("smoke").exit.exists()
 
 
 def test_a_bad_layout_setting_is_refused_before_anything_is_written(world):

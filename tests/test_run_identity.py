@@ -66,7 +66,7 @@ def test_a_finished_log_that_grows_again_is_a_new_run_appending(tmp_path):
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
     layout.log_dir.mkdir()
     path = layout.run().log
-    path.write_text("  (Run Finished)\n    ✖  1 of 1 failed (100%)\n", encoding="utf-8")
+    path.write_text("  (Run Finished)\n    ✖  1 of 1 failed (100%)   00:03   3   2   1   -   -\n", encoding="utf-8")
     old = path.stat().st_mtime - 3600
     os.utime(path, (old, old))
     reader = EvidenceReader(layout, categorized=False)

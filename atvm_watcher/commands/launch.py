@@ -6,7 +6,8 @@ it only for a process that started before it) and a fresh log is created. While 
 stdout and stderr are appended to the log as they come, through a fixed-size buffer: no ``tee`` stands
 between Cypress and its exit status, and memory does not grow with the output. Then the real exit status
 is written to ``.exit``, or ``TERMINATED`` to ``.status`` when the command was killed by a signal or
-stopped by one this process received and passed on. Every file is where the layout settings put it.
+when this process received a stop signal and passed it on (whatever the command's exit code then).
+Every file is where the layout settings put it.
 """
 
 from __future__ import annotations
@@ -170,14 +171,20 @@ def prepare(args: Launch) -> int:
 
 
 def record(args: Launch, returncode: int, received: Optional[int]) -> int:
-    """Write the outcome file; return our own exit status (the command's; 128+n for a signal)."""
+    """Write the outcome file; return our own exit status (the command's; 128+n for a signal).
+
+    A stop signal this process received and passed on makes the run TERMINATED whatever the command's
+    exit code: a launcher that traps the signal (to clean up) may well exit 0 or 1 after it, and a run
+    the operator stopped must never be posted as finished.
+    """
     layout = args.settings.layout(args.build)
     scope = layout.run() if args.group is None else layout.group(args.group)
-    if returncode < 0 or (received is not None and returncode != 0):
+    if returncode < 0 or received is not None:
         write_bytes_atomic(scope.status, b"TERMINATED\n")
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"stopped by signal {received}"
+        signum = -returncode if returncode < 0 else received
+        how = f"killed by signal {signum}" if returncode < 0 else f"stopped by signal {signum} (it exited {returncode})"
         print(f"launch: the command was {how}: {scope.status} says TERMINATED", file=sys.stderr)
-        return 128 - returncode if returncode < 0 else returncode
+        return 128 + signum
     write_bytes_atomic(scope.exit, f"{returncode}\n".encode())
     return returncode
 
@@ -223,8 +230,11 @@ def execute(args: Launch, log_fd: int) -> int:
 
 def main(settings: Settings, build: str, group: Optional[str], command: Sequence[str], echo: bool,
          start_args: Optional[List[str]]) -> int:
+    command = list(command)
+    if command[:1] == ["--"]:  # the separator, when the parser kept it
+        command = command[1:]
     try:
-        return run(Launch(settings, build, group, list(command), echo, start_args))
+        return run(Launch(settings, build, group, command, echo, start_args))
     except StateError as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
