@@ -95,6 +95,9 @@ class Deliverer:
         checkpoint("before-intent", run)
         with self.build.state_lock():
             if self.build.is_cancelled():  # re-checked under the lock that cancel also takes
+                if number > 1:  # an earlier attempt's "not-sent" would otherwise read as a post still owed
+                    self._record(run, {**base, "attempts": number - 1, "phase": Delivery.CANCELLED,
+                                       "detail": "cancelled before the next attempt"})
                 return Result(Delivery.CANCELLED, "cancelled.marker present: not posted", number - 1), None
             run.write_delivery({**base, "phase": Delivery.SENDING, "detail": "request about to be sent",
                                 "started_at": utc_now_iso()})

@@ -46,7 +46,7 @@ def delivery_status(run: RunDir) -> Delivery:
     phase = Delivery.of(run.read_delivery().get("phase"))
     if phase in (Delivery.SENDING, Delivery.UNCERTAIN):
         return Delivery.UNCERTAIN
-    if phase in (Delivery.NOT_SENT, Delivery.REJECTED):
+    if phase in (Delivery.NOT_SENT, Delivery.REJECTED, Delivery.CANCELLED):
         return phase
     return Delivery.NOT_REQUIRED
 

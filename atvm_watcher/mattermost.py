@@ -248,8 +248,9 @@ def classify(status: int, body: bytes, headers: Mapping[str, str], now: float,
     if status == 200:
         if body == b"ok":
             return PostOutcome("posted", "HTTP 200 ok", status)
-        return PostOutcome("uncertain", f"HTTP 200 but the body is not 'ok' ({len(body)} bytes: "
-                           f"{text[:60]!r}): a proxy answered; the post may or may not exist", status)
+        shown = redact(body.decode("utf-8", "replace"))[:60]  # redacted whole, then cut; unstripped
+        return PostOutcome("uncertain", f"HTTP 200 but the body is not exactly 'ok' ({len(body)} bytes: "
+                           f"{shown!r}): a proxy answered; the post may or may not exist", status)
     if status == 429:
         return PostOutcome("not-sent", f"{said}: rate limited", status, err, retry_after(headers, now))
     if status == 408:

@@ -158,6 +158,8 @@ def test_cancel_during_the_retry_back_off_wins(world):
     assert code == 0, err
     assert world.receiver.posts == [] and len(world.receiver.requests) == 1
     assert read_json(world.build_dir("cancel-backoff") / "state.json")["state"] == "CANCELLED"
+    assert status(world, "cancel-backoff")["delivery"] == "cancelled"  # not "not-sent": nothing is owed
+    assert "finished: CANCELLED" in err
 
 
 def test_cancel_of_a_post_left_owed_for_a_restart_wins(world):

@@ -23,7 +23,7 @@ from ..request import Request
 from ..settings import ConfigError, Settings, posting_problem
 from ..statedir import BuildDir, Locked, StateError
 from ..stop import StopRequest
-from ..vocab import Delivery, ExitCode
+from ..vocab import Delivery, ExitCode, State
 
 CATEGORIZE_EVERY = 30.0  # seconds between looks for sub-runs a plain watcher would miss (a few scandirs)
 
@@ -127,7 +127,8 @@ class Watcher:
                 if not self.dry_run:
                     self._deliver_owed()
                 code = self.ledger.finish(decision, order)
-                self.log.info("finished: %s; exit %d", decision.run.state, code)
+                ended = State.CANCELLED if not self.dry_run and self.build.is_cancelled() else decision.run.state
+                self.log.info("finished: %s; exit %d", ended, code)
                 return code
             if not self.stop.sleep(self.s.poll_seconds):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
