@@ -346,6 +346,9 @@ def test_a_webhook_glued_onto_another_line_is_never_printed(world, before):
         output = res.stdout + res.stderr
         assert before in output and "MATTERMOST_ATVM_WEBHOOK" in output, output  # names, never values
         assert token_runs(output) == [], output
+        if command == ["check"]:  # every problem said once
+            fails = [line for line in res.stdout.splitlines() if line.startswith("FAIL")]
+            assert len(fails) == len(set(fails)), res.stdout
     assert world.receiver.requests == []
 
 

@@ -40,7 +40,10 @@ def load_every_problem(environ: Optional[Dict[str, str]] = None) -> Tuple[Option
         try:
             return load(environ), rows, blanked
         except ConfigError as exc:
-            rows.append(("FAIL", f"configuration: {exc}"))
+            row = ("FAIL", f"configuration: {exc}")
+            if row in rows:  # emptying the setting did not help (a fault of the env file's text): said once
+                return None, rows, blanked
+            rows.append(row)
             named = _SETTING_NAME.search(str(exc))
             if not named or named.group(0) in blanked:  # no name, or emptying it did not help
                 return None, rows, blanked
