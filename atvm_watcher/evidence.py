@@ -968,15 +968,15 @@ class EvidenceReader:
         A plain watcher sees a categorized run's sub-runs: group files (logs, outcome files) where the
         layout puts them, or group report folders while the run's own report folder holds no report of
         its own (a plain run's reporter may well write into subfolders). A categorized watcher whose run
-        finished without any sub-run posts nothing at all.
+        finished without any sub-run posts the run's own result, once, as a plain watcher would.
         """
         folders = self.layout.group_folders()
         where = ", ".join(sorted({str(f.path) for f in folders}))
         if self.categorized:
             if not finished or self.groups:
                 return None
-            return (f"the run finished and no sub-run appeared (none under {where}): a categorized run without "
-                    "sub-runs is not posted; if the run was not categorized, watch it without --categorize")
+            return (f"the run finished and no sub-run appeared (none under {where}): its own result is its one "
+                    "post; if the run was not categorized, watch it without --categorize next time")
         if not _holds_reports(self.layout.run().reports):
             found = self._group_files(folders)
         else:
