@@ -18,6 +18,7 @@ The watch command reads as: snapshot -> decide -> ``Ledger.apply`` -> deliver wh
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -144,10 +145,6 @@ class Scope:
     def final(self) -> bool:
         return self.record is not None
 
-    @property
-    def label(self) -> Optional[str]:
-        return self.key
-
 
 @dataclass(frozen=True)
 class Recovery:
@@ -264,8 +261,6 @@ class Ledger:
         if self.dry_run:
             scope.record = record
             if "message" in record:
-                import json
-
                 self.out(json.dumps(record["message"], indent=2, ensure_ascii=False))
             return []
         try:

@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,7 +64,8 @@ def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
 
 def write_bytes_atomic(path: Path, body: bytes) -> None:
     """tmp + fsync + rename + fsync(dir), as write_json_atomic; StateError when it cannot be written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.urandom, not the secrets module: that one imports OpenSSL (megabytes in every waiting watcher)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         # A new file of our own: never an existing one, never through a link someone planted.
         fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
