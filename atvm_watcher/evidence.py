@@ -439,7 +439,7 @@ class Scope:
         self.status_path, self.exit_path = paths.status, paths.exit
         self.changes = Changes()
 
-    def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
+    def evidence(self, mono: float, wall: float, read_reports: bool = True, thorough: bool = False) -> ScopeEvidence:
         # The outcome files first: a launcher writes them after the log, so the log read next holds all
         # of it, and an exit code is never weighed against a log read before its last lines landed.
         status = read_outcome(self.status_path, self.changes, mono, wall)
@@ -450,7 +450,7 @@ class Scope:
             finished = [changed_at(f) for f in (status, exit_) if f is not None]
             if log is not None and log.finished_banner:
                 finished.append(changed_at(log))
-            thorough = bool(finished) and mono - max(finished) < THOROUGH_SECONDS
+            thorough = thorough or bool(finished) and mono - max(finished) < THOROUGH_SECONDS
             reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
         self.changes.watching = True
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
@@ -474,6 +474,8 @@ class EvidenceReader:
         for g in known_groups:
             self._add_group(g)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
+        self.thorough_once = False  # see look_everywhere
+        self.group_folders = tuple(str(f.path) for f in layout.group_folders()) if categorized else ()
 
     def _add_group(self, g: str) -> None:
         self.groups[g] = Scope(g, self.layout.group(g))
@@ -500,6 +502,7 @@ class EvidenceReader:
 
     def snapshot(self) -> Snapshot:
         mono, wall = self.clock.mono(), self.clock.wall()
+        thorough, self.thorough_once = self.thorough_once, False
         if self.categorized:
             for _, g in self._group_files():  # groups in order of appearance
                 if g not in self.groups:
@@ -510,8 +513,8 @@ class EvidenceReader:
             taken_at=mono,
             watcher_started_at=self.watcher_started_at,
             launcher=self.launcher.check(mono, wall),
-            parent=self.parent.evidence(mono, wall, read_reports=not self.categorized),
-            groups=tuple(s.evidence(mono, wall) for s in self.groups.values()),
+            parent=self.parent.evidence(mono, wall, read_reports=not self.categorized, thorough=thorough),
+            groups=tuple(s.evidence(mono, wall, thorough=thorough) for s in self.groups.values()),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
             wall_at=wall,
@@ -520,3 +523,33 @@ class EvidenceReader:
     @property
     def group_order(self) -> Tuple[str, ...]:
         return tuple(self.groups)
+
+    # --- hooks for the waiter (wake.py), which sleeps until something here may have changed ------------
+
+    def watch_targets(self) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
+        """(files, trees, folders) to watch for a change of this run's evidence, as wake.Targets reads them.
+
+        Files: every scope's log and outcome files, and the pid file. Trees: every scope's report folder
+        and each subfolder its scanner listed (a folder found later is added after the look that found it).
+        Folders: where a categorized run's groups appear."""
+        files = [str(self.layout.pid_file())]
+        trees: List[str] = []
+        for scope in (self.parent, *self.groups.values()):
+            files += [str(scope.tail.path), str(scope.status_path), str(scope.exit_path)]
+            if scope is not self.parent or not self.categorized:  # a categorized parent's reports are not read
+                trees.append(scope.scanner.root)
+                trees += scope.scanner.folders
+        return tuple(files), tuple(trees), self.group_folders
+
+    def launcher_alive_until(self, pid: int, mono: float) -> None:
+        """The waiter followed the launcher (a pidfd, or its /proc entry) and saw it alive until ``mono``.
+
+        Between two looks the tracker cannot know this; without it, a launcher that ends after a long quiet
+        wait would look gone since the look before, and the gone grace would be cut short."""
+        tracker = self.launcher
+        if tracker.pid == pid and (tracker.last_seen is None or tracker.last_seen < mono):
+            tracker.last_seen = mono
+
+    def look_everywhere(self) -> None:
+        """The next snapshot stats every report (events were lost: no change may be assumed absent)."""
+        self.thorough_once = True

@@ -74,6 +74,7 @@ class Settings:
     username: str
     unit_dir: Path
     templates: Templates = Templates()
+    wake: str = "auto"  # ATVM_WAKE: "auto" (file events where inotify works) or "poll" (wake.py)
 
     @property
     def has_webhook(self) -> bool:
@@ -286,4 +287,12 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         username=(env.get("MATTERMOST_ATVM_USERNAME") or "").strip(),
         unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
         templates=_templates(env),
+        wake=_wake(env),
     )
+
+
+def _wake(env: Mapping[str, str]) -> str:
+    value = (env.get("ATVM_WAKE") or "auto").strip().lower()
+    if value not in ("auto", "poll"):
+        raise ConfigError(f"{_setting('ATVM_WAKE', value)} must be auto or poll")
+    return value
