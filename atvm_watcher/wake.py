@@ -30,9 +30,11 @@ MODES = ("auto", "poll")  # ATVM_WAKE
 # write by another machine to a network filesystem, an mmap write) and how late a launcher that writes
 # nothing and is found only by its argv is seen (procs.RESCAN_SECONDS is the same bound).
 SAFETY_SECONDS = 30.0
-# At most one look per EVENT_GAP_SECONDS while files keep changing (a chatty log): a busy run costs at
-# most that many looks a second, and the post waits at most this long for them.
-EVENT_GAP_SECONDS = 0.05
+# Looks woken by events are rationed like tokens in a bucket: a few at once (a banner, the closing line
+# and the .exit file come in quick succession, and each is looked at when it lands), then at most
+# LOOKS_PER_SECOND while files keep changing (a chatty log), so a busy run costs a bounded number of looks.
+LOOKS_PER_SECOND = 20.0
+LOOK_BURST = 4.0
 DEADLINE_MARGIN = 0.002  # wake just after a deadline, not just before it
 
 # <sys/inotify.h>
@@ -244,6 +246,7 @@ class Waiter:
         self.alive: Callable[[], bool] = lambda: False
         self.seen_alive: Optional[Tuple[int, float]] = None  # (pid, monotonic): the launcher was alive then
         self.looked_at = float("-inf")
+        self.tokens = LOOK_BURST
 
     @property
     def on_events(self) -> bool:
@@ -258,7 +261,9 @@ class Waiter:
     def looked(self, targets: Targets) -> bool:
         """Called after each look: watch ``targets`` from now on. True when the caller must look again at
         once: a watch was added (what changed before raised no event) or events were lost."""
-        self.looked_at = self.clock()
+        now = self.clock()
+        self.tokens = min(LOOK_BURST, self.tokens + (now - self.looked_at) * LOOKS_PER_SECOND) - 1.0
+        self.looked_at = now
         self.seen_alive = None
         if self.watches is None:
             return False
@@ -313,7 +318,8 @@ class Waiter:
             woken = self._woken(ready)
         if self.stop.requested:
             return False
-        gap = self.looked_at + EVENT_GAP_SECONDS - self.clock()
+        # Out of tokens: wait until one has come back (a look at the next deadline, or a stop, ends it too).
+        gap = min(end, self.looked_at + (1.0 - self.tokens) / LOOKS_PER_SECOND) - self.clock()
         return self.stop.sleep(gap) if gap > 0 else True
 
     def _woken(self, ready: List[int]) -> bool:

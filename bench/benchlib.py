@@ -33,6 +33,12 @@ SIMULATE = REPO / "atvm_dev" / "simulate.py"
 NAIVE = REPO / "bench" / "naive_watch.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUBJECT = re.compile(r"(\[naive\] )?ATVM run (\w+): (\S+)")
+# The watcher as it was before its delivery imports were deferred: everything a post needs is imported
+# before the CLI starts (argv[1] is the installed atvm_run_watcher.py, so its name stays in the argv that
+# other watchers' launcher scans skip).
+EAGER = ("import runpy, sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); "
+         "import socket, atvm_watcher.delivery, atvm_watcher.inventory, atvm_watcher.message; "
+         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 # --- the world: folders, environment, processes -----------------------------------------------------
@@ -89,11 +95,19 @@ class World:
         return self.spawn([sys.executable, str(SIMULATE), "--build-name", build, "--log-dir", str(self.log_dir),
                            "--report-dir", str(self.report_dir), *args])
 
-    def watcher(self, build: str, python: Optional[str] = None) -> subprocess.Popen:
+    def watcher(self, build: str, python: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                eager: bool = False) -> subprocess.Popen:
+        """The installed watcher; ``env`` adds settings; ``eager`` imports what a post needs before it starts."""
         installed = self.root.parent / "opt" / WATCHER.name  # see install()
-        return self.spawn([python or self.python, str(installed), "watch", "--build-name", build,
+        start = ["-c", EAGER] if eager else []
+        return self.spawn([python or self.python, *start, str(installed), "watch", "--build-name", build,
                            "--template", "bench", "--config-family", "bench", "--migration-style", "live",
-                           "--integration-plugin", "bench", "--scope-description", "benchmark run"])
+                           "--integration-plugin", "bench", "--scope-description", "benchmark run"],
+                          env={**self.env(), **(env or {})})
+
+    def bare_python(self, python: Optional[str] = None) -> subprocess.Popen:
+        """The reference for a waiting watcher's cost: an interpreter that only sleeps, in one-second steps."""
+        return self.spawn([python or self.python, "-c", "import time\nwhile True:\n    time.sleep(1)"])
 
     def naive(self, build: str, every: float = 1.0) -> subprocess.Popen:
         # The build name travels in the environment: in argv it would look like a launcher to the watcher.
@@ -180,6 +194,14 @@ def read_kib(path: str, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def uses_inotify(pid: int) -> bool:
+    """Does this process hold an inotify instance (it waits on file events, not polling)?"""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify" for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def pss_kib(pid: int) -> int:
