@@ -438,6 +438,7 @@ class Scope:
         self.scanner = ReportScanner(paths.reports)
         self.status_path, self.exit_path = paths.status, paths.exit
         self.changes = Changes()
+        self.log_seen: Optional[tuple] = None  # what the decision read in the log at the last snapshot
 
     def evidence(self, mono: float, wall: float, read_reports: bool = True, thorough: bool = False) -> ScopeEvidence:
         # The outcome files first: a launcher writes them after the log, so the log read next holds all
@@ -453,7 +454,16 @@ class Scope:
             thorough = thorough or bool(finished) and mono - max(finished) < THOROUGH_SECONDS
             reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
         self.changes.watching = True
+        self.log_seen = log_substance(log)
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
+
+
+def log_substance(log: Optional[LogFacts]) -> Optional[tuple]:
+    """What of a log the decision reads, less when it last changed (that only moves deadlines later)."""
+    if log is None:
+        return None
+    return (log.finished_banner, log.summary, log.failed_specs, log.total_specs, log.unfinished, log.failed_tests,
+            log.cancelled, log.error, log.seen_change, log.restarted_at)
 
 
 class EvidenceReader:
@@ -526,20 +536,35 @@ class EvidenceReader:
 
     # --- hooks for the waiter (wake.py), which sleeps until something here may have changed ------------
 
-    def watch_targets(self) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
-        """(files, trees, folders) to watch for a change of this run's evidence, as wake.Targets reads them.
+    def watch_targets(self) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
+        """(files, trees, folders, logs) to watch for a change of this run's evidence, as wake.Targets reads them.
 
-        Files: every scope's log and outcome files, and the pid file. Trees: every scope's report folder
-        and each subfolder its scanner listed (a folder found later is added after the look that found it).
-        Folders: where a categorized run's groups appear."""
+        Files: every scope's log and outcome files, and the pid file. Trees: every scope's report folder and
+        each subfolder its scanner listed (a folder found later is added after the look that found it).
+        Folders: where a categorized run's groups appear. Logs: the files among ``files`` whose growth
+        ``log_news`` can judge."""
         files = [str(self.layout.pid_file())]
         trees: List[str] = []
+        logs = []
         for scope in (self.parent, *self.groups.values()):
-            files += [str(scope.tail.path), str(scope.status_path), str(scope.exit_path)]
+            logs.append(str(scope.tail.path))
+            files += [logs[-1], str(scope.status_path), str(scope.exit_path)]
             if scope is not self.parent or not self.categorized:  # a categorized parent's reports are not read
                 trees.append(scope.scanner.root)
                 trees += scope.scanner.folders
-        return tuple(files), tuple(trees), self.group_folders
+        return tuple(files), tuple(trees), self.group_folders, tuple(logs)
+
+    def log_news(self) -> bool:
+        """Read what the logs gained since the last snapshot: may it change the decision?
+
+        A chatty log wakes the watcher often; most lines change nothing the decision reads (see
+        ``log_substance``), and for those this read is the whole look. The change is dated now all the
+        same (it is progress: deadlines only move later), and the next snapshot finds the log as this left it."""
+        mono, wall = self.clock.mono(), self.clock.wall()
+        news = False
+        for scope in (self.parent, *self.groups.values()):
+            news = log_substance(scope.tail.facts(scope.changes, mono, wall)) != scope.log_seen or news
+        return news
 
     def launcher_alive_until(self, pid: int, mono: float) -> None:
         """The waiter followed the launcher (a pidfd, or its /proc entry) and saw it alive until ``mono``.

@@ -51,11 +51,13 @@ EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; th
 
 class Targets(NamedTuple):
     """What to watch: ``files`` (their content and presence), ``trees`` (folders where any change of any
-    entry matters: report folders) and ``folders`` (folders where entries coming and going matter)."""
+    entry matters: report folders) and ``folders`` (folders where entries coming and going matter).
+    ``logs``, among ``files``: their growth alone is told apart (``Waiter.logs_only``)."""
 
     files: Tuple[str, ...] = ()
     trees: Tuple[str, ...] = ()
     folders: Tuple[str, ...] = ()
+    logs: Tuple[str, ...] = ()
 
 
 class Inotify:
@@ -127,6 +129,8 @@ class Watches:
         self.targets: Optional[Targets] = None
         self.stale = True  # entries came or went, or a watch went away: check every watch again
         self.overflowed = False
+        self.log_wds: Set[int] = set()  # the watches on the logs themselves
+        self.logs_only = True  # every relevant event since this was last set was a log's content
 
     def arm(self, targets: Targets) -> bool:
         """Bring the watches in line with ``targets``; True when a watch was added or widened (what changed
@@ -200,6 +204,7 @@ class Watches:
                 names[wd] = None if wanted_names is _ANY else set(wanted_names)
         for path in [p for p in self.watched if p not in want]:
             del self.watched[path]
+        self.log_wds = {self.watched[p][0] for p in self.targets.logs if p in self.watched}
         for wd in before - set(names):  # no longer wanted, or left on a replaced file (a rotated log)
             self.inotify.remove(wd)
         self.names = names
@@ -224,7 +229,10 @@ class Watches:
                 continue
             if mask & ENTRIES:
                 self.stale = True
+            self.logs_only = self.logs_only and wd in self.log_wds
             hit = True
+        if hit and (self.stale or self.overflowed):
+            self.logs_only = False
         return hit
 
 
@@ -247,6 +255,7 @@ class Waiter:
         self.seen_alive: Optional[Tuple[int, float]] = None  # (pid, monotonic): the launcher was alive then
         self.looked_at = float("-inf")
         self.tokens = LOOK_BURST
+        self.woken = False  # the last wait ended on events (not on its timeout)
 
     @property
     def on_events(self) -> bool:
@@ -301,10 +310,17 @@ class Waiter:
         """A live launcher whose exit no pidfd reports: its liveness is polled every ATVM_POLL_SECONDS."""
         return self.pid is not None and self.pidfd < 0
 
+    @property
+    def logs_only(self) -> bool:
+        """The last wait ended on events that were all a log's content growing (``EvidenceReader.log_news``
+        tells whether that needs a look)."""
+        return self.watches is not None and self.watches.logs_only and self.woken
+
     def wait(self, timeout: float) -> bool:
         """Until this run's evidence may have changed or ``timeout`` passed; False when a stop was requested."""
         if self.watches is None:
             return self.stop.sleep(min(timeout, self.poll_seconds))
+        self.watches.logs_only, self.woken, pid = True, False, self.pid
         end = self.clock() + max(0.0, timeout)
         woken = False
         while not self.stop.requested and not woken:
@@ -316,6 +332,7 @@ class Waiter:
             fds = [self.watches.inotify.fd] + ([self.pidfd] if self.pidfd >= 0 else [])
             ready = self.stop.wait(left, fds)
             woken = self._woken(ready)
+        self.woken = woken and self.pid == pid  # the launcher's exit is no log growth
         if self.stop.requested:
             return False
         # Out of tokens: wait until one has come back (a look at the next deadline, or a stop, ends it too).

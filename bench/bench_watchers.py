@@ -8,7 +8,7 @@ real watcher (atvm_run_watcher.py watch, default settings), the loopback Matterm
 the naive alternative (bench/naive_watch.sh: grep + curl in a shell loop). Sections:
   1 latency      finish evidence written (closing line, .exit, .status) -> post on the receiver
   2 idle         CPU and memory of waiting watchers beside a bare sleeping interpreter (and a naive loop)
-  3 many         N watchers on N runs finishing together, delivery imports deferred and eager
+  3 many         N watchers on N runs finishing together
   4 big          a 1 GiB log, 10,000 reports (and 200,000, memory only); the /proc scan with ~500 processes
   5 naive        the shell loop beside the watcher (figures gathered in 1, 2 and 4)
 It prints the tables and, with --write, puts them between the markers in docs/PERFORMANCE.md.
@@ -186,16 +186,23 @@ def _measure_window(subjects: Dict[str, Any], seconds: float, warmup: float) -> 
 # --- 3: many watchers -------------------------------------------------------------------------------------
 
 
-def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float, eager: bool = False) -> Dict[str, Any]:
-    world = World.make(tmp, "many-eager" if eager else "many", rx.url, PY)
-    builds = [f"bench-many{'-eager' if eager else ''}-{i:03d}" for i in range(n)]
-    begin = time.time() + 12 + 0.15 * n  # every launcher and watcher is up and polling by then
+def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float) -> Dict[str, Any]:
+    world = World.make(tmp, "many", rx.url, PY)
+    builds = [f"bench-many-{i:03d}" for i in range(n)]
     try:
-        launchers = [world.launcher(b, "--step-seconds", f"{step:g}", "--start-delay", f"{begin - time.time():.3f}")
-                     for b in builds]
-        watchers = [world.watcher(b, eager=eager) for b in builds]
+        # Every watcher is up and waiting (it wrote its first state.json) before the launchers start, and
+        # every launcher is started before any writes: on a busy machine start-up must not be measured.
+        watchers = [world.watcher(b) for b in builds]
+        states = [world.root / "state" / b / "state.json" for b in builds]
+        deadline = time.monotonic() + 60 + n
+        while not all(p.exists() for p in states) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        begin = time.time() + 10 + 0.15 * n
+        launchers = [world.launcher(b, "--step-seconds", f"{step:g}", "--start-delay",
+                                    f"{max(0.0, begin - time.time()):.3f}") for b in builds]
         time.sleep(max(0.0, begin - 2 - time.time()))
-        up = sum(1 for w in watchers if w.poll() is None)
+        early = [w.returncode for w in watchers if w.poll() is not None]
+        up = len(watchers) - len(early)
         pss = sum(bl.pss_kib(w.pid) for w in watchers)
         on_events = sum(1 for w in watchers if bl.uses_inotify(w.pid))
         arrived = rx.wait_for([("watcher", b) for b in builds], timeout=120 + 2 * n)
@@ -208,7 +215,7 @@ def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float, eager: bool
     lat = [x for x in (since(e, rx.arrived.get(("watcher", b))) for b, e in zip(builds, ends)) if x is not None]
     ends = [e for e in ends if e is not None] or [float("nan")]
     counts = rx.counts()
-    return {"n": n, "eager": eager, "up_before_end": up, "all_arrived": arrived, "latencies": lat,
+    return {"n": n, "up_before_end": up, "early_exits": early, "all_arrived": arrived, "latencies": lat,
             "once": sum(1 for b in builds if counts.get(("watcher", b)) == 1), "on_events": on_events,
             "exit0": sum(1 for code, _, _ in reaped if code == 0), "cpu": [c for _, c, _ in reaped],
             "rss": [r for _, _, r in reaped], "pss": pss, "spread": max(ends) - min(ends)}
@@ -407,7 +414,8 @@ def table(head: List[str], rows: List[List[str]]) -> List[str]:
 
 
 def render(res: Dict[str, Any], args: argparse.Namespace, info: Dict[str, str]) -> str:
-    lines = [f"Measured {info['date']} on {info['cpu']}, {info['memory']} RAM, Linux {info['kernel']}; "
+    lines = [f"Measured {info['date']} on {info['cpu']}, {info['memory']} RAM, Linux {info['kernel']} "
+             f"({info['load']}, {bl.load_average()} at the end: other work shared the machine); "
              f"evidence on {info['fs']}; commit {info['commit']}. Watchers run under {info['python']} "
              f"(the unit's interpreter, byte-compiled as the installer does); in-process figures under "
              f"{info['bench_python']}.",
@@ -485,33 +493,22 @@ def _idle_md(res, args) -> List[str]:
 
 
 def _many_md(res, args) -> List[str]:
-    variants = [m for m in (res.get("many"), res.get("many_eager")) if m]
-    m0 = variants[0]
-    head = ["measure"] + ["delivery imports deferred (as committed)" if not m["eager"] else
-                         "delivery imported at start (the earlier way)" for m in variants]
-
-    def row(name, fn):
-        return [name] + [fn(m) for m in variants]
-
-    def ok(m):
-        lat = m["latencies"]
-        return m["once"] == m["n"] and m["exit0"] == m["n"] and len(lat) == m["n"] and bl.pct(lat, 95) <= 2
-
-    rows = [row("posted exactly once", lambda m: f"{m['once']} of {m['n']}"),
-            row("watchers exiting 0", lambda m: f"{m['exit0']} of {m['n']}"),
-            row("watchers waiting on file events (inotify; the rest poll)", lambda m: f"{m['on_events']} of {m['n']}"),
-            row("latency median / p95 / max", lambda m: f"{ms(bl.median(m['latencies']))} / "
-                f"{ms(bl.pct(m['latencies'], 95))} / {ms(top(m['latencies']))}"),
-            row("CPU, all watchers, whole life", lambda m: f"{sum(m['cpu']):.2f} s ({ms(bl.median(m['cpu']))} each)"),
-            row("memory: sum of PSS while waiting", lambda m: f"{m['pss'] / 1024:.0f} MiB"),
-            row("memory: sum of peak RSS (the peak includes posting)",
-                lambda m: f"{sum(m['rss']) / 1024:.0f} MiB ({top(m['rss']) / 1024:.1f} MiB the largest)"),
-            row("every run posted once within 2 s p95", lambda m: pass_mark(ok(m)))]
-    return [f"### 3. {m0['n']} watchers on {m0['n']} concurrent runs ({os.cpu_count()} cores)", "",
-            f"{m0['n']} simulated launchers timed to start writing together, one watcher each (default settings); "
-            f"their finishes fall within {m0['spread']:.2f} s of each other. Measured both ways: with what a post "
-            "needs (HTTP, TLS, the message) imported when the finish evidence appears, as committed, and imported "
-            "before the watcher starts (bench/benchlib.py EAGER), one after the other.", ""] + table(head, rows)
+    m = res["many"]
+    lat = m["latencies"]
+    ok = m["once"] == m["n"] and m["exit0"] == m["n"] and len(lat) == m["n"] and bl.pct(lat, 95) <= 2
+    return [f"### 3. {m['n']} watchers on {m['n']} concurrent runs ({os.cpu_count()} cores)", "",
+            f"{m['n']} watchers started and waiting, then {m['n']} simulated launchers timed to start writing "
+            f"together, one per watcher (default settings); their finishes fall within {m['spread']:.2f} s of "
+            "each other.", ""] + table(
+        ["measure", "value"],
+        [["posted exactly once", f"{m['once']} of {m['n']}"], ["watchers exiting 0", f"{m['exit0']} of {m['n']}"],
+         ["watchers waiting on file events (inotify; the rest poll)", f"{m['on_events']} of {m['n']}"],
+         ["latency median / p95 / max", f"{ms(bl.median(lat))} / {ms(bl.pct(lat, 95))} / {ms(top(lat))}"],
+         ["CPU, all watchers, whole life", f"{sum(m['cpu']):.2f} s ({ms(bl.median(m['cpu']))} each, median)"],
+         ["memory, all watchers: sum of PSS while waiting", f"{m['pss'] / 1024:.0f} MiB"],
+         ["memory, all watchers: sum of peak RSS (the peak includes posting)", f"{sum(m['rss']) / 1024:.0f} MiB "
+          f"({top(m['rss']) / 1024:.1f} MiB the largest)"]]) + [
+        "", f"Every run posted exactly once, within 2 s p95: {pass_mark(bool(ok))}."]
 
 
 def _big_md(res, args) -> List[str]:
@@ -610,8 +607,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--tmp", help="parent folder for the benchmark's files (default: $TMPDIR or /tmp)")
     p.add_argument("--quick", action="store_true", help="small numbers, for trying the script out")
     p.add_argument("--write", metavar="DOC", help="put the tables between the markers in this Markdown file")
-    p.add_argument("--only", metavar="SECTIONS", help="comma-separated steps (latency,idle,many,many_eager,logs,"
-                   "reports,report_memory,procscan,biglive): print their raw figures, write nothing")
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated steps (latency,idle,many,logs,reports,"
+                   "report_memory,procscan,biglive): print their raw figures, write nothing")
     args = p.parse_args(argv)
     if args.only and args.write:
         p.error("--only prints raw figures; --write needs every section")
@@ -628,7 +625,6 @@ def run_all(args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
         ("idle", lambda rx: bench_idle(tmp, rx, args.idle_seconds, args.warmup_seconds, args.reports,
                                        args.processes)),
         ("many", lambda rx: bench_many(tmp, rx, args.watchers, 1.0)),
-        ("many_eager", lambda rx: bench_many(tmp, rx, args.watchers, 1.0, eager=True)),
         ("logs", lambda rx: bench_log_sizes(tmp, [MIB, args.log_mib * MIB], 500)),
         ("reports", lambda rx: bench_reports(tmp, rx, args.reports, 100)),
         ("report_memory", lambda rx: bench_report_memory(tmp, rx, args.memory_reports) if args.memory_reports
@@ -664,6 +660,7 @@ def main(argv: List[str]) -> int:
     bl.install(tmp, sorted({PY, sys.executable}))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
     started = time.monotonic()
+    load = f"load average {bl.load_average()} at the start"
     try:
         res = run_all(args, tmp)
     finally:
@@ -671,7 +668,7 @@ def main(argv: List[str]) -> int:
     if args.only:
         print(json.dumps(res, indent=1, default=str))
         return 0
-    info = {**bl.machine(PY), "fs": bl.filesystem_of(tmp), "commit": bl.git_commit(),
+    info = {**bl.machine(PY), "fs": bl.filesystem_of(tmp), "commit": bl.git_commit(), "load": load,
             "date": time.strftime("%Y-%m-%d"), "duration": f"took {(time.monotonic() - started) / 60:.1f} min",
             "command": "python3 bench/bench_watchers.py " + " ".join(argv)}
     block = render(res, args, info)

@@ -33,12 +33,6 @@ SIMULATE = REPO / "atvm_dev" / "simulate.py"
 NAIVE = REPO / "bench" / "naive_watch.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUBJECT = re.compile(r"(\[naive\] )?ATVM run (\w+): (\S+)")
-# The watcher as it was before its delivery imports were deferred: everything a post needs is imported
-# before the CLI starts (argv[1] is the installed atvm_run_watcher.py, so its name stays in the argv that
-# other watchers' launcher scans skip).
-EAGER = ("import runpy, sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); "
-         "import socket, atvm_watcher.delivery, atvm_watcher.inventory, atvm_watcher.message; "
-         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 # --- the world: folders, environment, processes -----------------------------------------------------
@@ -95,12 +89,11 @@ class World:
         return self.spawn([sys.executable, str(SIMULATE), "--build-name", build, "--log-dir", str(self.log_dir),
                            "--report-dir", str(self.report_dir), *args])
 
-    def watcher(self, build: str, python: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                eager: bool = False) -> subprocess.Popen:
-        """The installed watcher; ``env`` adds settings; ``eager`` imports what a post needs before it starts."""
+    def watcher(self, build: str, python: Optional[str] = None, env: Optional[Dict[str, str]] = None
+                ) -> subprocess.Popen:
+        """The installed watcher; ``env`` adds settings."""
         installed = self.root.parent / "opt" / WATCHER.name  # see install()
-        start = ["-c", EAGER] if eager else []
-        return self.spawn([python or self.python, *start, str(installed), "watch", "--build-name", build,
+        return self.spawn([python or self.python, str(installed), "watch", "--build-name", build,
                            "--template", "bench", "--config-family", "bench", "--migration-style", "live",
                            "--integration-plugin", "bench", "--scope-description", "benchmark run"],
                           env={**self.env(), **(env or {})})
@@ -144,6 +137,8 @@ def reap(proc: subprocess.Popen, timeout: float) -> Tuple[int, float, int]:
     """Wait for a child and return (exit code, CPU seconds incl. its reaped children, peak RSS in KiB)."""
     deadline = time.monotonic() + timeout
     while True:
+        if proc.returncode is not None:  # already reaped by poll(): its usage is lost
+            return proc.returncode, float("nan"), 0
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -308,6 +303,12 @@ def fill_process_table(target: int) -> List[subprocess.Popen]:
     """Idle ``sleep`` processes until /proc lists about ``target`` processes."""
     present = sum(1 for n in os.listdir("/proc") if n.isdigit())
     return [subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL) for _ in range(max(0, target - present))]
+
+
+def load_average() -> str:
+    """The 1-minute load average: how busy the machine was with other work too."""
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
 
 
 def process_count() -> int:

@@ -216,13 +216,43 @@ def test_the_reader_keeps_the_launcher_alive_until_the_waiter_saw_it_end(tmp_pat
     assert reader.snapshot().launcher.last_seen_alive == 80.0
 
 
+def test_a_log_line_the_decision_does_not_read_needs_no_look(tmp_path):
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
+    log = layout.run().log
+    log.parent.mkdir()
+    log.write_text("  (Run Starting)\n")
+    reader = EvidenceReader(layout, False)
+    reader.snapshot()
+    waiter = Waiter(StopRequest(), 1.0)
+    try:
+        waiter.looked(Targets(*reader.watch_targets()))
+        with log.open("a") as fh:
+            fh.write("  Running:  a.cy.js  (1 of 3)\n")
+        assert waiter.wait(300) and waiter.logs_only
+        assert reader.log_news()  # the first change the watcher sees makes the log this run's: a look
+        reader.snapshot()
+        with log.open("a") as fh:
+            fh.write("    ✓ discovers the source VM (1532ms)\n")
+        assert waiter.wait(300) and waiter.logs_only
+        assert not reader.log_news()  # read, and nothing the decision reads changed: no look
+        with log.open("a") as fh:
+            fh.write("  (Run Finished)\n")
+        assert waiter.wait(300) and waiter.logs_only
+        assert reader.log_news()
+        layout.run().exit.write_text("0\n")
+        assert waiter.wait(300) and not waiter.logs_only  # an outcome file: always a look
+    finally:
+        waiter.close()
+
+
 def test_watch_targets_name_the_runs_files_and_report_folders(tmp_path):
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
     (tmp_path / "reports" / "B" / "sub").mkdir(parents=True)
     reader = EvidenceReader(layout, False)
     reader.snapshot()
-    files, trees, folders = reader.watch_targets()
+    files, trees, folders, logs = reader.watch_targets()
     assert set(files) == {str(tmp_path / "log" / f"B.{x}") for x in ("pid", "log", "status", "exit")}
+    assert logs == (str(tmp_path / "log" / "B.log"),)
     assert set(trees) == {str(tmp_path / "reports" / "B"), str(tmp_path / "reports" / "B" / "sub")}
     assert folders == ()
     cat = EvidenceReader(layout, True)

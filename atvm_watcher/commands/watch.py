@@ -8,22 +8,27 @@ also by a restarted watcher. The exit code tells systemd whether a restart could
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .. import log, procs
+from .. import inventory, log, procs
 from ..decide import Decision, Verdict, decide
+from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
+from ..mattermost import render
+from ..message import Context, compose
 from ..request import Request
 from ..settings import ConfigError, Settings
 from ..statedir import BuildDir, Locked, StateError
 from ..stop import StopRequest
-from ..vocab import Delivery, ExitCode, Snapshot
+from ..vocab import Delivery, ExitCode
 from ..wake import Targets, Waiter, next_deadline, timeout_until
 
-# What only a post needs (the message, the inventory, Mattermost's payload, HTTP and TLS, the intent
-# record's digest) is imported when the run's finish evidence first appears (``_prepare_delivery``),
-# not at start: a waiting watcher does not carry it (docs/PERFORMANCE.md, "Memory").
+# What only a post needs (the message, Mattermost's payload, HTTP and TLS) is imported at start (above), not
+# when the run ends: deferred, it saved about 2.3 MiB per waiting watcher but cost about 25 ms of CPU
+# at the worst moment, and made a burst of 100 runs finishing together post later (docs/PERFORMANCE.md,
+# "Memory", has both measurements).
 
 
 class Watcher:
@@ -38,25 +43,9 @@ class Watcher:
         self.ledger = Ledger(self.build, request.build_name, request.categorize,
                              parent_base(request.build_name, request.categorize, request.to_json()),
                              at_least_once or settings.at_least_once, dry_run, out)
-        self._deliverer: Any = None
-
-    @property
-    def deliverer(self) -> Any:
-        """The Deliverer (delivery.py), made on first use."""
-        if self._deliverer is None:
-            from ..delivery import Deliverer
-
-            s = self.s
-            self._deliverer = Deliverer(self.build, s.webhook, s.post_timeout_seconds, s.post_attempts,
-                                        s.post_backoff_seconds, s.post_max_wait_seconds, self.ledger.at_least_once,
-                                        self.stop.sleep)
-        return self._deliverer
-
-    def _prepare_delivery(self) -> None:
-        """Import what a post needs now, while the decision may still wait for the settle time."""
-        from .. import inventory, mattermost, message, transport  # noqa: F401 - imported for later use
-
-        self.deliverer  # noqa: B018 - made now
+        self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
+                                   settings.post_attempts, settings.post_backoff_seconds,
+                                   settings.post_max_wait_seconds, self.ledger.at_least_once, self.stop.sleep)
 
     def run(self) -> int:
         self.stop.install()
@@ -129,8 +118,6 @@ class Watcher:
             if waiter.lost_events():
                 reader.look_everywhere()
             snap = reader.snapshot()
-            if self._deliverer is None and finishing(snap):
-                self._prepare_delivery()
             decision = decide(snap, limits)
             order = self._order(decision)
             for scope in self.ledger.apply(decision, order, self._render):
@@ -141,8 +128,8 @@ class Watcher:
                 code = self.ledger.finish(decision, order)
                 self.log.info("finished: %s; exit %d", decision.run.state, code)
                 return code
-            files, trees, folders = reader.watch_targets()
-            again = waiter.looked(Targets(files + (str(self.build.cancelled_marker),), trees, folders))
+            files, trees, folders, logs = reader.watch_targets()
+            again = waiter.looked(Targets(files + (str(self.build.cancelled_marker),), trees, folders, logs))
             if polling != (not waiter.on_events):
                 polling = True
                 self.log.warning("%s", waiter.describe())
@@ -152,17 +139,23 @@ class Watcher:
             timeout = 0.0 if again else timeout_until(next_deadline(snap, spans), snap.taken_at)
             if settling(decision):
                 timeout = min(timeout, self.s.poll_seconds)
-            if not waiter.wait(timeout):
+            if not self._wait(waiter, reader, timeout):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return ExitCode.OK
 
+    @staticmethod
+    def _wait(waiter: Waiter, reader: EvidenceReader, timeout: float) -> bool:
+        """Wait for the next look; a log that grew by lines the decision does not read is read, not looked at."""
+        end = waiter.clock() + timeout
+        while waiter.wait(timeout):
+            if not waiter.logs_only or reader.log_news():
+                return True
+            timeout = end - waiter.clock()
+            if timeout <= 0:
+                return True
+        return False
+
     def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
-        import socket
-
-        from .. import inventory
-        from ..mattermost import render
-        from ..message import Context, compose
-
         vms, problem = inventory.vms_for_build(self.s.inventory, self.req.build_name)
         ctx = Context(hostname=socket.gethostname(), vm_labels=[vm.label() for vm in vms],
                       inventory_problem=problem, position=position)
@@ -178,8 +171,6 @@ class Watcher:
             self._deliver(scope, payload)
 
     def _deliver(self, scope: Scope, payload: Optional[Dict[str, Any]] = None) -> None:
-        from ..delivery import Result
-
         scope.owed = False
         record = scope.record or {}
         try:
@@ -194,12 +185,6 @@ class Watcher:
         # Nothing was attempted (the intent record could not be written): try once more before exiting.
         retry = result.outcome == Delivery.NOT_SENT and result.attempts == 0
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
-
-
-def finishing(snap: Snapshot) -> bool:
-    """Has any scope finish evidence (an outcome file, Cypress's closing banner)? A post may be due soon."""
-    return any(s.status is not None or s.exit is not None or s.log is not None and s.log.finished_banner
-               for s in (snap.parent, *snap.groups))
 
 
 def settling(decision: Decision) -> bool:
