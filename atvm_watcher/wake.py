@@ -28,13 +28,20 @@ from .vocab import ReportSet, Snapshot, changed_at
 MODES = ("auto", "poll")  # ATVM_WAKE
 # The longest a waiting watcher sleeps: it bounds how late a change that raised no event is seen (a
 # write by another machine to a network filesystem, an mmap write) and how late a launcher that writes
-# nothing and is found only by its argv is seen (procs.RESCAN_SECONDS is the same bound).
-SAFETY_SECONDS = 30.0
+# nothing and is found only by its argv is seen. A look at a deadline of the decision (the gone grace,
+# the start timeout) rescans /proc in full when procs.RESCAN_SECONDS have passed, so those rules never
+# rest on this bound. Each safety look costs about a millisecond: once a minute is less than a bare
+# interpreter waking every second (docs/PERFORMANCE.md, section 2).
+SAFETY_SECONDS = 60.0
 # Looks woken by events are rationed like tokens in a bucket: a few at once (a banner, the closing line
 # and the .exit file come in quick succession, and each is looked at when it lands), then at most
 # LOOKS_PER_SECOND while files keep changing (a chatty log), so a busy run costs a bounded number of looks.
 LOOKS_PER_SECOND = 20.0
 LOOK_BURST = 4.0
+# A reporter writes a report in a few system calls (create, write, write, close): events that concern only
+# report folders are gathered for this long into one look, which then finds the report whole. Reports are
+# never finish evidence, so no post waits for this; any other event ends the wait at once.
+REPORTS_GATHER_SECONDS = 0.1
 DEADLINE_MARGIN = 0.002  # wake just after a deadline, not just before it
 
 # <sys/inotify.h>
@@ -130,7 +137,9 @@ class Watches:
         self.stale = True  # entries came or went, or a watch went away: check every watch again
         self.overflowed = False
         self.log_wds: Set[int] = set()  # the watches on the logs themselves
+        self.tree_wds: Set[int] = set()  # the watches on report folders
         self.logs_only = True  # every relevant event since this was last set was a log's content
+        self.trees_only = True  # every relevant event since this was last set was in a report folder
 
     def arm(self, targets: Targets) -> bool:
         """Bring the watches in line with ``targets``; True when a watch was added or widened (what changed
@@ -205,6 +214,7 @@ class Watches:
         for path in [p for p in self.watched if p not in want]:
             del self.watched[path]
         self.log_wds = {self.watched[p][0] for p in self.targets.logs if p in self.watched}
+        self.tree_wds = {self.watched[p][0] for p in self.targets.trees if p in self.watched}
         for wd in before - set(names):  # no longer wanted, or left on a replaced file (a rotated log)
             self.inotify.remove(wd)
         self.names = names
@@ -230,9 +240,12 @@ class Watches:
             if mask & ENTRIES:
                 self.stale = True
             self.logs_only = self.logs_only and wd in self.log_wds
+            self.trees_only = self.trees_only and wd in self.tree_wds
             hit = True
         if hit and (self.stale or self.overflowed):
             self.logs_only = False
+        if self.overflowed:
+            self.trees_only = False
         return hit
 
 
@@ -320,24 +333,35 @@ class Waiter:
         """Until this run's evidence may have changed or ``timeout`` passed; False when a stop was requested."""
         if self.watches is None:
             return self.stop.sleep(min(timeout, self.poll_seconds))
-        self.watches.logs_only, self.woken, pid = True, False, self.pid
+        watches, pid = self.watches, self.pid
+        watches.logs_only = watches.trees_only = True
         end = self.clock() + max(0.0, timeout)
-        woken = False
+        woken, gathering = False, False
         while not self.stop.requested and not woken:
             left = end - self.clock()
             if left <= 0:
+                woken = gathering
                 break
             if self.launcher_polled:
                 left = min(left, self.poll_seconds)
-            fds = [self.watches.inotify.fd] + ([self.pidfd] if self.pidfd >= 0 else [])
+            fds = [watches.inotify.fd] + ([self.pidfd] if self.pidfd >= 0 else [])
             ready = self.stop.wait(left, fds)
             woken = self._woken(ready)
+            if woken and watches.trees_only and self.pid == pid:  # only reports so far: gather what follows
+                if not gathering:
+                    gathering, end = True, min(end, self.clock() + REPORTS_GATHER_SECONDS)
+                woken = False
         self.woken = woken and self.pid == pid  # the launcher's exit is no log growth
         if self.stop.requested:
             return False
         # Out of tokens: wait until one has come back (a look at the next deadline, or a stop, ends it too).
         gap = min(end, self.looked_at + (1.0 - self.tokens) / LOOKS_PER_SECOND) - self.clock()
         return self.stop.sleep(gap) if gap > 0 else True
+
+    def breathe(self) -> bool:
+        """After a read that needed no look: pause 1/LOOKS_PER_SECOND (what is written meanwhile is read at
+        once after it, in one go); False when a stop was requested."""
+        return self.stop.sleep(1.0 / LOOKS_PER_SECOND)
 
     def _woken(self, ready: List[int]) -> bool:
         pid, now = self.pid, self.clock()

@@ -245,6 +245,25 @@ def test_a_log_line_the_decision_does_not_read_needs_no_look(tmp_path):
         waiter.close()
 
 
+def test_report_writes_are_gathered_into_one_look_and_an_outcome_file_is_not_kept_waiting(tmp_path):
+    reports, outcome = tmp_path / "reports", tmp_path / "B.exit"
+    reports.mkdir()
+    stop = SpyStop()
+    waiter = Waiter(stop, 1.0)
+    try:
+        waiter.looked(Targets(files=(str(outcome),), trees=(str(reports),)))
+        (reports / "mochawesome.json").write_text("{")
+        assert waiter.wait(300) and not waiter.logs_only
+        assert len(stop.ready) >= 2 and stop.ready[-1] == []  # woken, then gathered until the short window ended
+        stop.ready.clear()
+        (reports / "mochawesome_001.json").write_text("{")
+        outcome.write_text("0\n")
+        assert waiter.wait(300)
+        assert stop.ready[-1] == [waiter.watches.inotify.fd]  # the outcome file ended the gathering
+    finally:
+        waiter.close()
+
+
 def test_watch_targets_name_the_runs_files_and_report_folders(tmp_path):
     layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
     (tmp_path / "reports" / "B" / "sub").mkdir(parents=True)
@@ -322,10 +341,12 @@ def test_polling_decides_as_file_events_do(world, name):
     assert events[0] == 0 and events[1]
 
 
-def test_the_safety_poll_is_shorter_than_the_gone_grace_and_the_argv_rescan_bound():
+def test_a_look_at_the_gone_grace_deadline_rescans_proc_in_full():
     from atvm_watcher import procs
 
-    assert wake.SAFETY_SECONDS <= procs.RESCAN_SECONDS < 60.0  # 60 s: the default gone grace
+    # The gone grace (60 s by default) is a deadline the waiter wakes for, and a look that late reads
+    # every argv again (RESCAN_SECONDS): a launcher found only by its argv is never missed by that rule.
+    assert procs.RESCAN_SECONDS < 60.0 and wake.SAFETY_SECONDS <= 60.0
 
 
 def test_stop_request_wait_returns_the_ready_descriptors(tmp_path):

@@ -150,6 +150,8 @@ class Watcher:
         while waiter.wait(timeout):
             if not waiter.logs_only or reader.log_news():
                 return True
+            if not waiter.breathe():  # rationed too: a log written line by line must not keep the watcher busy
+                return False
             timeout = end - waiter.clock()
             if timeout <= 0:
                 return True
