@@ -13,6 +13,7 @@ and not every report is stat-ed on every poll (see ReportScanner; figures in doc
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import errno
 import os
 import re
@@ -824,8 +825,9 @@ class Scope:
         self.status_path, self.exit_path = paths.status, paths.exit
         self.changes = Changes()
         self.ended_log: Optional[Tuple[Tuple[int, int], int]] = None  # (inode, size) of a log found finished
+        self.log_seen: Optional[tuple] = None  # what the decision read in the log at the last snapshot
 
-    def evidence(self, mono: float, wall: float, read_reports: bool = True) -> ScopeEvidence:
+    def evidence(self, mono: float, wall: float, read_reports: bool = True, thorough: bool = False) -> ScopeEvidence:
         # The outcome files first: a launcher writes them after the log, so the log read next holds all
         # of it, and an exit code is never weighed against a log read before its last lines landed.
         status = read_outcome(self.status_path, self.changes, mono, wall)
@@ -841,9 +843,10 @@ class Scope:
             finished = [changed_at(f) for f in (status, exit_) if f is not None]
             if log is not None and log.finished_banner:
                 finished.append(changed_at(log))
-            thorough = bool(finished) and mono - max(finished) < THOROUGH_SECONDS
+            thorough = thorough or bool(finished) and mono - max(finished) < THOROUGH_SECONDS
             reports = self.scanner.scan(wall, thorough=thorough, mono=mono)
         self.changes.watching = True
+        self.log_seen = log_substance(log)
         return ScopeEvidence(group=self.group, log=log, reports=reports, status=status, exit=exit_)
 
     def _appended_after_end(self, log: LogFacts, mono: float, wall: float) -> LogFacts:
@@ -873,6 +876,15 @@ class Scope:
         return found
 
 
+def log_substance(log: Optional[LogFacts]) -> Optional[LogFacts]:
+    """What a log says, less its size and when it last changed (growth alone only moves deadlines later).
+
+    Every other field counts, so a field added to LogFacts later is news without a change here."""
+    if log is None:
+        return None
+    return dataclasses.replace(log, size=0, mtime=0.0, changed_at=None)
+
+
 class EvidenceReader:
     """Stateful reader for one build; ``snapshot()`` is called once per poll."""
 
@@ -892,6 +904,8 @@ class EvidenceReader:
             self._add_group(g)
         self.leftovers: Set[str] = set()  # groups whose only files were an earlier run's (see mark_leftovers)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
+        self.thorough_once = False  # see look_everywhere
+        self.group_folders = tuple(str(f.path) for f in layout.group_folders()) if categorized else ()
 
     def _add_group(self, g: str) -> None:
         self.groups[g] = Scope(g, self.layout.group(g))
@@ -921,11 +935,12 @@ class EvidenceReader:
 
     def snapshot(self) -> Snapshot:
         mono, wall = self.clock.mono(), self.clock.wall()
+        thorough, self.thorough_once = self.thorough_once, False
         if self.categorized:
             for _, g in self._group_files():  # groups in order of appearance
                 if g not in self.groups:
                     self._add_group(g)
-        groups = {g: s.evidence(mono, wall) for g, s in self.groups.items()}
+        groups = {g: s.evidence(mono, wall, thorough=thorough) for g, s in self.groups.items()}
         self._reappeared(groups)
         return Snapshot(
             build=self.build,
@@ -933,7 +948,7 @@ class EvidenceReader:
             taken_at=mono,
             watcher_started_at=self.watcher_started_at,
             launcher=self.launcher.check(mono, wall),
-            parent=self.parent.evidence(mono, wall, read_reports=not self.categorized),
+            parent=self.parent.evidence(mono, wall, read_reports=not self.categorized, thorough=thorough),
             groups=tuple(groups[g] for g in self.groups),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
@@ -987,3 +1002,50 @@ class EvidenceReader:
         return (f"this looks like a categorized run: sub-runs {names} under {where}; without --categorize they "
                 "get one post for the whole run instead of one each (to post per sub-run: cancel this watcher "
                 "with cancel-atvm-run-watcher.sh, then start it again with --categorize --rerun)")
+
+    # --- hooks for the waiter (wake.py), which sleeps until something here may have changed ------------
+
+    def watch_targets(self) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
+        """(files, trees, folders, logs) to watch for a change of this run's evidence, as wake.Targets reads them.
+
+        Files: every scope's log and outcome files, and the pid file. Trees: every scope's report folder and
+        each subfolder its scanner listed (a folder found later is added after the look that found it).
+        Folders: where a categorized run's groups appear. Logs: the files among ``files`` whose growth
+        ``log_news`` can judge."""
+        files = [str(self.layout.pid_file())]
+        trees: List[str] = []
+        logs = []
+        for scope in (self.parent, *self.groups.values()):
+            logs.append(str(scope.tail.path))
+            files += [logs[-1], str(scope.status_path), str(scope.exit_path)]
+            if scope is not self.parent or not self.categorized:  # a categorized parent's reports are not read
+                trees.append(scope.scanner.root)
+                trees += scope.scanner.folders
+        return tuple(files), tuple(trees), self.group_folders, tuple(logs)
+
+    def log_news(self) -> bool:
+        """Read what the logs gained since the last snapshot: may it change the decision?
+
+        A chatty log wakes the watcher often; most lines change nothing the decision reads (see
+        ``log_substance``), and for those this read is the whole look. The change is dated now all the
+        same (it is progress: deadlines only move later), and the next snapshot finds the log as this left it."""
+        mono, wall = self.clock.mono(), self.clock.wall()
+        news = False
+        for scope in (self.parent, *self.groups.values()):
+            if scope.ended_log is not None:  # a finished log that grows: a new run appends (evidence() reads it)
+                return True
+            news = log_substance(scope.tail.facts(scope.changes, mono, wall)) != scope.log_seen or news
+        return news
+
+    def launcher_alive_until(self, pid: int, mono: float) -> None:
+        """The waiter followed the launcher (a pidfd, or its /proc entry) and saw it alive until ``mono``.
+
+        Between two looks the tracker cannot know this; without it, a launcher that ends after a long quiet
+        wait would look gone since the look before, and the gone grace would be cut short."""
+        tracker = self.launcher
+        if tracker.pid == pid and (tracker.last_seen is None or tracker.last_seen < mono):
+            tracker.last_seen = mono
+
+    def look_everywhere(self) -> None:
+        """The next snapshot stats every report (events were lost: no change may be assumed absent)."""
+        self.thorough_once = True

@@ -112,6 +112,7 @@ class Settings:
     unit_dir: Path
     templates: Templates = Templates()
     report_url: str = ""  # ATVM_REPORT_URL: a template with {build} and {group}; "" when not set
+    wake: str = "auto"  # ATVM_WAKE: "auto" (file events where inotify works) or "poll" (wake.py)
 
     @property
     def has_webhook(self) -> bool:
@@ -418,6 +419,7 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         unit_dir=Path(env.get("ATVM_UNIT_DIR") or "/etc/systemd/system"),
         templates=_templates(env),
         report_url=_report_url(env),
+        wake=_wake(env),
     )
 
 
@@ -440,3 +442,10 @@ def posting_problem(s: Settings) -> Optional[str]:
     except ValueError as exc:
         return f"MATTERMOST_ATVM_WEBHOOK: {exc}; fix it in {s.env_file}"
     return None
+
+
+def _wake(env: Mapping[str, str]) -> str:
+    value = (env.get("ATVM_WAKE") or "auto").strip().lower()
+    if value not in ("auto", "poll"):
+        raise ConfigError(f"{_setting('ATVM_WAKE', value)} must be auto or poll", "ATVM_WAKE")
+    return value

@@ -1,7 +1,8 @@
-"""Sleeping between polls that ends at once on SIGTERM/SIGINT/SIGHUP (``systemctl stop``, Ctrl-C, a closed terminal).
+"""Sleeping that ends at once on SIGTERM/SIGINT/SIGHUP (``systemctl stop``, Ctrl-C, a closed terminal).
 
-The signal's wake-up byte lands on a pipe the sleep waits on, so a waiting watcher wakes once
-per poll, not several times a second, and still stops within milliseconds.
+The signal's wake-up byte lands on a pipe the sleep waits on, so a waiting watcher wakes only when
+there is something to do (wake.py adds the files it watches and the launcher's exit to the same
+wait), and still stops within milliseconds.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import select
 import signal
 import time
+from typing import List, Sequence
 
 
 class StopRequest:
@@ -41,12 +43,23 @@ class StopRequest:
             left = deadline - time.monotonic()
             if left <= 0:
                 return True
-            if self._wakeup < 0:
-                time.sleep(left)
-                continue
-            select.select([self._wakeup], [], [], left)
+            self.wait(left)
+        return False
+
+    def wait(self, seconds: float, fds: Sequence[int] = ()) -> List[int]:
+        """Wait up to ``seconds`` for one of ``fds`` to be readable: those that are ([] on a timeout).
+
+        Returns early, with nothing ready, when a stop is requested (check ``requested``)."""
+        if self.requested:
+            return []
+        watched = [*fds, self._wakeup] if self._wakeup >= 0 else list(fds)
+        if not watched:
+            time.sleep(max(0.0, seconds))
+            return []
+        ready, _, _ = select.select(watched, [], [], max(0.0, seconds))
+        if self._wakeup in ready:
             try:
                 os.read(self._wakeup, 512)
             except BlockingIOError:
                 pass
-        return False
+        return [fd for fd in ready if fd != self._wakeup]

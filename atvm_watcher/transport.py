@@ -13,9 +13,10 @@ path or query (they may be secret): only the host and port.
 
 from __future__ import annotations
 
-# http.client and ssl are imported up front, not when a post is due: importing them costs ~25 ms of
-# CPU, which under a burst of finishing runs (100 watchers on 2 cores) delays every post by a second,
-# while the ~6 MB they add keeps a waiting watcher well under its memory target (docs/PERFORMANCE.md).
+# http.client and ssl are imported when the watcher starts (commands/watch.py imports this module), not
+# when a post is due: importing them costs ~25 ms of CPU at the worst moment, which in a burst of 100 runs
+# finishing together on 2 cores delayed the posts by a second or more; deferring saved ~2.3 MiB per
+# waiting watcher (docs/PERFORMANCE.md, "Memory", has both measurements).
 import http.client
 import ipaddress
 import math

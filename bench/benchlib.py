@@ -89,11 +89,18 @@ class World:
         return self.spawn([sys.executable, str(SIMULATE), "--build-name", build, "--log-dir", str(self.log_dir),
                            "--report-dir", str(self.report_dir), *args])
 
-    def watcher(self, build: str, python: Optional[str] = None) -> subprocess.Popen:
+    def watcher(self, build: str, python: Optional[str] = None, env: Optional[Dict[str, str]] = None
+                ) -> subprocess.Popen:
+        """The installed watcher; ``env`` adds settings."""
         installed = self.root.parent / "opt" / WATCHER.name  # see install()
         return self.spawn([python or self.python, str(installed), "watch", "--build-name", build,
                            "--template", "bench", "--config-family", "bench", "--migration-style", "live",
-                           "--integration-plugin", "bench", "--scope-description", "benchmark run"])
+                           "--integration-plugin", "bench", "--scope-description", "benchmark run"],
+                          env={**self.env(), **(env or {})})
+
+    def bare_python(self, python: Optional[str] = None) -> subprocess.Popen:
+        """The reference for a waiting watcher's cost: an interpreter that only sleeps, in one-second steps."""
+        return self.spawn([python or self.python, "-c", "import time\nwhile True:\n    time.sleep(1)"])
 
     def naive(self, build: str, every: float = 1.0) -> subprocess.Popen:
         # The build name travels in the environment: in argv it would look like a launcher to the watcher.
@@ -130,6 +137,8 @@ def reap(proc: subprocess.Popen, timeout: float) -> Tuple[int, float, int]:
     """Wait for a child and return (exit code, CPU seconds incl. its reaped children, peak RSS in KiB)."""
     deadline = time.monotonic() + timeout
     while True:
+        if proc.returncode is not None:  # already reaped by poll(): its usage is lost
+            return proc.returncode, float("nan"), 0
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -180,6 +189,14 @@ def read_kib(path: str, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def uses_inotify(pid: int) -> bool:
+    """Does this process hold an inotify instance (it waits on file events, not polling)?"""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify" for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def pss_kib(pid: int) -> int:
@@ -286,6 +303,12 @@ def fill_process_table(target: int) -> List[subprocess.Popen]:
     """Idle ``sleep`` processes until /proc lists about ``target`` processes."""
     present = sum(1 for n in os.listdir("/proc") if n.isdigit())
     return [subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL) for _ in range(max(0, target - present))]
+
+
+def load_average() -> str:
+    """The 1-minute load average: how busy the machine was with other work too."""
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
 
 
 def process_count() -> int:

@@ -541,7 +541,9 @@ def _watch_in_process(root: Path, decisions: List[Decision], crash_at: int) -> L
     """The real Watcher (state folder, delivery) fed these decisions; a crash, then a restart."""
     env = {"ATVM_WATCHER_STATE_ROOT": str(root / "state"), "ATVM_LOG_DIR": str(root / "log"),
            "ATVM_REPORT_DIR": str(root / "reports"), "ATVM_WATCHER_ENV_FILE": str(root / "none.env"),
-           "MATTERMOST_ATVM_WEBHOOK": "http://127.0.0.1:9/hooks/never-contacted", "ATVM_POLL_SECONDS": "0.01"}
+           "MATTERMOST_ATVM_WEBHOOK": "http://127.0.0.1:9/hooks/never-contacted", "ATVM_POLL_SECONDS": "0.01",
+           # The fake decisions change while no file does: only polling looks again (file events never come).
+           "ATVM_WAKE": "poll"}
     feed, polls, posted = iter(decisions), itertools.count(), []
 
     def fake_decide(snap, limits, cancelled=False):

@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .. import inventory, log, preview, version_text
-from ..decide import Verdict, decide
+from .. import inventory, log, preview, procs, version_text
+from ..decide import Decision, Verdict, decide
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
@@ -24,8 +24,14 @@ from ..settings import ConfigError, Settings, posting_problem
 from ..statedir import BuildDir, Locked, StateError
 from ..stop import StopRequest
 from ..vocab import Delivery, ExitCode, State
+from ..wake import Targets, Waiter, next_deadline, timeout_until
 
 CATEGORIZE_EVERY = 30.0  # seconds between looks for sub-runs a plain watcher would miss (a few scandirs)
+
+# What only a post needs (the message, Mattermost's payload, HTTP and TLS) is imported at start (above), not
+# when the run ends: deferred, it saved about 2.3 MiB per waiting watcher but cost about 25 ms of CPU
+# at the worst moment, and made a burst of 100 runs finishing together post later (docs/PERFORMANCE.md,
+# "Memory", has both measurements).
 
 
 class Watcher:
@@ -109,13 +115,29 @@ class Watcher:
         return tuple(v.group for v in decision.groups if v.group)
 
     def _loop(self, reader: EvidenceReader) -> int:
+        waiter = Waiter(self.stop, self.s.poll_seconds, self.s.wake, self.clock.mono)
+        self.log.info("%s", waiter.describe())
+        try:
+            return self._look_until_terminal(reader, waiter)
+        finally:
+            waiter.close()
+
+    def _look_until_terminal(self, reader: EvidenceReader, waiter: Waiter) -> int:
+        """Look (snapshot -> decide -> ledger -> deliver), then wait until the evidence may have changed."""
         limits = self.s.limits()
+        spans = (limits.settle, limits.gone_grace, limits.hung_after, limits.start_timeout)
         order = reader.group_order
+        polling = not waiter.on_events
         while True:
             if not self.dry_run and self.build.is_cancelled():
                 self.ledger.cancel(order)
                 return ExitCode.OK
-            decision = decide(reader.snapshot(), limits)
+            if waiter.seen_alive is not None:
+                reader.launcher_alive_until(*waiter.seen_alive)
+            if waiter.lost_events():
+                reader.look_everywhere()
+            snap = reader.snapshot()
+            decision = decide(snap, limits)
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
                 reader.recorded_run_start = decision.run_start_kept
             reader.mark_leftovers(decision.leftover_groups)
@@ -130,9 +152,34 @@ class Watcher:
                 ended = State.CANCELLED if not self.dry_run and self.build.is_cancelled() else decision.run.state
                 self.log.info("finished: %s; exit %d", ended, code)
                 return code
-            if not self.stop.sleep(self.s.poll_seconds):
+            files, trees, folders, logs = reader.watch_targets()
+            again = waiter.looked(Targets(files + (str(self.build.cancelled_marker),), trees, folders, logs))
+            if polling != (not waiter.on_events):
+                polling = True
+                self.log.warning("%s", waiter.describe())
+            launcher = snap.launcher
+            waiter.follow(launcher.pid if launcher.alive else None,
+                          lambda pid=launcher.pid, began=launcher.started_at: procs.alive(pid, began))
+            timeout = 0.0 if again else timeout_until(next_deadline(snap, spans), snap.taken_at)
+            if settling(decision):
+                timeout = min(timeout, self.s.poll_seconds)
+            if not self._wait(waiter, reader, timeout):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return ExitCode.OK
+
+    @staticmethod
+    def _wait(waiter: Waiter, reader: EvidenceReader, timeout: float) -> bool:
+        """Wait for the next look; a log that grew by lines the decision does not read is read, not looked at."""
+        end = waiter.clock() + timeout
+        while waiter.wait(timeout):
+            if not waiter.logs_only or reader.log_news():
+                return True
+            if not waiter.breathe():  # rationed too: a log written line by line must not keep the watcher busy
+                return False
+            timeout = end - waiter.clock()
+            if timeout <= 0:
+                return True
+        return False
 
     def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
         return render(compose(verdict, self.req, self.context(verdict, position)), self.s.channel, self.s.username)
@@ -189,6 +236,12 @@ class Watcher:
         # Nothing was attempted (the intent record could not be written): try once more before exiting.
         retry = result.outcome == Delivery.NOT_SENT and result.attempts == 0
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
+
+
+def settling(decision: Decision) -> bool:
+    """Is a verdict waiting for a file still being written? It may be written in ways that raise no event
+    (through mmap): looked at every ATVM_POLL_SECONDS while it lasts (seconds)."""
+    return any(v.rule.endswith("settling") for v in (decision.run, *decision.groups))
 
 
 def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool,
