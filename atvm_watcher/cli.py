@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with --dry-run: also write the post(s) to FILE.html, laid out as Mattermost shows them")
     w.add_argument("--at-least-once", action="store_true",
                    help="resend after an uncertain delivery (may duplicate a post; default is at-most-once)")
+    w.add_argument("--from-rest", help=argparse.SUPPRESS)  # only a resting watcher gives it, to itself (rest.py)
 
     i = cmd("inspect", "read-only: the state it would decide now, the evidence read and the rule that fired")
     i.add_argument("--build-name", required=True, metavar="B", help=BUILD_HELP)
@@ -155,6 +156,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .commands import check
 
         return check.preflight() if args.preflight else check.run(args.send_test)
+    if args.command == "watch" and args.from_rest:  # back from a rest: the settings it started with, not reread
+        from .commands import watch
+
+        return watch.resume(args.from_rest)
     if args.command in LENIENT:
         settings, problems = load_lenient()
     else:

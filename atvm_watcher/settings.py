@@ -75,7 +75,9 @@ BOUNDS: Dict[str, Tuple[float, float]] = {
     "ATVM_POST_ATTEMPTS": (1, 100),
     "ATVM_POST_BACKOFF_SECONDS": (0.0, 3600.0),
     "ATVM_POST_MAX_WAIT_SECONDS": (0.0, DAY),
+    "ATVM_REST_AFTER_SECONDS": (1.0, DAY),
 }
+WAKE_MODES = ("auto", "events", "poll")  # ATVM_WAKE (wake.py, rest.py)
 UNLISTED_BOUNDS = (0.0, 7 * DAY)  # a number setting missing above still gets a sane range
 # Path settings (Settings field -> setting): each must be an absolute path without a NUL byte (a NUL read
 # from the env file would make every file call on it raise ValueError, in the middle of a run). The state
@@ -112,7 +114,8 @@ class Settings:
     unit_dir: Path
     templates: Templates = Templates()
     report_url: str = ""  # ATVM_REPORT_URL: a template with {build} and {group}; "" when not set
-    wake: str = "auto"  # ATVM_WAKE: "auto" (file events where inotify works) or "poll" (wake.py)
+    wake: str = "auto"  # ATVM_WAKE: "auto" (file events; rests when quiet), "events" (never rests), "poll"
+    rest_after_seconds: float = 30.0  # ATVM_REST_AFTER_SECONDS: quiet this long, a watcher rests (rest.py)
 
     @property
     def has_webhook(self) -> bool:
@@ -420,6 +423,7 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         templates=_templates(env),
         report_url=_report_url(env),
         wake=_wake(env),
+        rest_after_seconds=_seconds(env, "ATVM_REST_AFTER_SECONDS", 30.0),
     )
 
 
@@ -446,6 +450,6 @@ def posting_problem(s: Settings) -> Optional[str]:
 
 def _wake(env: Mapping[str, str]) -> str:
     value = (env.get("ATVM_WAKE") or "auto").strip().lower()
-    if value not in ("auto", "poll"):
-        raise ConfigError(f"{_setting('ATVM_WAKE', value)} must be auto or poll", "ATVM_WAKE")
+    if value not in WAKE_MODES:
+        raise ConfigError(f"{_setting('ATVM_WAKE', value)} must be one of {', '.join(WAKE_MODES)}", "ATVM_WAKE")
     return value

@@ -25,7 +25,6 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tu
 from .stop import StopRequest
 from .vocab import ReportSet, Snapshot, changed_at
 
-MODES = ("auto", "poll")  # ATVM_WAKE
 # The longest a waiting watcher sleeps: it bounds how late a change that raised no event is seen (a
 # write by another machine to a network filesystem, an mmap write) and how late a launcher that writes
 # nothing and is found only by its argv is seen. A look at a deadline of the decision (the gone grace,
@@ -68,9 +67,12 @@ class Targets(NamedTuple):
 
 
 class Inotify:
-    """libc's inotify through ctypes (the standard library has no binding)."""
+    """libc's inotify through ctypes (the standard library has no binding).
 
-    def __init__(self) -> None:
+    Pickled, it is its descriptor's number: a watcher that rests (rest.py) keeps the instance, with its
+    watches and its queued events, open across exec()."""
+
+    def __init__(self, fd: int = -1) -> None:
         import ctypes  # only a watcher that waits on events pays for it
 
         libc = ctypes.CDLL(None, use_errno=True)
@@ -79,10 +81,17 @@ class Inotify:
         self._add.argtypes, self._add.restype = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32), ctypes.c_int
         self._rm.argtypes, self._rm.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
         self._errno = ctypes.get_errno
-        fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            raise self._error("inotify_init1")
+            fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                raise self._error("inotify_init1")
         self.fd = fd
+
+    def __getstate__(self) -> Dict[str, int]:
+        return {"fd": self.fd}
+
+    def __setstate__(self, state: Dict[str, int]) -> None:
+        self.__init__(state["fd"])  # type: ignore[misc]
 
     def _error(self, what: str) -> OSError:
         code = self._errno()
@@ -264,11 +273,17 @@ class Waiter:
                 self.why_polling = f"inotify is not available ({exc})"
         self.pid: Optional[int] = None
         self.pidfd = -1
-        self.alive: Callable[[], bool] = lambda: False
+        self.alive: Callable[[], bool] = _never  # picklable, as every attribute (rest.py)
         self.seen_alive: Optional[Tuple[int, float]] = None  # (pid, monotonic): the launcher was alive then
         self.looked_at = float("-inf")
         self.tokens = LOOK_BURST
         self.woken = False  # the last wait ended on events (not on its timeout)
+        self.event_at = clock()  # when a wait last ended on a change (or the launcher's exit); rest.py reads it
+
+    def __getstate__(self) -> Dict[str, object]:
+        state = dict(self.__dict__)
+        state["stop"] = None  # signal handlers and their pipe belong to one process image: given back on resume
+        return state
 
     @property
     def on_events(self) -> bool:
@@ -347,6 +362,8 @@ class Waiter:
             fds = [watches.inotify.fd] + ([self.pidfd] if self.pidfd >= 0 else [])
             ready = self.stop.wait(left, fds)
             woken = self._woken(ready)
+            if woken:
+                self.event_at = self.clock()
             if woken and watches.trees_only and self.pid == pid:  # only reports so far: gather what follows
                 if not gathering:
                     gathering, end = True, min(end, self.clock() + REPORTS_GATHER_SECONDS)
@@ -394,6 +411,10 @@ class Waiter:
             self.watches = None
 
 
+def _never() -> bool:
+    return False
+
+
 def next_deadline(snap: Snapshot, spans: Iterable[float]) -> Optional[float]:
     """The next instant (monotonic) at which a time rule could change the decision though nothing changes.
 
@@ -402,8 +423,14 @@ def next_deadline(snap: Snapshot, spans: Iterable[float]) -> Optional[float]:
     (once it is gone), or when a file of the run last changed (a maximum of these at most). So without
     a change the decision can only change when ``now`` crosses some ``t + span``: the earliest still
     ahead is the deadline (a few wake-ups at instants where no rule fires are the price of not
-    restating the rules here).
+    restating the rules here; ``deadlines`` lists them all for a caller that can tell them apart).
     """
+    return next(iter(deadlines(snap, spans)), None)
+
+
+def deadlines(snap: Snapshot, spans: Iterable[float]) -> List[float]:
+    """Every instant ``t + span`` still ahead (see ``next_deadline``), earliest first."""
+    spans = tuple(spans)
     launcher = snap.launcher
     times = [snap.watcher_started_at, launcher.started_mono]
     if not launcher.alive:
@@ -416,8 +443,7 @@ def next_deadline(snap: Snapshot, spans: Iterable[float]) -> Optional[float]:
             # The adapter hands back the same ReportSet while no report changed: computed once per set.
             times.append(reports.derive("newest-change", newest) if isinstance(reports, ReportSet) else newest())
     now = snap.taken_at
-    ahead = [t + span for t in times if t is not None for span in spans if t + span > now]
-    return min(ahead, default=None)
+    return sorted({t + span for t in times if t is not None for span in spans if t + span > now})
 
 
 def timeout_until(deadline: Optional[float], now: float) -> float:

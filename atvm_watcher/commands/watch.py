@@ -7,26 +7,35 @@ also by a restarted watcher. The exit code tells systemd whether a restart could
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import json
 import os
+import pickle
 import socket
+import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import inventory, log, preview, procs, version_text
-from ..decide import Decision, Verdict, decide
+from ..decide import Decision, Limits, Verdict, decide
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
 from ..mattermost import render
 from ..message import Context, compose
 from ..request import Request
+from ..rest import fingerprint
 from ..settings import ConfigError, Settings, posting_problem
 from ..statedir import BuildDir, Locked, StateError
 from ..stop import StopRequest
-from ..vocab import Delivery, ExitCode, State
-from ..wake import Targets, Waiter, next_deadline, timeout_until
+from ..vocab import Delivery, ExitCode, Snapshot, State
+from ..wake import DEADLINE_MARGIN, SAFETY_SECONDS, Targets, Waiter, Watches, deadlines, next_deadline, timeout_until
 
 CATEGORIZE_EVERY = 30.0  # seconds between looks for sub-runs a plain watcher would miss (a few scandirs)
+REST_MAGIC = b"atvm-watcher rest state 1\n"  # the first bytes of the state a resting watcher hands itself
+REST_PROBES = 64  # instants probed for the next decisive deadline (decisive_deadline)
 
 # What only a post needs (the message, Mattermost's payload, HTTP and TLS) is imported at start (above), not
 # when the run ends: deferred, it saved about 2.3 MiB per waiting watcher but cost about 25 ms of CPU
@@ -41,6 +50,7 @@ class Watcher:
         self.s, self.req, self.dry_run = settings, request, dry_run
         self.clock, self.out = clock, out
         self.reader: Optional[EvidenceReader] = None
+        self.lock_fd = -1  # the build's watch lock, held for the watcher's life (across a rest too)
         self.categorize_said, self.categorize_checked = False, float("-inf")
         self.build = BuildDir.of(settings.state_root, request.build_name)
         self.log = log.get(request.build_name)
@@ -48,16 +58,24 @@ class Watcher:
         self.ledger = Ledger(self.build, request.build_name, request.categorize,
                              parent_base(request.build_name, request.categorize, request.to_json()),
                              at_least_once or settings.at_least_once, dry_run, out)
-        self.deliverer = Deliverer(self.build, settings.webhook, settings.post_timeout_seconds,
-                                   settings.post_attempts, settings.post_backoff_seconds,
-                                   settings.post_max_wait_seconds, self.ledger.at_least_once, self.stop.sleep)
+        self.rest_problem: Optional[str] = None  # why this watcher could not rest, once it tried
+        # Only a watcher that is the program itself (atvm_run_watcher.py, as the unit starts it) may rest:
+        # the rest exec()s the light waiter in its place, and then the program again (run() sets it).
+        self.may_rest = False
+        self.rested = False
+        self.deliverer = self._deliverer()
+
+    def _deliverer(self) -> Deliverer:
+        s = self.s
+        return Deliverer(self.build, s.webhook, s.post_timeout_seconds, s.post_attempts, s.post_backoff_seconds,
+                         s.post_max_wait_seconds, self.ledger.at_least_once, self.stop.sleep)
 
     def run(self) -> int:
         self.stop.install()
         if self.dry_run:  # no lock, no writes: a dry run never changes what the real watcher will do
             return self._loop(self._reader(()))
         try:
-            lock = self.build.acquire_watch_lock()
+            lock = self.lock_fd = self.build.acquire_watch_lock()
         except Locked as exc:
             self.log.error("another watcher (%s) is already watching this build; not starting a second", exc.holder)
             return ExitCode.LOCKED
@@ -114,9 +132,10 @@ class Watcher:
         """This run's sub-runs in order: the groups found on disk less those only an earlier run left."""
         return tuple(v.group for v in decision.groups if v.group)
 
-    def _loop(self, reader: EvidenceReader) -> int:
-        waiter = Waiter(self.stop, self.s.poll_seconds, self.s.wake, self.clock.mono)
-        self.log.info("%s", waiter.describe())
+    def _loop(self, reader: EvidenceReader, waiter: Optional[Waiter] = None) -> int:
+        if waiter is None:
+            waiter = Waiter(self.stop, self.s.poll_seconds, self.s.wake, self.clock.mono)
+            self.log.info("%s", waiter.describe())
         try:
             return self._look_until_terminal(reader, waiter)
         finally:
@@ -159,10 +178,12 @@ class Watcher:
                 self.log.warning("%s", waiter.describe())
             launcher = snap.launcher
             waiter.follow(launcher.pid if launcher.alive else None,
-                          lambda pid=launcher.pid, began=launcher.started_at: procs.alive(pid, began))
+                          functools.partial(procs.alive, launcher.pid, launcher.started_at))
             timeout = 0.0 if again else timeout_until(next_deadline(snap, spans), snap.taken_at)
             if settling(decision):
                 timeout = min(timeout, self.s.poll_seconds)
+            elif not again and self._may_rest(waiter):
+                self._rest(waiter, snap, decision, limits, spans)  # returns only when it could not rest
             if not self._wait(waiter, reader, timeout):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return ExitCode.OK
@@ -180,6 +201,91 @@ class Watcher:
             if timeout <= 0:
                 return True
         return False
+
+    # --- resting: the light waiter (rest.py) in this very process while the run stays quiet ----------------
+
+    def _may_rest(self, waiter: Waiter) -> bool:
+        return (self.may_rest and self.s.wake == "auto" and not self.dry_run and self.rest_problem is None
+                and waiter.on_events
+                and not waiter.launcher_polled and self.clock.mono() - waiter.event_at >= self.s.rest_after_seconds)
+
+    def _rest(self, waiter: Waiter, snap: Snapshot, decision: Decision, limits: Limits,
+              spans: Tuple[float, ...]) -> None:
+        """Hand this watcher's state to itself and exec() the light waiter; returns only when that failed
+        (the watcher then waits as it is, and does not try again)."""
+        deadline = decisive_deadline(snap, decision, limits, spans)
+        if deadline is not None and deadline - self.clock.mono() < self.s.rest_after_seconds:
+            return  # due soon: a rest costs an exec() each way (about 50 ms of CPU to come back)
+        try:
+            argv, spec_fds = self._rest_command(waiter, deadline)
+            os.execv(argv[0], argv[1:])
+        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+            self.rest_problem = f"{type(exc).__name__}: {exc}"
+            self.log.warning("cannot rest (%s); waiting as it is (only costlier)", self.rest_problem)
+            for fd in locals().get("spec_fds", ()):  # the state's descriptor, when it was made
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _rest_command(self, waiter: Waiter, deadline: Optional[float]) -> Tuple[List[str], Tuple[int, ...]]:
+        """The light waiter's command line; its state descriptor (to close if the exec fails)."""
+        if not sys.executable or waiter.watches is None:
+            raise OSError("no interpreter path or no inotify")
+        resume = resume_command()
+        when = "no time rule due" if deadline is None else f"its next time rule in {deadline - self.clock.mono():.0f}s"
+        say = self.log.info if not self.rested else self.log.debug  # said once: a run rests between its tests
+        say("quiet for %.0fs: resting (the same process, a light waiter) until a change, the launcher's exit or "
+            "%s%s", self.clock.mono() - waiter.event_at, when, "" if self.rested else " (later rests: debug level)")
+        self.rested = True
+        state = os.memfd_create("atvm-watcher-state", 0)
+        try:
+            data = memoryview(REST_MAGIC + pickle.dumps((self, waiter), protocol=pickle.HIGHEST_PROTOCOL))
+            while data:
+                data = data[os.write(state, data):]
+            os.lseek(state, 0, os.SEEK_SET)
+            watches = waiter.watches
+            for fd in (state, watches.inotify.fd, waiter.pidfd, self.lock_fd):
+                if fd >= 0:
+                    os.set_inheritable(fd, True)  # each stays open across exec(); the rest are closed by it
+            spec = {"build": self.req.build_name, "journal": bool(os.environ.get("JOURNAL_STREAM")),
+                    "inotify": watches.inotify.fd, "pidfd": waiter.pidfd, "deadline": deadline, "state": state,
+                    "names": {str(wd): None if names is None else sorted(names)
+                              for wd, names in watches.names.items()},
+                    "look": [[p, fingerprint(p)] for p in look_paths(watches)], "safety": SAFETY_SECONDS,
+                    "resume": resume}
+        except BaseException:
+            os.close(state)
+            raise
+        rest_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rest.py")
+        return [sys.executable, sys.executable, "-I", "-S", rest_py, json.dumps(spec)], (state,)
+
+    def resumed(self, waiter: Waiter, why: str, when: float) -> int:
+        """Back from a rest (rest.py woke for ``why`` at ``when``, monotonic): look at once, then as before."""
+        self.stop = StopRequest().install()
+        waiter.stop = self.stop
+        self.deliverer = self._deliverer()
+        reader = self.reader
+        if waiter.watches is not None:
+            waiter.watches.stale = True  # the light waiter read the events: check every watch again
+        if waiter.pid is not None and waiter.pidfd >= 0:
+            waiter.seen_alive = (waiter.pid, when)  # alive until then: a pidfd turns readable at the exit
+            if why == "launcher":
+                waiter._close_pidfd()
+                waiter.pid = None
+        if why in ("event", "launcher", "safety"):
+            waiter.event_at = when
+        if why == "safety":
+            reader.look_everywhere()  # a change that raised no event: nothing may be assumed unchanged
+        self.log.debug("back from a rest (%s)", why)
+        try:
+            return self._loop(reader, waiter)
+        finally:
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["stop"] = state["deliverer"] = None  # signal handlers, a bound method: made anew on resume
+        return state
 
     def _render(self, verdict: Verdict, position: Optional[int]) -> Dict[str, Any]:
         return render(compose(verdict, self.req, self.context(verdict, position)), self.s.channel, self.s.username)
@@ -238,6 +344,65 @@ class Watcher:
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
 
 
+def decisive_deadline(snap: Snapshot, decision: Decision, limits: Limits, spans: Tuple[float, ...]) -> Optional[float]:
+    """The first instant ahead at which the decision would change though no evidence does, or None.
+
+    wake.deadlines lists every instant at which a time rule might fire; decide() is a pure function of the
+    snapshot with its ``taken_at`` as "now", so each is probed by deciding the same evidence as of then. A
+    resting watcher comes back only for the one that matters (each return costs an exec()). None: none of
+    the first REST_PROBES instants changes it (events and the launcher's exit still wake the watcher, and
+    the light waiter's safety look bounds what raised no event)."""
+    def outcome(d: Decision) -> Tuple[Any, ...]:
+        return tuple((v.group, v.state, v.rule) for v in (d.run, *d.groups))
+
+    now = outcome(decision)
+    for t in deadlines(snap, spans)[:REST_PROBES]:
+        at = t + DEADLINE_MARGIN
+        wall = None if snap.wall_at is None else snap.wall_at + (at - snap.taken_at)
+        if outcome(decide(dataclasses.replace(snap, taken_at=at, wall_at=wall), limits)) != now:
+            return at
+    return None
+
+
+def look_paths(watches: Watches) -> List[str]:
+    """What the light waiter stats for a change that raised no event: the run's own files and folders,
+    never a shared folder itself (another run's file coming there is not this run's change)."""
+    paths: Dict[str, None] = {}
+    targets = watches.targets or Targets()
+    for path in (*targets.files, *targets.trees, *targets.folders):
+        paths[path] = None
+    for path, (wd, _ident, _mask) in watches.watched.items():
+        names = watches.names.get(wd)
+        for p in [path] if names is None else [os.path.join(path, n) for n in sorted(names)]:
+            paths[p] = None
+    return list(paths)
+
+
+def resume_command() -> List[str]:
+    """How this watcher was started (interpreter, its flags, the script, the arguments) less an earlier
+    ``--from-rest``: [executable, argv0, ...] for os.execv."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    if not argv or not sys.argv or not sys.argv[0] or sys.argv[0] == "-c":
+        raise OSError("the watcher was not started from its script: it cannot be started again")
+    return [sys.executable] + [a for a in argv if not a.startswith("--from-rest=")]
+
+
+def resume(token: str) -> int:
+    """The watcher, back from a rest: ``token`` is "FD,WHY,WHEN" as the light waiter passed it."""
+    try:
+        fd_text, why, when_text = token.split(",")
+        fd, when = int(fd_text), float(when_text)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--from-rest is given only by a resting watcher to itself ({exc})") from None
+    if not data.startswith(REST_MAGIC):
+        raise ConfigError("--from-rest is given only by a resting watcher to itself (not its state)")
+    watcher, waiter = pickle.loads(data[len(REST_MAGIC):])
+    log.setup(watcher.s.webhook)
+    return watcher.resumed(waiter, why, when)
+
+
 def settling(decision: Decision) -> bool:
     """Is a verdict waiting for a file still being written? It may be written in ways that raise no event
     (through mmap): looked at every ATVM_POLL_SECONDS while it lasts (seconds)."""
@@ -253,6 +418,7 @@ def run(settings: Settings, request: Request, dry_run: bool, at_least_once: bool
         raise ConfigError(problem)
     try:
         watcher = Watcher(settings, request, dry_run, at_least_once)
+        watcher.may_rest = os.path.basename(sys.argv[0]) == "atvm_run_watcher.py"
         code = watcher.run()
         if preview_file:
             watcher.write_preview(Path(preview_file))

@@ -1,0 +1,190 @@
+"""A quiet watcher rests as the light waiter (rest.py) in its own process and comes back for what matters.
+
+Its decisions must be those of a watcher that stays resident (ATVM_WAKE=events): the same states, the
+same posts, the same exit codes; the process (its pid, its lock on the build) is the same throughout.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from atvm_watcher import rest
+
+REST = {"ATVM_REST_AFTER_SECONDS": "1"}
+RESTING = "resting (the same process, a light waiter)"
+
+
+def outcome(world, build: str, launcher_args, watcher_args, env) -> Tuple[int, Dict[str, str], List[str], str]:
+    launcher = world.launch(build, *launcher_args) if launcher_args else None
+    proc = world.start_watcher("--build-name", build, *watcher_args, env=env)
+    _, err = proc.communicate(timeout=90)
+    if launcher is not None and launcher.poll() is None:
+        launcher.kill()
+    states = {}
+    for path in sorted(world.build_dir(build).rglob("state.json")):
+        states[str(path.parent.relative_to(world.build_dir(build)))] = json.loads(path.read_text())["state"]
+    posts = sorted(p["text"].replace(build, "B") for p in world.receiver.posts if build in p["text"])
+    return proc.returncode, states, posts, err
+
+
+SCENARIOS = {
+    # name: (launcher arguments, watcher arguments, settings); each run is quiet longer than the rest threshold
+    "completed": (("--outcome", "pass", "--step-seconds", "1.6"), (), {}),
+    "categorized": (("--group", "linux:pass", "--group", "windows:fail", "--step-seconds", "1.6"),
+                    ("--categorize",), {}),
+    "hung": (("--hang", "--step-seconds", "0.2"), (), {"ATVM_HUNG_AFTER_SECONDS": "5"}),
+    "never-started": ((), (), {"ATVM_START_TIMEOUT_SECONDS": "5"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_a_resting_watcher_decides_as_a_resident_one(world, name):
+    launcher_args, watcher_args, env = SCENARIOS[name]
+    rested = outcome(world, f"quiet-{name}", launcher_args, watcher_args, {**env, **REST})
+    resident = outcome(world, f"quiet-{name}-resident", launcher_args, watcher_args,
+                       {**env, **REST, "ATVM_WAKE": "events"})
+    assert RESTING in rested[3], rested[3]
+    assert RESTING not in resident[3]
+    assert rested[:3] == resident[:3], (rested[3], resident[3])
+    assert rested[0] in (0, 1) and rested[1]
+
+
+def cmdline(pid: int) -> List[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def wait_until(check, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def resting(pid: int) -> bool:
+    return any(a.endswith("rest.py") for a in cmdline(pid))
+
+
+def test_a_resting_watcher_is_the_same_process_holds_its_lock_and_stops_on_sigterm(world):
+    build = "quiet-stop"
+    launcher = world.launch(build, "--hang", "--step-seconds", "0.1")
+    proc = world.start_watcher("--build-name", build, env=REST)
+    wait_until(lambda: resting(proc.pid))
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    rss_kib = int(status.split("VmRSS:")[1].split()[0])
+    assert rss_kib < 16 * 1024, status  # the light waiter, not the whole watcher (about 9 MiB against 20+)
+    second = world.start_watcher("--build-name", build)  # the lock is still held: a second watcher refuses
+    _, err2 = second.communicate(timeout=30)
+    assert "already watching this build" in err2, err2
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stop requested before the run finished; nothing posted" in err.splitlines()[-1], err
+    assert not [p for p in world.receiver.posts if build in p["text"]]
+    third = world.start_watcher("--build-name", build, env={"ATVM_HUNG_AFTER_SECONDS": "1", "ATVM_WAKE": "events"})
+    _, err3 = third.communicate(timeout=30)  # the lock went with the process: the next watcher takes over
+    launcher.kill()
+    assert "already watching" not in err3 and "finished: HUNG" in err3, err3
+
+
+def test_a_resting_watcher_is_not_woken_by_another_runs_file_in_a_shared_folder(world):
+    build = "quiet-shared"
+    other = world.layout("quiet-other").run().log
+    launcher = world.launch(build, "--hang", "--step-seconds", "0.1")
+    proc = world.start_watcher("--build-name", build, env=REST)
+    wait_until(lambda: resting(proc.pid))
+    assert other.parent == world.layout(build).run().log.parent
+    for _ in range(5):
+        with other.open("a") as fh:
+            fh.write("another run's line\n")
+        time.sleep(0.1)
+    assert resting(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    launcher.kill()
+    assert err.count("quiet for") == 1 and "back from a rest" not in err, err
+
+
+def test_the_launchers_exit_wakes_a_resting_watcher_at_once(world):
+    build = "quiet-killed"
+    launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    proc = world.start_watcher("--build-name", build, env={**REST, "ATVM_GONE_GRACE_SECONDS": "4"})
+    wait_until(lambda: resting(proc.pid))
+    launcher.kill()  # SIGKILL: no outcome file; only its pidfd tells
+    launcher.wait()
+    wait_until(lambda: not resting(proc.pid), timeout=5)  # woken by the exit, not by a timer
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "finished: TERMINATED" in err, err
+    assert not [p for p in world.receiver.posts if build in p["text"]]
+
+
+def test_a_resting_watcher_keeps_the_settings_it_started_with(world):
+    """An env file broken while a watcher rests (an operator's edit) costs no post: it is not read again."""
+    build = "quiet-envfile"
+    env_file = Path(world.env["ATVM_WATCHER_ENV_FILE"])
+    launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "2.5")
+    proc = world.start_watcher("--build-name", build, env=REST)
+    wait_until(lambda: resting(proc.pid))
+    env_file.write_text("ATVM_POLL_SECONDS=fast\nMATTERMOST_ATVM_WEBHOOK=\n")
+    _, err = proc.communicate(timeout=60)
+    launcher.wait(timeout=30)
+    assert proc.returncode == 0 and "finished: COMPLETED" in err, err
+    assert len([p for p in world.receiver.posts if build in p["text"]]) == 1
+
+
+def test_from_rest_is_refused_from_an_operator(world):
+    r = world.cli("watch", "--build-name", "quiet-hand", "--from-rest=0,event,1.0")
+    assert r.returncode == 3, r.stderr
+    assert "only by a resting watcher to itself" in r.stderr
+    r = world.cli("watch", "--build-name", "quiet-hand", "--from-rest=garbage")
+    assert r.returncode == 3 and "only by a resting watcher" in r.stderr, r.stderr
+
+
+def test_the_light_waiter_imports_next_to_nothing():
+    tree = ast.parse(Path(rest.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"json", "os", "select", "signal", "struct", "sys", "time"}, imported
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import runpy,sys; sys.argv=['x']; "
+                          f"import importlib.util as u; s=u.spec_from_file_location('r', {rest.__file__!r}); "
+                          "m=u.module_from_spec(s); s.loader.exec_module(m); print(len(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 80, out.stdout
+
+
+def event(wd: int, mask: int, name: str = "") -> bytes:
+    raw = name.encode() + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", wd, mask, 0, len(raw)) + raw
+
+
+def test_the_light_waiter_counts_the_events_the_watcher_would():
+    names = {"1": ["b.log", "b.exit"], "2": None}
+    assert not rest.relevant(event(1, 0x2, "other.log"), names)  # another run's file in the shared folder
+    assert rest.relevant(event(1, 0x100, "b.exit"), names)
+    assert rest.relevant(event(2, 0x2, "anything"), names)  # a report folder: every name
+    assert not rest.relevant(event(7, 0x2, "b.log"), names)  # a watch dropped since
+    assert rest.relevant(event(-1, 0x4000), names)  # the queue overflowed: events were lost
+    assert rest.relevant(event(1, 0x8000), names)  # a watched folder went away
+    assert rest.relevant(event(1, 0x2, "other.log") + event(2, 0x2, "r.json"), names)
+
+
+def test_the_light_waiter_sees_a_change_that_raised_no_event(tmp_path):
+    f = tmp_path / "b.log"
+    f.write_text("x")
+    look = [[str(f), rest.fingerprint(str(f))], [str(tmp_path / "absent"), None]]
+    assert rest.changed_paths(look) == []
+    os.utime(f, ns=(1, 1))
+    assert rest.changed_paths(look) == [str(f)]
+    (tmp_path / "absent").write_text("")
+    assert len(rest.changed_paths(look)) == 2
