@@ -159,7 +159,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch" and args.from_rest:  # back from a rest: the settings it started with, not reread
         from .commands import watch
 
-        return watch.resume(args.from_rest)
+        code = watch.resume(args.from_rest)
+        if code is not None:
+            return code  # else its state could not be taken back: a fresh start, as below
     if args.command in LENIENT:
         settings, problems = load_lenient()
     else:

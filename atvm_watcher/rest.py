@@ -17,8 +17,9 @@ and then exec()s the watcher again, which takes its state back and looks at once
 (SIGTERM, SIGINT, SIGHUP) ends it as it ends a waiting watcher: exit 0, nothing posted for what is
 unfinished, one journal line saying so.
 
-It is run as ``python3 -I -S rest.py SPEC`` (SPEC: JSON, written by commands/watch.py) and must not
-import the package: whatever it imports, every resting watcher pays for.
+It is run as ``python3 -I -S rest.py atvm-run-watcher resting --build-name=B --spec-fd=N`` (N: a memfd
+holding the JSON that commands/watch.py wrote) and must not import the package: whatever it imports,
+every resting watcher pays for.
 """
 
 import json
@@ -33,7 +34,7 @@ SAFETY_SECONDS = 60.0  # as wake.SAFETY_SECONDS: the bound on how late a change 
 EXEC_RETRIES = 5  # a failed exec() back (a transient EAGAIN/ENOMEM) is tried again, a second apart
 EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
 IN_Q_OVERFLOW, IN_IGNORED, SELF = 0x4000, 0x8000, 0x400 | 0x800
-INTERNAL = 10  # vocab.ExitCode.INTERNAL: systemd restarts the watcher, which recovers from its state directory
+INTERNAL = 1  # vocab.ExitCode.INTERNAL: systemd restarts the watcher, which recovers from its state directory
 
 
 def say(spec, level, text):
@@ -110,8 +111,15 @@ def wait(spec, clock=time.monotonic):
                 return "event", clock()
 
 
+def read_spec(argv):
+    """The JSON behind --spec-fd=N (the descriptor is closed: it is not handed on)."""
+    fd = int(next(a for a in argv if a.startswith("--spec-fd="))[len("--spec-fd="):])
+    with os.fdopen(fd, "rb") as fh:
+        return json.loads(fh.read())
+
+
 def main(argv):
-    spec = json.loads(argv[1])
+    spec = read_spec(argv)
 
     def stop(_signum, _frame):
         say(spec, "INFO", "stop requested before the run finished; nothing posted for what is unfinished")

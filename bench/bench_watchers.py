@@ -19,6 +19,7 @@ It prints the tables and, with --write, puts them between the markers in docs/PE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,6 +39,7 @@ from benchlib import World  # noqa: E402
 from atvm_watcher import decide as decide_mod  # noqa: E402
 from atvm_watcher import evidence, procs  # noqa: E402
 from atvm_watcher.layout import RunLayout  # noqa: E402
+from atvm_watcher.settings import Settings  # noqa: E402
 
 MIB = 1024 * 1024
 UNIT_PYTHON = "/usr/bin/python3"  # ExecStart of deploy/atvm-run-watcher@.service
@@ -58,6 +60,9 @@ def bench_latency(tmp: Path, rx: bl.TimedReceiver, runs: int, outcome_runs: int,
         for i in range(outcome_runs):
             for kind in ("exit", "status"):
                 rows.append(_one_outcome_run(world, rx, f"bench-lat-{kind}-{i:03d}", kind, rng.uniform(0.2, 1.2)))
+        for i in range(outcome_runs):
+            rows.append(_one_outcome_run(world, rx, f"bench-lat-rest-{i:03d}", "exit", rng.uniform(0.2, 1.2),
+                                         rested=True))
         for i in range(poll_runs):
             rows.append(_one_latency_run(world, rx, f"bench-lat-poll-{i:03d}", step, rng.uniform(0.2, 1.2),
                                          poll=True))
@@ -92,8 +97,13 @@ def _one_latency_run(world: World, rx: bl.TimedReceiver, build: str, step: float
 QUIET_LOG = "    ✓ cuts over and boots the target (21877ms)\n\n  3 passing (2m)\n"  # --quiet: no closing line
 
 
-def _one_outcome_run(world: World, rx: bl.TimedReceiver, build: str, kind: str, delay: float) -> Dict[str, Any]:
-    """A run whose only finish evidence is its .exit (or .status) file, written while the watcher waits."""
+RESTED = ".exit file, resting watcher"
+
+
+def _one_outcome_run(world: World, rx: bl.TimedReceiver, build: str, kind: str, delay: float,
+                     rested: bool = False) -> Dict[str, Any]:
+    """A run whose only finish evidence is its .exit (or .status) file, written while the watcher waits
+    (``rested``: while it rests, with ATVM_REST_AFTER_SECONDS=1 so that it rests within seconds)."""
     layout = world.layout(build)
     run = layout.run()
     launcher = world.spawn(["sleep", "600"])
@@ -101,11 +111,13 @@ def _one_outcome_run(world: World, rx: bl.TimedReceiver, build: str, kind: str, 
     run.log.write_text(QUIET_LOG)
     now = time.time()
     bl.write_reports(run.reports, 3, 0, (now, now))
-    watcher = world.watcher(build)
+    watcher = world.watcher(build, env={"ATVM_REST_AFTER_SECONDS": "1"} if rested else None)
     state = world.root / "state" / build / "state.json"
     deadline = time.monotonic() + 30
     while not state.exists() and time.monotonic() < deadline:  # the watcher has looked once
         time.sleep(0.02)
+    while rested and _image(watcher.pid) != "resting" and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(delay)
     path = run.exit if kind == "exit" else run.status
     path.write_text("0\n" if kind == "exit" else "COMPLETED\n")
@@ -114,7 +126,7 @@ def _one_outcome_run(world: World, rx: bl.TimedReceiver, build: str, kind: str, 
     code, cpu, rss = bl.reap(watcher, 60)
     launcher.kill()
     launcher.wait()
-    return {"build": build, "kind": f".{kind} file", "exit": code, "cpu": cpu, "rss": rss,
+    return {"build": build, "kind": RESTED if rested else f".{kind} file", "exit": code, "cpu": cpu, "rss": rss,
             "ours": since(written, rx.arrived.get(("watcher", build))), "naive": None}
 
 
@@ -141,7 +153,7 @@ def bench_idle(tmp: Path, rx: bl.TimedReceiver, seconds: float, warmup: float, r
     world = World.make(tmp, "idle", rx.url, PY)
     filler = bl.fill_process_table(process_target)
     try:
-        for build in ("bench-idle-quiet", "bench-idle-10k", "bench-idle-poll"):
+        for build in ("bench-idle-quiet", "bench-idle-10k", "bench-idle-poll", "bench-idle-resident"):
             world.launcher(build, "--hang")
         time.sleep(1.0)  # reports written after the launcher started belong to its run
         now = time.time()
@@ -154,6 +166,7 @@ def bench_idle(tmp: Path, rx: bl.TimedReceiver, seconds: float, warmup: float, r
                 (world.watcher("bench-idle-nolauncher"), False),
             "watcher, quiet run, ATVM_WAKE=poll (the fallback)":
                 (world.watcher("bench-idle-poll", env={"ATVM_WAKE": "poll"}), False),
+            RESIDENT: (world.watcher("bench-idle-resident", env={"ATVM_WAKE": "events"}), False),
             "naive loop (grep + curl every 1 s), same quiet run": (world.naive("bench-idle-quiet"), True),
         }
         if os.path.realpath(sys.executable) != os.path.realpath(PY):
@@ -170,19 +183,43 @@ def bench_idle(tmp: Path, rx: bl.TimedReceiver, seconds: float, warmup: float, r
 
 
 def _measure_window(subjects: Dict[str, Any], seconds: float, warmup: float) -> Dict[str, Any]:
-    time.sleep(warmup)  # past startup, the first full report parse and YOUNG_SECONDS
+    """CPU over the window; peak RSS: the largest of VmRSS sampled every 0.5 s through the window and VmHWM at
+    its end (VmHWM alone would not do: a watcher that rests exec()s, which starts VmHWM afresh)."""
+    time.sleep(warmup)  # past startup, the first full report parse, YOUNG_SECONDS and ATVM_REST_AFTER_SECONDS
     start = {name: bl.cpu_seconds(p.pid, kids) for name, (p, kids) in subjects.items()}
+    image = {name: _image(p.pid) for name, (p, kids) in subjects.items()}
+    peak = {name: 0 for name in subjects}
     t0 = time.monotonic()
-    time.sleep(seconds)
+    while time.monotonic() - t0 < seconds:  # the sampling is this process's CPU, not the subjects'
+        for name, (p, kids) in subjects.items():
+            if not kids:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    peak[name] = max(peak[name], bl.status_kib(p.pid, "VmRSS"))
+        time.sleep(min(0.5, max(0.0, seconds - (time.monotonic() - t0))))
     elapsed = time.monotonic() - t0
     rows = []
     for name, (p, kids) in subjects.items():
         alive = p.poll() is None
         cpu = bl.cpu_seconds(p.pid, kids) - start[name] if alive else float("nan")
+        hwm = max(peak[name], bl.status_kib(p.pid, "VmHWM")) if alive and not kids else None
         rows.append({"name": name, "alive": alive, "cpu": cpu, "share": 100 * cpu / elapsed,
-                     "since_start": bl.cpu_seconds(p.pid, kids) if alive else float("nan"),
-                     "hwm": bl.status_kib(p.pid, "VmHWM") if alive and not kids else None})
+                     "since_start": bl.cpu_seconds(p.pid, kids) if alive else float("nan"), "hwm": hwm,
+                     "image": f"{image[name]} -> {_image(p.pid) if alive else 'exited'}"})
     return {"seconds": elapsed, "warmup": warmup, "rows": rows}
+
+
+RESIDENT = "watcher, quiet run, ATVM_WAKE=events (resident: never rests)"
+
+
+def _image(pid: int) -> str:
+    """What the process runs: the light waiter (resting), the watcher, or something else."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    if any(a.endswith(b"rest.py") for a in argv):
+        return "resting"
+    return "watcher" if any(a.endswith(b"atvm_run_watcher.py") for a in argv) else "-"
 
 
 # --- 3: many watchers -------------------------------------------------------------------------------------
@@ -460,12 +497,12 @@ def render(res: Dict[str, Any], args: argparse.Namespace, info: Dict[str, str]) 
 def _latency_md(res, args) -> List[str]:
     lat = res["latency"]
     rows, events = [], []
-    for kind in LATENCY_KINDS + (POLLED,):
+    for kind in LATENCY_KINDS + (RESTED, POLLED):
         xs = [r["ours"] for r in lat["rows"] if r["kind"] == kind and r["ours"] is not None]
         n = sum(1 for r in lat["rows"] if r["kind"] == kind)
         if not n:
             continue
-        if kind != POLLED:
+        if kind not in (POLLED, RESTED):
             events += xs
         rows.append([kind, str(n), ms(bl.median(xs)), ms(bl.pct(xs, 95)), ms(top(xs)),
                      "" if len(xs) == n else f"**{n - len(xs)} not posted**"])
@@ -478,8 +515,12 @@ def _latency_md(res, args) -> List[str]:
             "when the receiver had the post. *closing line*: a simulated launcher writing 3 specs, the clock "
             "starting at the mtime of the log's last write (Cypress's closing line, which precedes the .exit "
             "file); *.exit file* / *.status file*: a quiet run (no closing line) whose outcome file is written "
-            "while the watcher waits, the clock starting at that file's mtime; *ATVM_WAKE=poll*: the polling "
-            "fallback (a look every second) on closing-line runs.", ""] + table(
+            "while the watcher waits, the clock starting at that file's mtime; *resting watcher*: the same, the "
+            ".exit file written while the watcher rests as the light waiter (ATVM_REST_AFTER_SECONDS=1 so that "
+            "it rests within a second; the default 30 s changes only when it starts resting), so the post "
+            "waits for the watcher to come back (an exec() and its imports); *ATVM_WAKE=poll*: the polling "
+            "fallback (a look every second) on closing-line runs. The target row counts the runs of the "
+            "default path (a watcher is resident while its run writes), not these two.", ""] + table(
         ["finish evidence", "runs", "median", "p95", "max", ""], rows) + [
         "", f"Every run posted exactly once: {'yes' if lat['once'] else '**no**'}; watcher exit codes: "
         f"{sorted({r['exit'] for r in lat['rows']})}; CPU per watcher over its whole life (start-up included): "
@@ -651,7 +692,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20, help="latency runs (default 20)")
     p.add_argument("--watchers", type=int, default=100, help="concurrent watchers (default 100)")
     p.add_argument("--idle-seconds", type=float, default=60.0)
-    p.add_argument("--warmup-seconds", type=float, default=evidence.YOUNG_SECONDS + 10)
+    p.add_argument("--warmup-seconds", type=float,
+                   default=max(evidence.YOUNG_SECONDS, Settings.rest_after_seconds) + 10,
+                   help="before the idle window: past YOUNG_SECONDS and ATVM_REST_AFTER_SECONDS's default")
     p.add_argument("--outcome-runs", type=int, default=10, help="latency runs per outcome file kind (default 10)")
     p.add_argument("--poll-runs", type=int, default=10, help="latency runs with ATVM_WAKE=poll (default 10)")
     p.add_argument("--reports", type=int, default=10000)

@@ -188,3 +188,38 @@ def test_the_light_waiter_sees_a_change_that_raised_no_event(tmp_path):
     assert rest.changed_paths(look) == [str(f)]
     (tmp_path / "absent").write_text("")
     assert len(rest.changed_paths(look)) == 2
+
+
+def test_the_light_waiter_agrees_with_the_package_on_what_it_restates():
+    from atvm_watcher import procs, wake
+    from atvm_watcher.vocab import RESTARTED, ExitCode
+
+    assert rest.INTERNAL == ExitCode.INTERNAL and ExitCode.INTERNAL in RESTARTED
+    assert rest.SAFETY_SECONDS == wake.SAFETY_SECONDS
+    assert rest.EVENT.format == wake.EVENT.format
+    assert (rest.IN_Q_OVERFLOW, rest.IN_IGNORED, rest.SELF) == (wake.IN_Q_OVERFLOW, wake.IN_IGNORED, wake.SELF)
+    argv = b"\0".join([b"/usr/bin/python3", b"-I", b"-S", b"/opt/atvm-watcher-service/atvm_watcher/rest.py",
+                       b"atvm-run-watcher", b"resting", b"--build-name=b1", b"--spec-fd=5"])
+    assert not procs.is_candidate(argv, b"b1")  # a resting watcher is never taken for its run's launcher
+
+
+def test_a_watcher_that_comes_back_to_other_code_starts_afresh_and_posts_once(world, tmp_path):
+    """A reinstall while a watcher rests: it does not unpickle the old code's objects into the new code."""
+    import shutil
+
+    repo = Path(rest.__file__).resolve().parents[1]
+    copy = tmp_path / "install"
+    shutil.copytree(repo / "atvm_watcher", copy / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(repo / "atvm_run_watcher.py", copy / "atvm_run_watcher.py")
+    build = "quiet-reinstall"
+    launcher = world.launch(build, "--outcome", "pass", "--hang", "--pid-file", "--step-seconds", "0.1")
+    proc = subprocess.Popen([sys.executable, str(copy / "atvm_run_watcher.py"), "watch", "--build-name", build],
+                            env={**world.env, **REST}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    world.procs.append(proc)
+    wait_until(lambda: resting(proc.pid))
+    later = time.time() + 5
+    os.utime(copy / "atvm_watcher" / "vocab.py", (later, later))  # "reinstalled"
+    launcher.kill()  # its exit wakes the watcher, which comes back to the changed code
+    _, err = proc.communicate(timeout=60)
+    assert "starting afresh from the state directory" in err, err
+    assert proc.returncode == 0 and "finished: TERMINATED" in err, err

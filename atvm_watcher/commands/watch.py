@@ -238,7 +238,8 @@ class Watcher:
         self.rested = True
         state = os.memfd_create("atvm-watcher-state", 0)
         try:
-            data = memoryview(REST_MAGIC + pickle.dumps((self, waiter), protocol=pickle.HIGHEST_PROTOCOL))
+            data = memoryview(REST_MAGIC + code_stamp() + b"\n"
+                              + pickle.dumps((self, waiter), protocol=pickle.HIGHEST_PROTOCOL))
             while data:
                 data = data[os.write(state, data):]
             os.lseek(state, 0, os.SEEK_SET)
@@ -247,7 +248,8 @@ class Watcher:
                 if fd >= 0:
                     os.set_inheritable(fd, True)  # each stays open across exec(); the rest are closed by it
             spec = {"build": self.req.build_name, "journal": bool(os.environ.get("JOURNAL_STREAM")),
-                    "inotify": watches.inotify.fd, "pidfd": waiter.pidfd, "deadline": deadline, "state": state,
+                    "inotify": watches.inotify.fd, "pidfd": waiter.pidfd, "deadline": deadline,
+                    "state": f"{state},{self.lock_fd}",
                     "names": {str(wd): None if names is None else sorted(names)
                               for wd, names in watches.names.items()},
                     "look": [[p, fingerprint(p)] for p in look_paths(watches)], "safety": SAFETY_SECONDS,
@@ -255,8 +257,19 @@ class Watcher:
         except BaseException:
             os.close(state)
             raise
+        spec_fd = os.memfd_create("atvm-watcher-rest", 0)
+        try:
+            os.write(spec_fd, json.dumps(spec).encode())  # small: one write
+            os.lseek(spec_fd, 0, os.SEEK_SET)
+            os.set_inheritable(spec_fd, True)
+        except BaseException:
+            os.close(spec_fd)
+            os.close(state)
+            raise
         rest_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rest.py")
-        return [sys.executable, sys.executable, "-I", "-S", rest_py, json.dumps(spec)], (state,)
+        # What ps and systemctl status show: the build, and the marker every process scan skips (procs.py).
+        return ([sys.executable, sys.executable, "-I", "-S", rest_py, "atvm-run-watcher", "resting",
+                 f"--build-name={self.req.build_name}", f"--spec-fd={spec_fd}"], (state, spec_fd))
 
     def resumed(self, waiter: Waiter, why: str, when: float) -> int:
         """Back from a rest (rest.py woke for ``why`` at ``when``, monotonic): look at once, then as before."""
@@ -387,18 +400,45 @@ def resume_command() -> List[str]:
     return [sys.executable] + [a for a in argv if not a.startswith("--from-rest=")]
 
 
-def resume(token: str) -> int:
-    """The watcher, back from a rest: ``token`` is "FD,WHY,WHEN" as the light waiter passed it."""
+def code_stamp() -> bytes:
+    """Which code wrote a rest's state: the package's files (name, size, mtime). A watcher that comes back to
+    other code (a reinstall while it rested) does not unpickle the old code's objects: it starts afresh."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = []
+    for folder in (root, os.path.join(root, "commands")):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts).encode()
+
+
+def resume(token: str) -> Optional[int]:
+    """The watcher, back from a rest: ``token`` is "STATE_FD,LOCK_FD,WHY,WHEN" as the light waiter passed it.
+
+    None when its state cannot be taken back (other code now, a damaged state): both descriptors are closed
+    and the caller starts the watcher afresh, which takes up from the state directory as after a restart."""
     try:
-        fd_text, why, when_text = token.split(",")
-        fd, when = int(fd_text), float(when_text)
-        with os.fdopen(fd, "rb") as fh:
+        state_text, lock_text, why, when_text = token.split(",")
+        state_fd, lock_fd, when = int(state_text), int(lock_text), float(when_text)
+        with os.fdopen(state_fd, "rb") as fh:
             data = fh.read()
     except (ValueError, OSError) as exc:
         raise ConfigError(f"--from-rest is given only by a resting watcher to itself ({exc})") from None
     if not data.startswith(REST_MAGIC):
         raise ConfigError("--from-rest is given only by a resting watcher to itself (not its state)")
-    watcher, waiter = pickle.loads(data[len(REST_MAGIC):])
+    stamp, _, pickled = data[len(REST_MAGIC):].partition(b"\n")
+    problem = "the watcher's code changed while it rested (a reinstall?)" if stamp != code_stamp() else None
+    if problem is None:
+        try:
+            watcher, waiter = pickle.loads(pickled)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, starting afresh loses nothing
+            problem = f"its state could not be read back ({type(exc).__name__})"
+    if problem is not None:
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)  # held by this process: the fresh start takes the lock again
+        print(f"warning: back from a rest: {problem}; starting afresh from the state directory", file=sys.stderr)
+        return None
     log.setup(watcher.s.webhook)
     return watcher.resumed(waiter, why, when)
 

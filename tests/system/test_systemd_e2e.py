@@ -362,6 +362,36 @@ def test_configuration_error_is_not_restarted(box):
         box.run("systemctl", "daemon-reload")
 
 
+def test_a_quiet_watcher_rests_under_the_units_sandbox_and_posts_once(box, receiver):
+    """The unit's system-call filter and MemoryDenyWriteExecute allow what waiting needs: inotify (ctypes), the
+    launcher's pidfd, memfd_create and exec() of the light waiter (rest.py) in the same process."""
+    build = "e2e-rest-rhel9-w2k22"
+    unit = unit_of(box, build)
+    box.write_file(f"/etc/systemd/system/{unit}.d/rest.conf", "[Service]\nEnvironment=ATVM_REST_AFTER_SECONDS=1\n")
+    box.run("systemctl", "daemon-reload")
+    try:
+        started = start_watcher(box, build)
+        assert started.returncode == 0, started.stdout + started.stderr
+        main_pid = box.unit_props(unit, ["MainPID"])["MainPID"]
+        launch_run(box, build, "--step-seconds", "2.5")
+
+        def resting():
+            cmd = box.run("cat", f"/proc/{main_pid}/cmdline", check=False).stdout
+            return "rest.py" in cmd and f"--build-name={build}" in cmd
+        wait_until("the watcher to rest", resting, timeout=30, every=0.2)
+        assert box.unit_props(unit, ["MainPID"])["MainPID"] == main_pid  # the same process: systemd sees no change
+        wait_until("the post", lambda: posts_for(receiver, build), timeout=60)
+        props = wait_unit_done(box, unit)
+        assert (props["ActiveState"], props["Result"], props["NRestarts"]) == ("inactive", "success", "0"), props
+        assert len(posts_for(receiver, build)) == 1
+        said = journal_of(box, build)
+        assert "waiting on file events (inotify)" in said and "resting (the same process" in said, said
+        assert "cannot rest" not in said and "polling every" not in said, said
+    finally:
+        box.run("rm", "-rf", f"/etc/systemd/system/{unit}.d")
+        box.run("systemctl", "daemon-reload")
+
+
 def test_a_crash_loop_trips_the_start_limit(box):
     """Exit 75 (retryable) for ever must end in a failed unit, not restart for ever."""
     build = "e2e-crashloop-rhel7-w2k12"
