@@ -534,8 +534,8 @@ def _idle_rows(rows: List[Dict[str, Any]]) -> List[List[str]]:
     for r in rows:
         hwm = f"{r['hwm'] / 1024:.1f} MiB" if r["hwm"] else "-"
         more = f"{(r['hwm'] - bare['hwm']) / 1024:+.1f} MiB" if r["hwm"] and r is not bare else "-"
-        out.append([r["name"], f"{r['cpu'] * 1000:.1f} ms", f"{r['share']:.4f} %", ratio(r["cpu"], bare["cpu"]),
-                    hwm, more, "" if r["alive"] else "**exited early**"])
+        out.append([r["name"], r.get("image", "-"), f"{r['cpu'] * 1000:.1f} ms", f"{r['share']:.4f} %",
+                    ratio(r["cpu"], bare["cpu"]), hwm, more, "" if r["alive"] else "**exited early**"])
     return out
 
 
@@ -549,17 +549,21 @@ def _idle_md(res, args) -> List[str]:
     bare = next(r for r in idle["rows"] if r["name"] == BARE)
     verdicts = []
     for r in idle["rows"]:
-        if r["name"].startswith("watcher") and "ATVM_WAKE=poll" not in r["name"] and "dev Python" not in r["name"]:
+        if r["name"].startswith("watcher") and "ATVM_WAKE=" not in r["name"] and "dev Python" not in r["name"]:
             cpu_ok, rss_ok = idle_met(r, bare)
             verdicts.append(f"{r['name'].split(', ', 1)[1]}: CPU {pass_mark(cpu_ok)}, RSS {pass_mark(rss_ok)}")
     return ["### 2. Idle cost", "",
             f"All at once, over the same {idle['seconds']:.0f} s window, after {idle['warmup']:.0f} s of warm-up "
-            "(start-up, first parse of every report, and the reports' first YOUNG_SECONDS), with about "
+            "(start-up, first parse of every report, the reports' first YOUNG_SECONDS, and "
+            "ATVM_REST_AFTER_SECONDS, after which a quiet watcher rests), with about "
             f"{args.processes} processes on the machine. CPU from /proc/<pid>/task/*/schedstat (the naive loop: "
-            "/proc/<pid>/stat with its reaped children, in clock ticks); peak RSS is VmHWM since the process "
-            "started. The machine is shared and noisy: the ratio to the bare interpreter, measured in the same "
-            "window, is the figure to read, not the absolute CPU.", ""] + table(
-        ["process", "CPU in window", "of one core", "x bare", "peak RSS", "RSS - bare", ""],
+            "/proc/<pid>/stat with its reaped children, in clock ticks); peak RSS is the largest VmRSS sampled "
+            "every 0.5 s through the window and VmHWM at its end (a rest exec()s, which starts VmHWM afresh: "
+            "the samples would show a watcher that came back within the window). *image*: what the process "
+            "ran at the window's start -> end (*resting*: the light waiter, rest.py). The machine is shared and "
+            "noisy: the ratio to the bare interpreter, measured in the same window, is the figure to read, not "
+            "the absolute CPU.", ""] + table(
+        ["process", "image", "CPU in window", "of one core", "x bare", "peak RSS", "RSS - bare", ""],
         _idle_rows(idle["rows"])) + [
         "", "Target for a waiting watcher: no more CPU than the bare interpreter and a peak RSS within 3 MiB of "
         "its: " + "; ".join(verdicts) + "."]
