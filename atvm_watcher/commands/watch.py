@@ -183,7 +183,11 @@ class Watcher:
             if settling(decision):
                 timeout = min(timeout, self.s.poll_seconds)
             elif not again and self._may_rest(waiter):
-                self._rest(waiter, snap, decision, limits, spans)  # returns only when it could not rest
+                quiet_for = self.clock.mono() - waiter.event_at
+                if quiet_for >= self.s.rest_after_seconds:
+                    self._rest(waiter, snap, decision, limits, spans)  # returns only when it could not rest
+                else:  # wake when it has been quiet long enough (no event comes to say so)
+                    timeout = min(timeout, self.s.rest_after_seconds - quiet_for + DEADLINE_MARGIN)
             if not self._wait(waiter, reader, timeout):
                 self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                 return ExitCode.OK
@@ -205,9 +209,9 @@ class Watcher:
     # --- resting: the light waiter (rest.py) in this very process while the run stays quiet ----------------
 
     def _may_rest(self, waiter: Waiter) -> bool:
+        """May this watcher rest, once its run has been quiet for ATVM_REST_AFTER_SECONDS?"""
         return (self.may_rest and self.s.wake == "auto" and not self.dry_run and self.rest_problem is None
-                and waiter.on_events
-                and not waiter.launcher_polled and self.clock.mono() - waiter.event_at >= self.s.rest_after_seconds)
+                and waiter.on_events and not waiter.launcher_polled)
 
     def _rest(self, waiter: Waiter, snap: Snapshot, decision: Decision, limits: Limits,
               spans: Tuple[float, ...]) -> None:
