@@ -12,4 +12,4 @@ if sys.version_info < (3, 9):  # noqa: UP036 - the controller may have an older 
 from atvm_watcher.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(fast_exit=True))  # a watch ends its process in main, once flushed (cli.leave)

@@ -7,6 +7,7 @@ comes back as a one-line problem, and the status post goes out anyway with what 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def load_inventory(path: Union[Path, str]) -> Tuple[List[VM], Optional[str]]:
     shown = _clean(str(path))
     try:
         data, _ = read_capped(path, MAX_READ_BYTES + 1)  # a FIFO or device named by mistake cannot hang us
-        vms, problem = _parse_bytes(data[:MAX_READ_BYTES], len(data) > MAX_READ_BYTES)
+        vms, problem = _parse_bytes_once(data[:MAX_READ_BYTES], len(data) > MAX_READ_BYTES)
     except (OSError, ValueError) as exc:
         return [], _problem(f"cannot read {shown}: {_os_reason(exc)}")
     except Exception as exc:  # the post must go out even if this parser has a bug
@@ -138,6 +139,24 @@ def _os_reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return str(exc.strerror).lower()
     return _clean(str(exc)) or type(exc).__name__
+
+
+# The last file content parsed (its SHA-256, whether it was cut) and what it gave. The watcher reads the
+# inventory when it starts and again for its post: the same bytes are then not parsed a second time, at
+# the moment a post is due (the parse is the largest part of composing a message). Keyed by the content,
+# never by a file's times: a changed file is always parsed anew.
+_last_parsed: Optional[Tuple[bytes, bool, Tuple[VM, ...], Optional[str]]] = None
+
+
+def _parse_bytes_once(data: bytes, truncated: bool) -> Tuple[List[VM], Optional[str]]:
+    global _last_parsed
+    key = hashlib.sha256(data).digest()
+    last = _last_parsed
+    if last is not None and last[0] == key and last[1] == truncated:
+        return list(last[2]), last[3]
+    vms, problem = _parse_bytes(data, truncated)
+    _last_parsed = (key, truncated, tuple(vms), problem)
+    return vms, problem
 
 
 def _parse_bytes(data: bytes, truncated: bool) -> Tuple[List[VM], Optional[str]]:

@@ -257,7 +257,8 @@ def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float, poll: bool 
     return {"n": n, "up_before_end": up, "early_exits": early, "all_arrived": arrived, "latencies": lat,
             "once": sum(1 for b in builds if counts.get(("watcher", b)) == 1), "on_events": on_events,
             "exit0": sum(1 for code, _, _ in reaped if code == 0), "cpu": [c for _, c, _ in reaped],
-            "rss": [r for _, _, r in reaped], "pss": pss, "spread": max(ends) - min(ends)}
+            "rss": [r for _, _, r in reaped], "pss": pss, "spread": max(ends) - min(ends),
+            "receiver": [since(rx.accepted.get(("watcher", b)), rx.arrived.get(("watcher", b))) for b in builds]}
 
 
 # --- 4: big evidence -------------------------------------------------------------------------------------
@@ -592,11 +593,20 @@ def _many_md(res, args) -> List[str]:
         row("watchers waiting on file events (inotify; the rest poll)", lambda m: f"{m['on_events']} of {m['n']}"),
         row("latency median / p95 / max", lambda m: f"{ms(bl.median(m['latencies']))} / "
             f"{ms(bl.pct(m['latencies'], 95))} / {ms(top(m['latencies']))}"),
+        row("the receiver's own time per post (connection accepted -> post stored): median / p95 / max",
+            lambda m: receiver_share(m.get("receiver"))),
         row("CPU, all watchers, whole life", lambda m: f"{sum(m['cpu']):.2f} s ({ms(bl.median(m['cpu']))} each)"),
         row("memory: sum of PSS while waiting", lambda m: f"{m['pss'] / 1024:.0f} MiB"),
         row("memory: sum of peak RSS (the peak includes posting)",
             lambda m: f"{sum(m['rss']) / 1024:.0f} MiB ({top(m['rss']) / 1024:.1f} MiB the largest)"),
         row("every run posted exactly once, within 2 s p95", lambda m: pass_mark(ok(m)))])
+
+
+def receiver_share(values: Optional[List[Optional[float]]]) -> str:
+    """The double's own time per post (and the sender's, from connecting to its last byte): how much of a latency
+    the bench may have added, since the receiver shares the cores with the watchers."""
+    known = [v for v in values or () if v is not None]
+    return f"{ms(bl.median(known))} / {ms(bl.pct(known, 95))} / {ms(top(known))}" if known else "-"
 
 
 def _big_md(res, args) -> List[str]:

@@ -219,10 +219,28 @@ class TimedReceiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.arrived: Dict[Tuple[str, str], float] = {}  # (who, build) -> first arrival (epoch)
+        # (who, build) -> when the connection that brought that first post was accepted: arrived - accepted
+        # is the double's own time (its thread, reading, parsing, storing) plus the sender's, an upper bound
+        # of what the bench itself adds to a latency (it shares the cores with the watchers).
+        self.accepted: Dict[Tuple[str, str], float] = {}
+        self._accepted_at: Dict[int, float] = {}  # id(connection) -> accepted (epoch)
+        self._serving = threading.local()  # the connection a handler thread serves
         self.double = MattermostDouble(log=self._line)
 
     def __enter__(self) -> TimedReceiver:
         self.double.start()
+        server = self.double._server  # the double's ThreadingHTTPServer: one thread per connection
+        process_request, process_request_thread = server.process_request, server.process_request_thread
+
+        def accepted(request, address) -> None:  # in the accepting thread, right after accept()
+            self._accepted_at[id(request)] = time.time()
+            process_request(request, address)
+
+        def serving(request, address) -> None:  # the connection's own thread
+            self._serving.since = self._accepted_at.pop(id(request), None)
+            process_request_thread(request, address)
+
+        server.process_request, server.process_request_thread = accepted, serving
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -237,8 +255,11 @@ class TimedReceiver:
         now = time.time()
         m = SUBJECT.search(line) if line.startswith("  | ") else None
         if m:
+            key = ("naive" if m.group(1) else "watcher", m.group(3))
             with self.lock:
-                self.arrived.setdefault(("naive" if m.group(1) else "watcher", m.group(3)), now)
+                if key not in self.arrived:
+                    self.arrived[key] = now
+                    self.accepted[key] = getattr(self._serving, "since", None) or now
 
     def counts(self) -> Dict[Tuple[str, str], int]:
         """(who, build) -> number of posts."""

@@ -385,3 +385,44 @@ def test_the_shipped_example_is_recognised_and_an_edited_copy_is_not(tmp_path):
     assert is_shipped_example(SHIPPED)
     lab = write(tmp_path, SHIPPED.read_bytes().replace(EXAMPLE_MARKER.encode(), b"our lab"))
     assert not is_shipped_example(lab) and not is_shipped_example(tmp_path / "missing.md")
+
+
+# --- the same content is parsed once (the watcher reads the file at start and again for its post) -------
+
+
+def test_the_same_content_is_parsed_once_and_a_changed_file_always_anew(tmp_path, monkeypatch):
+    from atvm_watcher import inventory
+
+    parsed = []
+    real = inventory._parse_bytes
+    monkeypatch.setattr(inventory, "_parse_bytes", lambda data, cut: parsed.append(data) or real(data, cut))
+    monkeypatch.setattr(inventory, "_last_parsed", None)
+    path = write(tmp_path, (HEADER + "| a | a-vm | | | | |\n").encode())
+    first, problem = load_inventory(path)
+    first.append(VM("x", "not-in-the-file"))  # the caller's list is its own
+    again, again_problem = load_inventory(path)
+    assert names(again) == ["a-vm"] and problem is again_problem is None and len(parsed) == 1
+    # Rewritten with the same size and the same times: the content decides, not the file's stat.
+    st = path.stat()
+    path.write_bytes((HEADER + "| a | b-vm | | | | |\n").encode())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    changed, _ = load_inventory(path)
+    assert names(changed) == ["b-vm"] and len(parsed) == 2
+    # A problem comes back as it was found, also from the remembered parse.
+    odd = write(tmp_path, HEADER.encode() + b"| a | caf\xe9 | | | | |\n", "odd.md")
+    assert load_inventory(odd) == load_inventory(odd) and len(parsed) == 3
+    assert "UTF-8" in load_inventory(odd)[1]
+
+
+def test_a_cut_file_is_not_taken_for_its_uncut_start(tmp_path, monkeypatch):
+    from atvm_watcher import inventory
+
+    monkeypatch.setattr(inventory, "_last_parsed", None)
+    row = b"| a | a-vm | | | | |\n"
+    start = HEADER.encode() + row * (MAX_READ_BYTES // len(row))
+    whole = write(tmp_path, start[:MAX_READ_BYTES], "whole.md")
+    cut = write(tmp_path, start[:MAX_READ_BYTES] + row * 10, "cut.md")
+    assert load_inventory(whole)[1] is None
+    assert "larger than" in load_inventory(cut)[1]
+    assert load_inventory(whole)[1] is None

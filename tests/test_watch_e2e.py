@@ -370,3 +370,21 @@ def test_a_plain_runs_report_subfolders_are_not_taken_for_sub_runs(world):
     (extra / "index.json").write_text("{}")  # a reporter's own subfolder, beside the run's reports
     code, _, err = finish(world.start_watcher("--build-name", build))
     assert code == 0 and "looks like a categorized run" not in err, err
+
+
+def test_the_post_names_the_vms_the_inventory_holds_when_the_run_ends(world, tmp_path):
+    # The watcher parses the inventory when it starts (so a post does not wait for that); an edit made
+    # while it waits is what the post shows.
+    inv = tmp_path / "lab-inventory.md"
+    head = "| Token | VM | OS | Role | Address | Notes |\n|---|---|---|---|---|---|\n"
+    inv.write_text(head + "| edited | before-vm | | | | |\n", encoding="utf-8")
+    build = "inv-edited-while-waiting"
+    proc = world.start_watcher("--build-name", build, env={"ATVM_INVENTORY": str(inv)})
+    world.wait_for_state(build)  # written after the watcher read the inventory
+    inv.write_text(head + "| edited | after-vm  | | | | |\n", encoding="utf-8")  # the same size
+    world.launch(build, "--step-seconds", "0.05")
+    code, _, err = finish(proc)
+    assert code == 0, err
+    (post,) = world.receiver.posts
+    fields = {f["title"]: f["value"] for f in post["attachments"][0]["fields"]}
+    assert "after-vm" in fields["VMs of the whole build"] and "before-vm" not in fields["VMs of the whole build"]

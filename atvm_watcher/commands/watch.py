@@ -72,6 +72,9 @@ class Watcher:
 
     def run(self) -> int:
         self.stop.install()
+        # Parsed now, while nothing waits on this watcher: the post re-reads the file and parses it only
+        # if it changed (inventory.py), so a burst of runs finishing together does not pay for it.
+        inventory.load_inventory(self.s.inventory)
         if self.dry_run:  # no lock, no writes: a dry run never changes what the real watcher will do
             return self._loop(self._reader(()))
         try:
