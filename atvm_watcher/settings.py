@@ -115,7 +115,7 @@ class Settings:
     templates: Templates = Templates()
     report_url: str = ""  # ATVM_REPORT_URL: a template with {build} and {group}; "" when not set
     wake: str = "auto"  # ATVM_WAKE: "auto" (file events; rests when quiet), "events" (never rests), "poll"
-    rest_after_seconds: float = 30.0  # ATVM_REST_AFTER_SECONDS: quiet this long, a watcher rests (rest.py)
+    rest_after_seconds: float = 60.0  # ATVM_REST_AFTER_SECONDS: quiet this long, a watcher rests (rest.py)
 
     @property
     def has_webhook(self) -> bool:
@@ -423,7 +423,7 @@ def _settings(process: Mapping[str, str], file_values: Mapping[str, str], env_fi
         templates=_templates(env),
         report_url=_report_url(env),
         wake=_wake(env),
-        rest_after_seconds=_seconds(env, "ATVM_REST_AFTER_SECONDS", 30.0),
+        rest_after_seconds=_seconds(env, "ATVM_REST_AFTER_SECONDS", 60.0),
     )
 
 

@@ -244,6 +244,7 @@ def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float, poll: bool 
         up = len(watchers) - len(early)
         pss = sum(bl.pss_kib(w.pid) for w in watchers)
         on_events = sum(1 for w in watchers if bl.uses_inotify(w.pid))
+        resting = sum(1 for w in watchers if _image(w.pid) == "resting")
         arrived = rx.wait_for([("watcher", b) for b in builds], timeout=120 + 2 * n)
         reaped = [bl.reap(w, 60) for w in watchers]
         for launcher in launchers:
@@ -256,6 +257,7 @@ def bench_many(tmp: Path, rx: bl.TimedReceiver, n: int, step: float, poll: bool 
     counts = rx.counts()
     return {"n": n, "up_before_end": up, "early_exits": early, "all_arrived": arrived, "latencies": lat,
             "once": sum(1 for b in builds if counts.get(("watcher", b)) == 1), "on_events": on_events,
+            "resting": resting,
             "exit0": sum(1 for code, _, _ in reaped if code == 0), "cpu": [c for _, c, _ in reaped],
             "rss": [r for _, _, r in reaped], "pss": pss, "spread": max(ends) - min(ends),
             "receiver": [since(rx.accepted.get(("watcher", b)), rx.arrived.get(("watcher", b))) for b in builds]}
@@ -518,7 +520,7 @@ def _latency_md(res, args) -> List[str]:
             "file); *.exit file* / *.status file*: a quiet run (no closing line) whose outcome file is written "
             "while the watcher waits, the clock starting at that file's mtime; *resting watcher*: the same, the "
             ".exit file written while the watcher rests as the light waiter (ATVM_REST_AFTER_SECONDS=1 so that "
-            "it rests within a second; the default 30 s changes only when it starts resting), so the post "
+            "it rests within a second; the default changes only when it starts resting), so the post "
             "waits for the watcher to come back (an exec() and its imports); *ATVM_WAKE=poll*: the polling "
             "fallback (a look every second) on closing-line runs. The target row counts the runs of the "
             "default path (a watcher is resident while its run writes), not these two.", ""] + table(
@@ -591,6 +593,7 @@ def _many_md(res, args) -> List[str]:
         row("posted exactly once", lambda m: f"{m['once']} of {m['n']}"),
         row("watchers exiting 0", lambda m: f"{m['exit0']} of {m['n']}"),
         row("watchers waiting on file events (inotify; the rest poll)", lambda m: f"{m['on_events']} of {m['n']}"),
+        row("of them resting (the light waiter) 2 s before the runs start", lambda m: f"{m.get('resting', 0)}"),
         row("latency median / p95 / max", lambda m: f"{ms(bl.median(m['latencies']))} / "
             f"{ms(bl.pct(m['latencies'], 95))} / {ms(top(m['latencies']))}"),
         row("the receiver's own time per post (connection accepted -> post stored): median / p95 / max",
