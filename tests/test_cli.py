@@ -180,7 +180,8 @@ def test_process_environment_wins_over_env_file(tmp_path):
 
 @pytest.mark.parametrize("name,value", [("ATVM_POLL_SECONDS", "fast"), ("ATVM_HUNG_AFTER_SECONDS", "-1"),
                                         ("ATVM_GONE_GRACE_SECONDS", "nan"), ("ATVM_POST_ATTEMPTS", "0"),
-                                        ("ATVM_DELIVERY", "twice"), ("MATTERMOST_ATVM_WEBHOOK", "ftp://x/y")])
+                                        ("ATVM_DELIVERY", "twice"), ("MATTERMOST_ATVM_WEBHOOK", "ftp://x/y"),
+                                        ("ATVM_WAKE", "sometimes"), ("ATVM_REST_AFTER_SECONDS", "0")])
 def test_bad_settings_are_configuration_errors(tmp_path, name, value):
     with pytest.raises(ConfigError) as err:
         load({"ATVM_WATCHER_ENV_FILE": str(tmp_path / "none"), name: value})
