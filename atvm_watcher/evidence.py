@@ -46,6 +46,7 @@ TAIL_CHECK = 64
 # Report scanning (see ReportScanner); docs/PERFORMANCE.md has what these cost and buy.
 YOUNG_SECONDS = 30.0
 SWEEP_SECONDS = 60.0
+SWEEP_PER_LOOK = 16  # the most old reports one look stats for the sweep, whatever their number
 RACY_SECONDS = 2.0
 # A log that shows a finished run (banner and summary) last written this long before the watcher first
 # read it, and that grows later, is being appended to by a new run (see Scope._appended_after_end);
@@ -473,6 +474,18 @@ def _same_bytes(a: bytearray, a0: int, a1: int, b: bytearray, b0: int, b1: int) 
     return all(a[a0 + k:min(a1, a0 + k + step)] == b[b0 + k:min(b1, b0 + k + step)] for k in range(0, a1 - a0, step))
 
 
+def _find_name(files: _Files, name: bytes) -> Optional[int]:
+    """The row of ``name`` in a folder's files (sorted by name), or None: a binary search, no list of names."""
+    lo, hi = 0, len(files)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if files.name(mid) < name:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < len(files) and files.name(lo) == name else None
+
+
 def _shared_rows(old: _Files, new: _Files, most: int, at_end: bool) -> int:
     """How many rows at the start (or at the end) of two listings of a folder have the same names: found by
     comparing their packed names, in C, halving each time, rather than name by name in Python."""
@@ -559,16 +572,19 @@ class _Table:
 
 
 class ReportScanner:
-    """The report files under a folder, kept parsed at a cost per poll that barely grows with their number.
+    """The report files under a folder, kept parsed at a cost per poll that does not grow with their number.
 
     Stat-ing every file on every poll costs about 50 ms at 10,000 reports. Instead, on each poll:
     every known folder is stat-ed, and one whose inode or mtime changed is listed again (adding,
     removing or renaming a file changes its folder's mtime); files modified in the last YOUNG_SECONDS
-    are stat-ed again (reporters write in bursts); the others are stat-ed round-robin, each at least
-    once per SWEEP_SECONDS, which bounds how late an old report rewritten in place is noticed; and
-    while the scope's finish evidence is new (``thorough``), every file is stat-ed, so a verdict never
-    rests on a stale stat. A file is parsed again when its inode, size or mtime changed, or when it
-    was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside one timestamp tick).
+    are stat-ed again (reporters write in bursts), and so are files a file event named (``touch``: a
+    report rewritten in place raises one); the others are stat-ed round-robin, each once per
+    SWEEP_SECONDS but never more than SWEEP_PER_LOOK on one poll, which bounds how late an old report
+    rewritten in place without an event is noticed (the larger of SWEEP_SECONDS and one poll per
+    SWEEP_PER_LOOK reports); and while the scope's finish evidence is new (``thorough``), every file is
+    stat-ed, so a verdict never rests on a stale stat. A file is parsed again when its inode, size or
+    mtime changed, or when it was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside
+    one timestamp tick).
 
     What is kept per file is small and bounded (about 40 bytes of columns and its name, see _Files),
     whatever the number of reports: no object per report is kept, only one per distinct parse outcome
@@ -592,6 +608,13 @@ class ReportScanner:
         self.gone: Dict[str, Set[int]] = {}  # folder -> rows found gone during the current scan
         self.watching = False  # the first scan is done: what is new or changed now was seen changing
         self.mono = 0.0
+        self.any_young = True  # a row may carry _YOUNG (False: none does, and _due need not look for one)
+        self.touched: Dict[str, Set[bytes]] = {}  # folder -> names a file event named since the last scan
+
+    def touch(self, folder: str, name: str) -> None:
+        """A file event named this file: the next scan stats it (a report rewritten in place keeps its folder's
+        mtime, so nothing else would tell). A name that is no report of a known folder is ignored."""
+        self.touched.setdefault(folder, set()).add(os.fsencode(name))
 
     def scan(self, now: Optional[float] = None, thorough: bool = False, mono: Optional[float] = None) -> ReportSet:
         """``now`` is the wall clock (compared with mtimes); ``mono`` dates the changes seen (vocab.py)."""
@@ -605,6 +628,7 @@ class ReportScanner:
         for files, i in self._due(now, thorough):
             if not self._was_checked(files, i):
                 self._check(files, i, now)
+        self.touched = {}
         self._remove_gone()
         self._order()
         if self.changed or self.relisted:
@@ -722,10 +746,22 @@ class ReportScanner:
             return ((files, i) for files in self.order for i in range(len(files)))
         n = self.bounds[-1]
         if self.last_scan is not None and n:
-            self.budget = min(float(n), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
+            # Each report once per SWEEP_SECONDS, but at most SWEEP_PER_LOOK a poll: after a long wait (file
+            # events) a poll costs the same at 100 and at 100,000 reports, and the sweep takes more polls.
+            most = min(n, SWEEP_PER_LOOK)
+            self.budget = min(float(most), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
         take = int(self.budget)
         self.budget -= take
-        due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
+        due: List[Tuple[_Files, int]] = []
+        if self.any_young:  # the young rows' flags are searched in C; skipped once none is young
+            due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
+            self.any_young = bool(due)
+        for folder, names in self.touched.items():
+            files = self.files.get(folder)
+            for name in names if files is not None else ():
+                i = _find_name(files, name)
+                if i is not None:
+                    due.append((files, i))
         if take:
             self.cursor %= n
             for position in list(range(self.cursor, min(n, self.cursor + take))) + list(
@@ -743,7 +779,7 @@ class ReportScanner:
         if files.marks is None:
             files.marks = bytearray(len(files))
         files.marks[i] = 1
-        bpath = os.path.join(files.bfolder, files.name(i))
+        bpath = files.bfolder + b"/" + files.name(i)
         try:
             st = os.stat(bpath, follow_symlinks=False)
         except OSError:
@@ -769,6 +805,7 @@ class ReportScanner:
         now = time.time() if now is None else now
         young = now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS  # far in the future: a skewed clock
         files.flags[i] = (files.flags[i] & ~_YOUNG) | (_YOUNG if young else 0)
+        self.any_young = self.any_young or young
 
     def _remove_gone(self) -> None:
         for folder, rows in self.gone.items():
@@ -1045,6 +1082,19 @@ class EvidenceReader:
         tracker = self.launcher
         if tracker.pid == pid and (tracker.last_seen is None or tracker.last_seen < mono):
             tracker.last_seen = mono
+
+    def reports_touched(self, paths: Iterable[str]) -> None:
+        """File events named these files in report folders since the last look: the next snapshot stats them,
+        whether or not the sweep is due to reach them (an old report rewritten in place changes no folder)."""
+        scanners = {}
+        for scope in (self.parent, *self.groups.values()):
+            for folder in (scope.scanner.root, *scope.scanner.folders):
+                scanners[folder] = scope.scanner
+        for path in paths:
+            folder, name = os.path.split(path)
+            scanner = scanners.get(folder)
+            if scanner is not None and name:
+                scanner.touch(folder, name)
 
     def look_everywhere(self) -> None:
         """The next snapshot stats every report (events were lost: no change may be assumed absent)."""

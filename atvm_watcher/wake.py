@@ -42,6 +42,9 @@ LOOK_BURST = 4.0
 # report folders are gathered for this long into one look, which then finds the report whole. Reports are
 # never finish evidence, so no post waits for this; any other event ends the wait at once.
 REPORTS_GATHER_SECONDS = 0.1
+# File events naming report files are handed to the next look (EvidenceReader.reports_touched); past this
+# many, the look stats every report instead (lost_events), so what is kept between looks stays bounded.
+TOUCHED_MOST = 1024
 DEADLINE_MARGIN = 0.002  # wake just after a deadline, not just before it
 
 # <sys/inotify.h>
@@ -138,6 +141,8 @@ class Watches:
         self.overflowed = False
         self.log_wds: Set[int] = set()  # the watches on the logs themselves
         self.tree_wds: Set[int] = set()  # the watches on report folders
+        self.tree_paths: Dict[int, str] = {}  # report folder watch -> its folder
+        self.touched: Optional[Set[str]] = set()  # report files events named since the last look (None: too many)
         self.logs_only = True  # every relevant event since this was last set was a log's content
         self.trees_only = True  # every relevant event since this was last set was in a report folder
 
@@ -214,7 +219,8 @@ class Watches:
         for path in [p for p in self.watched if p not in want]:
             del self.watched[path]
         self.log_wds = {self.watched[p][0] for p in self.targets.logs if p in self.watched}
-        self.tree_wds = {self.watched[p][0] for p in self.targets.trees if p in self.watched}
+        self.tree_paths = {self.watched[p][0]: p for p in self.targets.trees if p in self.watched}
+        self.tree_wds = set(self.tree_paths)
         for wd in before - set(names):  # no longer wanted, or left on a replaced file (a rotated log)
             self.inotify.remove(wd)
         self.names = names
@@ -239,6 +245,10 @@ class Watches:
                 continue
             if mask & ENTRIES:
                 self.stale = True
+            if name and wd in self.tree_paths and self.touched is not None:
+                self.touched.add(os.path.join(self.tree_paths[wd], name))
+                if len(self.touched) > TOUCHED_MOST:
+                    self.touched = None
             self.logs_only = self.logs_only and wd in self.log_wds
             self.trees_only = self.trees_only and wd in self.tree_wds
             hit = True
@@ -297,8 +307,16 @@ class Waiter:
             return True
 
     def lost_events(self) -> bool:
-        """The event queue overflowed since the last look: the next look must not rely on events."""
-        return self.watches is not None and self.watches.overflowed
+        """The event queue overflowed since the last look (or events named too many reports to keep): the next
+        look must not rely on events."""
+        return self.watches is not None and (self.watches.overflowed or self.watches.touched is None)
+
+    def reports_touched(self) -> Tuple[str, ...]:
+        """The report files file events named since this was last called (for EvidenceReader.reports_touched)."""
+        if self.watches is None:
+            return ()
+        touched, self.watches.touched = self.watches.touched, set()
+        return tuple(touched or ())
 
     def follow(self, pid: Optional[int], alive: Callable[[], bool]) -> None:
         """Watch this launcher (None: no live launcher). ``alive()`` says whether it is still the same process."""

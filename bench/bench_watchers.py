@@ -575,7 +575,8 @@ def _big_md(res, args) -> List[str]:
           f"{rep['first']['tests']:,} tests, {rep['first']['failed']} failed"],
          ["watcher started -> post on the receiver (target <= 2 s)",
           f"{ms(e2e['seconds']) if e2e['seconds'] is not None else 'no post'}: {pass_mark(first_ok)}"],
-         ["report scan per later poll (cheap: folders, young files, 1/60 of the rest)", ms(c["cheap"])],
+         ["report scan per later poll (cheap: folders, young files, at most "
+          f"{evidence.SWEEP_PER_LOOK} of the rest)", ms(c["cheap"])],
          ["report scan per poll while finish evidence is new (every file stat-ed)", ms(c["thorough"])],
          ["for comparison: a full walk stat-ing every file (what each poll cost before)", ms(c["full_walk"])],
          ["decide() on a snapshot with all these reports (decision code, not the adapter)", ms(c["decide"])]])

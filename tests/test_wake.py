@@ -114,6 +114,37 @@ def test_lost_events_ask_for_a_look_at_everything(tmp_path):
         waiter.close()
 
 
+def test_events_name_the_report_files_written_in_place_for_the_next_look(tmp_path):
+    reports = tmp_path / "reports" / "B"
+    (reports / "deep").mkdir(parents=True)
+    old = reports / "deep" / "a.json"
+    old.write_text("{}")
+    waiter = Waiter(StopRequest(), 1.0)
+    try:
+        waiter.looked(Targets(trees=(str(reports), str(reports / "deep"))))
+        assert waiter.reports_touched() == ()
+        with old.open("a") as fh:  # rewritten in place: its folder's mtime does not change
+            fh.write(" ")
+        assert waiter.watches.relevant(waiter.watches.inotify.read())
+        assert waiter.reports_touched() == (str(old),)
+        assert waiter.reports_touched() == ()  # handed over once
+    finally:
+        waiter.close()
+
+
+def test_too_many_named_reports_ask_for_a_look_at_everything():
+    waiter = Waiter(StopRequest(), 1.0)
+    try:
+        waiter.watches.tree_paths = {7: "/r"}
+        waiter.watches.names = {7: None}
+        events = [(7, wake.IN_MODIFY, f"r{i}.json") for i in range(wake.TOUCHED_MOST + 1)]
+        assert waiter.watches.relevant(events)
+        assert waiter.lost_events()
+        assert waiter.reports_touched() == () and not waiter.lost_events()
+    finally:
+        waiter.close()
+
+
 class RefusingInotify:
     fd = -1
 

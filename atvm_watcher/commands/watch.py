@@ -136,6 +136,7 @@ class Watcher:
                 reader.launcher_alive_until(*waiter.seen_alive)
             if waiter.lost_events():
                 reader.look_everywhere()
+            reader.reports_touched(waiter.reports_touched())
             snap = reader.snapshot()
             decision = decide(snap, limits)
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
