@@ -30,6 +30,7 @@ from .reports import MAX_REPORT_BYTES, parse_report
 from .safefile import open_regular, read_capped, read_first_line
 from .vocab import (
     NO_REPORTS,
+    Liveness,
     LogFacts,
     OutcomeFile,
     ReportResult,
@@ -942,6 +943,9 @@ class EvidenceReader:
         self.leftovers: Set[str] = set()  # groups whose only files were an earlier run's (see mark_leftovers)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
         self.thorough_once = False  # see look_everywhere
+        self.liveness: Optional[Liveness] = None  # the launcher as the last snapshot saw it, at ``looked_at``
+        self.looked_at: Optional[float] = None
+        self.confirmed_ends: Set[Optional[str]] = set()  # scopes ended on the launcher's absence, once rescanned
         self.group_folders = tuple(str(f.path) for f in layout.group_folders()) if categorized else ()
 
     def _add_group(self, g: str) -> None:
@@ -984,13 +988,32 @@ class EvidenceReader:
             categorized=self.categorized,
             taken_at=mono,
             watcher_started_at=self.watcher_started_at,
-            launcher=self.launcher.check(mono, wall),
+            launcher=self._check_launcher(mono, wall),
             parent=self.parent.evidence(mono, wall, read_reports=not self.categorized, thorough=thorough),
             groups=tuple(groups[g] for g in self.groups),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
             wall_at=wall,
         )
+
+    def _check_launcher(self, mono: float, wall: float) -> Liveness:
+        self.liveness, self.looked_at = self.launcher.check(mono, wall), mono
+        return self.liveness
+
+    def launcher_rescanned(self, ending: Iterable[Optional[str]]) -> bool:
+        """The decision on the last snapshot ends these scopes (None: the run): if no launcher was alive then,
+        read every process's argv again, once per scope, before that stands (procs.ArgvScanner reads an argv
+        once, and a launcher may have exec'd or rewritten its argv since). True when that found a launcher:
+        the caller takes a new snapshot and decides again."""
+        new = set(ending) - self.confirmed_ends
+        live = self.liveness
+        if not new or live is None or live.alive:
+            return False
+        if self.launcher.scanner.full_at != self.looked_at:  # else the snapshot's own scan read every argv
+            if self.launcher.check(self.clock.mono(), self.clock.wall(), full=True).alive:
+                return True
+        self.confirmed_ends |= new
+        return False
 
     def mark_leftovers(self, groups: Tuple[str, ...]) -> None:
         """The groups the decision found to hold only an earlier run's files (decide.this_runs_groups)."""

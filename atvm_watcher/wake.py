@@ -27,11 +27,12 @@ from .vocab import ReportSet, Snapshot, changed_at
 
 MODES = ("auto", "poll")  # ATVM_WAKE
 # The longest a waiting watcher sleeps: it bounds how late a change that raised no event is seen (a
-# write by another machine to a network filesystem, an mmap write) and how late a launcher that writes
-# nothing and is found only by its argv is seen. A look at a deadline of the decision (the gone grace,
-# the start timeout) rescans /proc in full when procs.RESCAN_SECONDS have passed, so those rules never
-# rest on this bound. Each safety look costs about a millisecond: once a minute is less than a bare
-# interpreter waking every second (docs/PERFORMANCE.md, section 2).
+# write by another machine to a network filesystem, an mmap write) and how late a new launcher found
+# only by its argv is seen. A decision that would end the run or a sub-run while no launcher is alive
+# (the gone grace, the start timeout, a settled log) first has every argv read again
+# (EvidenceReader.launcher_rescanned), so those rules never rest on this bound. Each safety look costs
+# well under a millisecond: once a minute is less than a bare interpreter waking every second
+# (docs/PERFORMANCE.md, section 2).
 SAFETY_SECONDS = 60.0
 # Looks woken by events are rationed like tokens in a bucket: a few at once (a banner, the closing line
 # and the .exit file come in quick succession, and each is looked at when it lands), then at most

@@ -372,14 +372,6 @@ def test_polling_decides_as_file_events_do(world, name):
     assert events[0] == 0 and events[1]
 
 
-def test_a_look_at_the_gone_grace_deadline_rescans_proc_in_full():
-    from atvm_watcher import procs
-
-    # The gone grace (60 s by default) is a deadline the waiter wakes for, and a look that late reads
-    # every argv again (RESCAN_SECONDS): a launcher found only by its argv is never missed by that rule.
-    assert procs.RESCAN_SECONDS < 60.0 and wake.SAFETY_SECONDS <= 60.0
-
-
 def test_stop_request_wait_returns_the_ready_descriptors(tmp_path):
     read_end, write_end = os.pipe()
     try:

@@ -139,6 +139,9 @@ class Watcher:
             reader.reports_touched(waiter.reports_touched())
             snap = reader.snapshot()
             decision = decide(snap, limits)
+            if reader.launcher_rescanned(v.group for v in (decision.run, *decision.groups) if v.terminal):
+                snap = reader.snapshot()  # a launcher only a full /proc scan found: decided again with it
+                decision = decide(snap, limits)
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
                 reader.recorded_run_start = decision.run_start_kept
             reader.mark_leftovers(decision.leftover_groups)
