@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import inventory, log, preview, procs, version_text
-from ..decide import Decision, Verdict, decide
+from ..decide import Decision, Verdict, decide, rests_on_launcher
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
@@ -139,7 +139,8 @@ class Watcher:
             reader.reports_touched(waiter.reports_touched())
             snap = reader.snapshot()
             decision = decide(snap, limits)
-            if reader.launcher_rescanned(v.group for v in (decision.run, *decision.groups) if v.terminal):
+            ends = (v.group for v in (decision.run, *decision.groups) if v.terminal and rests_on_launcher(v))
+            if reader.launcher_rescanned(ends):
                 snap = reader.snapshot()  # a launcher only a full /proc scan found: decided again with it
                 decision = decide(snap, limits)
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
