@@ -1111,6 +1111,8 @@ class EvidenceReader:
         whether or not the sweep is due to reach them (an old report rewritten in place changes no folder)."""
         scanners = {}
         for scope in (self.parent, *self.groups.values()):
+            if scope is self.parent and self.categorized:
+                continue  # a categorized parent's reports are not read: nothing would take what it is handed
             for folder in (scope.scanner.root, *scope.scanner.folders):
                 scanners[folder] = scope.scanner
         for path in paths:
