@@ -394,7 +394,7 @@ def bench_proc_scan(process_target: int, repeat: int) -> Dict[str, Any]:
         quiet = cpu_of(lambda: scanner.find(later), repeat)
         created = []
         for _ in range(20):
-            subprocess.run(["true"], check=True)  # one new pid: /proc is listed again, one argv read
+            subprocess.run(["true"], check=True)  # one new pid: its argv read by number, /proc not listed
             created.append(cpu_of(lambda: scanner.find(later)))
     finally:
         for p in filler:
@@ -402,7 +402,7 @@ def bench_proc_scan(process_target: int, repeat: int) -> Dict[str, Any]:
             p.wait()
     listing = bl.median(created)
     return {"processes": present, "full": full, "quiet": quiet, "created": listing,
-            "per_second": listing + full / procs.RESCAN_SECONDS}
+            "per_second": listing}  # no periodic full rescan: only before a decision ends a run
 
 
 def bench_big_live(tmp: Path, rx: bl.TimedReceiver, size: int, seconds: float) -> Dict[str, Any]:
@@ -584,10 +584,10 @@ def _big_md(res, args) -> List[str]:
         "", f"**/proc scan while no launcher is known**, {scan['processes']} processes present (in-process, "
         "`ArgvScanner.find()`):", ""
     ] + table(["measure", "value"], [
-        ["full scan: every argv read (the first poll, then every "
-         f"{procs.RESCAN_SECONDS:g} s; what every poll cost before)", ms(scan["full"])],
+        ["full scan: every argv read (the first poll, and before a decision ends a run or sub-run with no "
+         "launcher alive; what every poll cost before)", ms(scan["full"])],
         ["poll, no process created since the last one (/proc/loadavg unchanged)", ms(scan["quiet"])],
-        ["poll after a process was created (/proc listed, new argv read)", ms(scan["created"])],
+        ["poll after a process was created (its argv read by pid, /proc not listed)", ms(scan["created"])],
         ["per second at one poll a second, a process created every second", ms(scan["per_second"])]])
 
 
