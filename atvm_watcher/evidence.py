@@ -359,6 +359,7 @@ def parse_file(path: str, size: int) -> ReportResult:
 _YOUNG, _RACY = 1, 2  # a row's own flags: modified lately (stat-ed every poll); parsed too close to its mtime
 _UNPARSED = 0xFFFFFFFF  # the outcome of a row listed but not parsed yet
 _YOUNG_ROWS = re.compile(b"[" + b"".join(re.escape(bytes([v])) for v in range(256) if v & _YOUNG) + b"]")
+_NOT_YOUNG = bytes(v & ~_YOUNG for v in range(256))  # bytearray.translate table: every row's _YOUNG cleared
 _PUBLIC = ("size", "mtime_ns", "changed", "outcome", "seen")  # what a ReportSet reads: copied before a change
 
 
@@ -609,7 +610,8 @@ class ReportScanner:
         self.gone: Dict[str, Set[int]] = {}  # folder -> rows found gone during the current scan
         self.watching = False  # the first scan is done: what is new or changed now was seen changing
         self.mono = 0.0
-        self.any_young = True  # a row may carry _YOUNG (False: none does, and _due need not look for one)
+        self.any_young = False  # a row may carry _YOUNG (False: none does, and _due need not look for one)
+        self.young_until = float("-inf")  # wall clock: past it, no row's mtime (at its last stat) is young
         self.touched: Dict[str, Set[bytes]] = {}  # folder -> names a file event named since the last scan
 
     def touch(self, folder: str, name: str) -> None:
@@ -754,9 +756,18 @@ class ReportScanner:
         take = int(self.budget)
         self.budget -= take
         due: List[Tuple[_Files, int]] = []
+        if self.any_young and now >= self.young_until:
+            # Every young row was last stat-ed with an mtime YOUNG_SECONDS old by now: none is young any more.
+            # Cleared in C, not stat-ed one by one (after a long wait on file events, a write since raised
+            # an event that names the file; polled, each was stat-ed within a poll of becoming old).
+            for files in self.order:
+                files.flags = files.flags.translate(_NOT_YOUNG)
+            self.any_young = False
         if self.any_young:  # the young rows' flags are searched in C; skipped once none is young
             due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
             self.any_young = bool(due)
+            if not due:
+                self.young_until = float("-inf")
         for folder, names in self.touched.items():
             files = self.files.get(folder)
             for name in names if files is not None else ():
@@ -806,7 +817,10 @@ class ReportScanner:
         now = time.time() if now is None else now
         young = now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS  # far in the future: a skewed clock
         files.flags[i] = (files.flags[i] & ~_YOUNG) | (_YOUNG if young else 0)
-        self.any_young = self.any_young or young
+        if young:
+            until = st.st_mtime + YOUNG_SECONDS
+            self.young_until = until if not self.any_young else max(self.young_until, until)
+            self.any_young = True
 
     def _remove_gone(self) -> None:
         for folder, rows in self.gone.items():

@@ -491,6 +491,27 @@ def test_a_look_after_a_long_wait_stats_a_bounded_slice_of_10000_reports(tmp_pat
     assert len(calls) == 1 + 10_000
 
 
+def test_reports_that_were_young_at_the_last_look_are_not_all_stat_ed_once_old(tmp_path, monkeypatch):
+    folder = many_reports(tmp_path / "many", 10_000)
+    now = time.time()
+    for i in range(10_000):
+        os.utime(folder / f"r{i:05d}.json", (now - 1, now - 1))  # just written: young
+    scanner = ReportScanner(folder)
+    scanner.scan(now)
+    calls = counting_stats(monkeypatch)
+    scanner.scan(now + 5)
+    assert len(calls) == 1 + 10_000  # young: each stat-ed on every poll (a reporter writes in bursts)
+    calls.clear()
+    scanner.scan(now + 65)  # the next look, a safety wait later: all are old by their last stat's mtime
+    assert len(calls) == 1 + evidence.SWEEP_PER_LOOK
+    write(folder / "r00042.json", report_bytes(True), mtime=now + 70)  # young again: one row, not all
+    scanner.touch(str(folder), "r00042.json")
+    scanner.scan(now + 71)
+    calls.clear()
+    assert sum(failures(scanner.scan(now + 72))) == 1
+    assert len(calls) == 1 + 1 + evidence.SWEEP_PER_LOOK  # the folder, the young one, the slice
+
+
 def test_an_old_report_rewritten_in_place_without_an_event_is_seen_within_the_sweep_of_slices(tmp_path):
     count = 1000
     folder = many_reports(tmp_path / "many", count)
