@@ -808,12 +808,15 @@ class ReportScanner:
             else:
                 at, saw = self.mono, True
             outcome = self.outcomes.add(parse_file(os.fsdecode(bpath), st.st_size))
-            files.own()
-            self.outcomes.drop(files.outcome[i])
-            files.ino[i], files.size[i], files.mtime_ns[i] = st.st_ino, st.st_size, st.st_mtime_ns
-            files.changed[i], files.seen[i], files.outcome[i] = at, saw, outcome
             files.flags[i] = (files.flags[i] & ~_RACY) | (_RACY if racy(parsed_at, st.st_mtime) else 0)
-            self.changed = True
+            if same and outcome == files.outcome[i]:  # the same as before: the same set of reports, not a new
+                self.outcomes.drop(outcome)  # one (the decision derives its figures once per set, walking all)
+            else:
+                files.own()
+                self.outcomes.drop(files.outcome[i])
+                files.ino[i], files.size[i], files.mtime_ns[i] = st.st_ino, st.st_size, st.st_mtime_ns
+                files.changed[i], files.seen[i], files.outcome[i] = at, saw, outcome
+                self.changed = True
         now = time.time() if now is None else now
         young = now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS  # far in the future: a skewed clock
         files.flags[i] = (files.flags[i] & ~_YOUNG) | (_YOUNG if young else 0)

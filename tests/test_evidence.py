@@ -556,6 +556,17 @@ def test_the_reader_hands_named_reports_to_the_scope_whose_folder_holds_them(tmp
     assert sum(failures(reader.snapshot().parent.reports)) == 1
 
 
+def test_a_report_parsed_again_only_to_be_sure_keeps_the_same_set(tmp_path):
+    folder = tmp_path / "r"
+    now = time.time()
+    write(folder / "a.json", report_bytes(False), mtime=now)  # parsed within RACY_SECONDS of its mtime
+    scanner = ReportScanner(folder)
+    first = scanner.scan(now)
+    assert scanner.scan(now + 1) is first  # parsed again (racy), found the same: no new set to walk
+    write(folder / "a.json", report_bytes(True), mtime=now)  # same mtime, new content: a new set
+    assert sum(failures(scanner.scan(now + 1.5))) == 1
+
+
 def test_a_report_replaced_by_rename_is_seen_on_the_next_poll(root):
     scanner = ReportScanner(root)
     now = time.time()
