@@ -1069,7 +1069,10 @@ class EvidenceReader:
                 return None
             return (f"the run finished and no sub-run appeared (none under {where}): its own result is its one "
                     "post; if the run was not categorized, watch it without --categorize next time")
-        if not _holds_reports(self.layout.run().reports):
+        scanner = self.parent.scanner  # it lists the run's report folder on every snapshot: no scandir of its own
+        holds = bool(scanner.files.get(scanner.root)) if scanner.last_scan is not None else \
+            _holds_reports(self.layout.run().reports)
+        if not holds:
             found = self._group_files(folders)
         else:
             found = self._group_files([f for f in folders if f.holds_files])
