@@ -466,7 +466,8 @@ OUTCOME_RULES = frozenset({
 
 def rests_on_launcher(verdict: Verdict) -> bool:
     """Could a launcher alive (and not seen) have changed this verdict? Every rule but OUTCOME_RULES may read
-    the launcher's liveness (the log decides only once it is over; the gone grace and start timeout)."""
+    the launcher's liveness (the log decides only once it is over; the gone grace and start timeout). Its
+    start, where no launcher was ever seen, dates the run for every rule (which reports are this run's)."""
     return verdict.rule not in OUTCOME_RULES
 
 

@@ -139,7 +139,8 @@ class Watcher:
             reader.reports_touched(waiter.reports_touched())
             snap = reader.snapshot()
             decision = decide(snap, limits)
-            ends = (v.group for v in (decision.run, *decision.groups) if v.terminal and rests_on_launcher(v))
+            ends = (v.group for v in (decision.run, *decision.groups)  # an unknown launcher's start dates the run
+                    if v.terminal and (rests_on_launcher(v) or snap.launcher.started_at is None))
             if reader.launcher_rescanned(ends):
                 snap = reader.snapshot()  # a launcher only a full /proc scan found: decided again with it
                 decision = decide(snap, limits)
