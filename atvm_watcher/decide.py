@@ -457,6 +457,20 @@ def _cloud_cancelled(log: LogFacts) -> Verdict:
                    finished_at=log.mtime)
 
 
+# The rules an outcome file (or the operator's cancel) decides: whether the launcher is alive plays no part.
+OUTCOME_RULES = frozenset({
+    "cancelled-marker", "status-file", "status-unreadable", "exit-code", "exit-signal", "exit-after-summary",
+    "exit-0-but-failed", "exit-0-but-error", "exit-0-but-unfinished", "exit-0-log-unread", "exit-unreadable",
+})
+
+
+def rests_on_launcher(verdict: Verdict) -> bool:
+    """Could a launcher alive (and not seen) have changed this verdict? Every rule but OUTCOME_RULES may read
+    the launcher's liveness (the log decides only once it is over; the gone grace and start timeout). Its
+    start, where no launcher was ever seen, dates the run for every rule (which reports are this run's)."""
+    return verdict.rule not in OUTCOME_RULES
+
+
 def over_since(launcher: Liveness) -> Optional[float]:
     """Since when (monotonic) the run's launcher is over; None while it is alive.
 

@@ -30,6 +30,7 @@ from .reports import MAX_REPORT_BYTES, parse_report
 from .safefile import open_regular, read_capped, read_first_line
 from .vocab import (
     NO_REPORTS,
+    Liveness,
     LogFacts,
     OutcomeFile,
     ReportResult,
@@ -46,6 +47,7 @@ TAIL_CHECK = 64
 # Report scanning (see ReportScanner); docs/PERFORMANCE.md has what these cost and buy.
 YOUNG_SECONDS = 30.0
 SWEEP_SECONDS = 60.0
+SWEEP_PER_LOOK = 16  # the most old reports one look stats for the sweep, whatever their number
 RACY_SECONDS = 2.0
 # A log that shows a finished run (banner and summary) last written this long before the watcher first
 # read it, and that grows later, is being appended to by a new run (see Scope._appended_after_end);
@@ -357,6 +359,7 @@ def parse_file(path: str, size: int) -> ReportResult:
 _YOUNG, _RACY = 1, 2  # a row's own flags: modified lately (stat-ed every poll); parsed too close to its mtime
 _UNPARSED = 0xFFFFFFFF  # the outcome of a row listed but not parsed yet
 _YOUNG_ROWS = re.compile(b"[" + b"".join(re.escape(bytes([v])) for v in range(256) if v & _YOUNG) + b"]")
+_NOT_YOUNG = bytes(v & ~_YOUNG for v in range(256))  # bytearray.translate table: every row's _YOUNG cleared
 _PUBLIC = ("size", "mtime_ns", "changed", "outcome", "seen")  # what a ReportSet reads: copied before a change
 
 
@@ -473,6 +476,18 @@ def _same_bytes(a: bytearray, a0: int, a1: int, b: bytearray, b0: int, b1: int) 
     return all(a[a0 + k:min(a1, a0 + k + step)] == b[b0 + k:min(b1, b0 + k + step)] for k in range(0, a1 - a0, step))
 
 
+def _find_name(files: _Files, name: bytes) -> Optional[int]:
+    """The row of ``name`` in a folder's files (sorted by name), or None: a binary search, no list of names."""
+    lo, hi = 0, len(files)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if files.name(mid) < name:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < len(files) and files.name(lo) == name else None
+
+
 def _shared_rows(old: _Files, new: _Files, most: int, at_end: bool) -> int:
     """How many rows at the start (or at the end) of two listings of a folder have the same names: found by
     comparing their packed names, in C, halving each time, rather than name by name in Python."""
@@ -559,16 +574,19 @@ class _Table:
 
 
 class ReportScanner:
-    """The report files under a folder, kept parsed at a cost per poll that barely grows with their number.
+    """The report files under a folder, kept parsed at a cost per poll that does not grow with their number.
 
     Stat-ing every file on every poll costs about 50 ms at 10,000 reports. Instead, on each poll:
     every known folder is stat-ed, and one whose inode or mtime changed is listed again (adding,
     removing or renaming a file changes its folder's mtime); files modified in the last YOUNG_SECONDS
-    are stat-ed again (reporters write in bursts); the others are stat-ed round-robin, each at least
-    once per SWEEP_SECONDS, which bounds how late an old report rewritten in place is noticed; and
-    while the scope's finish evidence is new (``thorough``), every file is stat-ed, so a verdict never
-    rests on a stale stat. A file is parsed again when its inode, size or mtime changed, or when it
-    was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside one timestamp tick).
+    are stat-ed again (reporters write in bursts), and so are files a file event named (``touch``: a
+    report rewritten in place raises one); the others are stat-ed round-robin, each once per
+    SWEEP_SECONDS but never more than SWEEP_PER_LOOK on one poll, which bounds how late an old report
+    rewritten in place without an event is noticed (the larger of SWEEP_SECONDS and one poll per
+    SWEEP_PER_LOOK reports); and while the scope's finish evidence is new (``thorough``), every file is
+    stat-ed, so a verdict never rests on a stale stat. A file is parsed again when its inode, size or
+    mtime changed, or when it was parsed within RACY_SECONDS of its mtime (a same-size rewrite inside
+    one timestamp tick).
 
     What is kept per file is small and bounded (about 40 bytes of columns and its name, see _Files),
     whatever the number of reports: no object per report is kept, only one per distinct parse outcome
@@ -592,6 +610,14 @@ class ReportScanner:
         self.gone: Dict[str, Set[int]] = {}  # folder -> rows found gone during the current scan
         self.watching = False  # the first scan is done: what is new or changed now was seen changing
         self.mono = 0.0
+        self.any_young = False  # a row may carry _YOUNG (False: none does, and _due need not look for one)
+        self.young_until = float("-inf")  # wall clock: past it, no row's mtime (at its last stat) is young
+        self.touched: Dict[str, Set[bytes]] = {}  # folder -> names a file event named since the last scan
+
+    def touch(self, folder: str, name: str) -> None:
+        """A file event named this file: the next scan stats it (a report rewritten in place keeps its folder's
+        mtime, so nothing else would tell). A name that is no report of a known folder is ignored."""
+        self.touched.setdefault(folder, set()).add(os.fsencode(name))
 
     def scan(self, now: Optional[float] = None, thorough: bool = False, mono: Optional[float] = None) -> ReportSet:
         """``now`` is the wall clock (compared with mtimes); ``mono`` dates the changes seen (vocab.py)."""
@@ -605,6 +631,7 @@ class ReportScanner:
         for files, i in self._due(now, thorough):
             if not self._was_checked(files, i):
                 self._check(files, i, now)
+        self.touched = {}
         self._remove_gone()
         self._order()
         if self.changed or self.relisted:
@@ -722,10 +749,31 @@ class ReportScanner:
             return ((files, i) for files in self.order for i in range(len(files)))
         n = self.bounds[-1]
         if self.last_scan is not None and n:
-            self.budget = min(float(n), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
+            # Each report once per SWEEP_SECONDS, but at most SWEEP_PER_LOOK a poll: after a long wait (file
+            # events) a poll costs the same at 100 and at 100,000 reports, and the sweep takes more polls.
+            most = min(n, SWEEP_PER_LOOK)
+            self.budget = min(float(most), self.budget + n * max(0.0, now - self.last_scan) / SWEEP_SECONDS)
         take = int(self.budget)
         self.budget -= take
-        due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
+        due: List[Tuple[_Files, int]] = []
+        if self.any_young and now >= self.young_until:
+            # Every young row was last stat-ed with an mtime YOUNG_SECONDS old by now: none is young any more.
+            # Cleared in C, not stat-ed one by one (after a long wait on file events, a write since raised
+            # an event that names the file; polled, each was stat-ed within a poll of becoming old).
+            for files in self.order:
+                files.flags = files.flags.translate(_NOT_YOUNG)
+            self.any_young = False
+        if self.any_young:  # the young rows' flags are searched in C; skipped once none is young
+            due = [(files, m.start()) for files in self.order for m in _YOUNG_ROWS.finditer(files.flags)]
+            self.any_young = bool(due)
+            if not due:
+                self.young_until = float("-inf")
+        for folder, names in self.touched.items():
+            files = self.files.get(folder)
+            for name in names if files is not None else ():
+                i = _find_name(files, name)
+                if i is not None:
+                    due.append((files, i))
         if take:
             self.cursor %= n
             for position in list(range(self.cursor, min(n, self.cursor + take))) + list(
@@ -743,7 +791,7 @@ class ReportScanner:
         if files.marks is None:
             files.marks = bytearray(len(files))
         files.marks[i] = 1
-        bpath = os.path.join(files.bfolder, files.name(i))
+        bpath = files.bfolder + b"/" + files.name(i)
         try:
             st = os.stat(bpath, follow_symlinks=False)
         except OSError:
@@ -760,15 +808,22 @@ class ReportScanner:
             else:
                 at, saw = self.mono, True
             outcome = self.outcomes.add(parse_file(os.fsdecode(bpath), st.st_size))
-            files.own()
-            self.outcomes.drop(files.outcome[i])
-            files.ino[i], files.size[i], files.mtime_ns[i] = st.st_ino, st.st_size, st.st_mtime_ns
-            files.changed[i], files.seen[i], files.outcome[i] = at, saw, outcome
             files.flags[i] = (files.flags[i] & ~_RACY) | (_RACY if racy(parsed_at, st.st_mtime) else 0)
-            self.changed = True
+            if same and outcome == files.outcome[i]:  # the same as before: the same set of reports, not a new
+                self.outcomes.drop(outcome)  # one (the decision derives its figures once per set, walking all)
+            else:
+                files.own()
+                self.outcomes.drop(files.outcome[i])
+                files.ino[i], files.size[i], files.mtime_ns[i] = st.st_ino, st.st_size, st.st_mtime_ns
+                files.changed[i], files.seen[i], files.outcome[i] = at, saw, outcome
+                self.changed = True
         now = time.time() if now is None else now
         young = now - YOUNG_SECONDS < st.st_mtime < now + RACY_SECONDS  # far in the future: a skewed clock
         files.flags[i] = (files.flags[i] & ~_YOUNG) | (_YOUNG if young else 0)
+        if young:
+            until = st.st_mtime + YOUNG_SECONDS
+            self.young_until = until if not self.any_young else max(self.young_until, until)
+            self.any_young = True
 
     def _remove_gone(self) -> None:
         for folder, rows in self.gone.items():
@@ -905,6 +960,9 @@ class EvidenceReader:
         self.leftovers: Set[str] = set()  # groups whose only files were an earlier run's (see mark_leftovers)
         self.launcher = procs.LauncherTracker(build, self.layout.pid_file())
         self.thorough_once = False  # see look_everywhere
+        self.liveness: Optional[Liveness] = None  # the launcher as the last snapshot saw it, at ``looked_at``
+        self.looked_at: Optional[float] = None
+        self.confirmed_ends: Set[Optional[str]] = set()  # scopes ended on the launcher's absence, once rescanned
         self.group_folders = tuple(str(f.path) for f in layout.group_folders()) if categorized else ()
 
     def _add_group(self, g: str) -> None:
@@ -947,13 +1005,32 @@ class EvidenceReader:
             categorized=self.categorized,
             taken_at=mono,
             watcher_started_at=self.watcher_started_at,
-            launcher=self.launcher.check(mono, wall),
+            launcher=self._check_launcher(mono, wall),
             parent=self.parent.evidence(mono, wall, read_reports=not self.categorized, thorough=thorough),
             groups=tuple(groups[g] for g in self.groups),
             recorded_run_start=self.recorded_run_start,
             requested_at=self.requested_at,
             wall_at=wall,
         )
+
+    def _check_launcher(self, mono: float, wall: float) -> Liveness:
+        self.liveness, self.looked_at = self.launcher.check(mono, wall), mono
+        return self.liveness
+
+    def launcher_rescanned(self, ending: Iterable[Optional[str]]) -> bool:
+        """The decision on the last snapshot ends these scopes (None: the run): if no launcher was alive then,
+        read every process's argv again, once per scope, before that stands (procs.ArgvScanner reads an argv
+        once, and a launcher may have exec'd or rewritten its argv since). True when that found a launcher:
+        the caller takes a new snapshot and decides again."""
+        new = set(ending) - self.confirmed_ends
+        live = self.liveness
+        if not new or live is None or live.alive:
+            return False
+        if self.launcher.scanner.full_at != self.looked_at:  # else the snapshot's own scan read every argv
+            if self.launcher.check(self.clock.mono(), self.clock.wall(), full=True).alive:
+                return True
+        self.confirmed_ends |= new
+        return False
 
     def mark_leftovers(self, groups: Tuple[str, ...]) -> None:
         """The groups the decision found to hold only an earlier run's files (decide.this_runs_groups)."""
@@ -992,7 +1069,10 @@ class EvidenceReader:
                 return None
             return (f"the run finished and no sub-run appeared (none under {where}): its own result is its one "
                     "post; if the run was not categorized, watch it without --categorize next time")
-        if not _holds_reports(self.layout.run().reports):
+        scanner = self.parent.scanner  # it lists the run's report folder on every snapshot: no scandir of its own
+        holds = bool(scanner.files.get(scanner.root)) if scanner.last_scan is not None else \
+            _holds_reports(self.layout.run().reports)
+        if not holds:
             found = self._group_files(folders)
         else:
             found = self._group_files([f for f in folders if f.holds_files])
@@ -1045,6 +1125,21 @@ class EvidenceReader:
         tracker = self.launcher
         if tracker.pid == pid and (tracker.last_seen is None or tracker.last_seen < mono):
             tracker.last_seen = mono
+
+    def reports_touched(self, paths: Iterable[str]) -> None:
+        """File events named these files in report folders since the last look: the next snapshot stats them,
+        whether or not the sweep is due to reach them (an old report rewritten in place changes no folder)."""
+        scanners = {}
+        for scope in (self.parent, *self.groups.values()):
+            if scope is self.parent and self.categorized:
+                continue  # a categorized parent's reports are not read: nothing would take what it is handed
+            for folder in (scope.scanner.root, *scope.scanner.folders):
+                scanners[folder] = scope.scanner
+        for path in paths:
+            folder, name = os.path.split(path)
+            scanner = scanners.get(folder)
+            if scanner is not None and name:
+                scanner.touch(folder, name)
 
     def look_everywhere(self) -> None:
         """The next snapshot stats every report (events were lost: no change may be assumed absent)."""

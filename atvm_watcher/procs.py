@@ -25,10 +25,13 @@ PIDFILE_SLACK = 2.0  # seconds: a pid file is written after its process started
 DEAD = ("Z", "X", "x")
 # While no launcher is known, a process whose argv lacks the build name is not read again, except
 # during RECHECK_NEW_SECONDS after it was first seen (between fork and exec a child still shows its
-# parent's argv) and on a full rescan every RESCAN_SECONDS (a process that exec's or rewrites its argv
-# later). RESCAN_SECONDS bounds how late such a launcher is found: keep it well under the gone grace.
+# parent's argv) and on a full rescan, which the caller asks for (``find(full=True)``) before it ends a
+# run or a sub-run on the launcher's absence (EvidenceReader.launcher_rescanned): a process that exec's
+# or rewrites its argv later is found then at the latest, never after a time rule fired on its absence.
 RECHECK_NEW_SECONDS = 2.0
-RESCAN_SECONDS = 30.0
+# New processes are found by reading the argv of the pids handed out since the last look (pids are handed
+# out in turn; /proc/loadavg names the last), not by listing /proc, when there are at most this many.
+PROBE_MOST = 64
 LONG_AGO = float("-inf")
 
 
@@ -139,9 +142,12 @@ class ArgvScanner:
     """Finds the oldest live process naming the build in its argv, reading each argv once, not every poll.
 
     Reading 500 argvs costs milliseconds, too much for every poll. So an entry of /proc whose argv was
-    ruled out is skipped (see RECHECK_NEW_SECONDS, RESCAN_SECONDS), and /proc is not even listed while
-    the last pid the kernel handed out (in /proc/loadavg) is unchanged: then no process was created.
-    Entries are kept as the names /proc lists, so a listing costs set operations, not a Python loop.
+    ruled out is skipped (see RECHECK_NEW_SECONDS), and /proc is not even listed while the last pid the
+    kernel handed out (in /proc/loadavg) is unchanged: then no process was created. When it changed by
+    at most PROBE_MOST, only the pids handed out since are read (a look costs what was created, not what
+    runs); otherwise, or when the pids wrapped around, /proc is listed again. Entries are kept as the
+    names /proc lists, so a listing costs set operations, not a Python loop. Every argv is read again
+    only on the first scan and when the caller asks (``full``).
     """
 
     def __init__(self, build: str, exclude: Iterable[int] = ()):
@@ -151,20 +157,37 @@ class ArgvScanner:
         self.young: Dict[str, float] = {}  # ruled out for now; first seen at; its argv may still change
         self.full_at: Optional[float] = None
         self.last_pid: Optional[bytes] = None
+        self.listed = 0  # entries of /proc at its last listing
+        self.probed = 0  # pids read by number since: past ``listed``, list again (forgets the ended ones)
 
-    def find(self, now: float) -> Optional[int]:
-        full = self.full_at is None or not 0 <= now - self.full_at < RESCAN_SECONDS
+    def find(self, now: float, full: bool = False) -> Optional[int]:
+        """The launcher's pid, or None. ``full``: read every argv again (before a decision rests on none)."""
+        full = full or self.full_at is None
         last_pid = read_last_pid()
-        if full or last_pid is None or last_pid != self.last_pid:
-            self.last_pid = last_pid
+        previous, self.last_pid = self.last_pid, last_pid
+        if full or last_pid is None or previous is None:
             return self._relist(now, full)
-        return self._check(list(self.young), now)
+        if last_pid == previous:
+            return self._check(list(self.young), now)
+        try:
+            old, new = int(previous), int(last_pid)
+        except ValueError:
+            return self._relist(now, False)
+        if new < old:  # the pids wrapped around: a pid ruled out before may be another process now
+            return self._relist(now, True)
+        if new - old > PROBE_MOST or self.probed > self.listed:
+            return self._relist(now, False)
+        created = [str(pid) for pid in range(old + 1, new + 1)]  # handed out since: new processes, or gone
+        self.probed += len(created)
+        self.settled.difference_update(created)
+        return self._check(dict.fromkeys([*self.young, *created]), now)
 
     def _relist(self, now: float, full: bool) -> Optional[int]:
         try:
             live = set(os.listdir(PROC))
         except OSError:
             live = set()
+        self.listed, self.probed = len(live), 0
         self.settled &= live  # entries gone from /proc are forgotten: a reused pid is read afresh
         self.young = {name: first for name, first in self.young.items() if name in live}
         if full:
@@ -193,10 +216,25 @@ class ArgvScanner:
         self.settled.add(name)
 
     def _launcher_info(self, pid: int) -> Optional[Tuple[float, str]]:
-        if not is_candidate(read_cmdline(pid), self.token):
+        if not is_candidate(read_cmdline(pid), self.token) or not is_process(pid):
             return None
         info = process_start(pid)
         return info if info and info[1] not in DEAD else None
+
+
+def is_process(pid: int) -> bool:
+    """Is this pid a process, not one of its threads? A thread's id is read by number as a process's is
+    (/proc lists only processes, but a pid read by number may be a thread's id, which shows its process's argv).
+    Where /proc/<pid>/status cannot be read or names no Tgid, it is taken for a process."""
+    try:
+        status = read_proc_file(f"{PROC}/{pid}/status")
+    except OSError:
+        return True
+    at = status.find(b"\nTgid:")
+    if at < 0:
+        return True
+    fields = status[at + 6:status.find(b"\n", at + 1)].split()
+    return not fields or fields[0] == str(pid).encode()
 
 
 def find_by_argv(build: str, exclude: Tuple[int, ...]) -> Optional[int]:
@@ -235,8 +273,9 @@ class LauncherTracker:
         self.exclude = (os.getpid(), os.getppid())
         self.scanner = ArgvScanner(build, self.exclude)
 
-    def check(self, mono: float, wall: Optional[float] = None) -> Liveness:
-        """Is the launcher alive now? ``mono`` dates what is seen; ``wall`` dates the launcher's start."""
+    def check(self, mono: float, wall: Optional[float] = None, full: bool = False) -> Liveness:
+        """Is the launcher alive now? ``mono`` dates what is seen; ``wall`` dates the launcher's start;
+        ``full``: where no pid names it, read every process's argv again (see ArgvScanner)."""
         if self.pid is not None and alive(self.pid, self.started_at):
             self.last_seen = mono
             return self._liveness(True, mono)
@@ -250,7 +289,7 @@ class LauncherTracker:
             elif pid_mtime is not None and info[0] > pid_mtime + PIDFILE_SLACK:
                 note, pid = f"pid {pid} from the pid file belongs to a newer process (pid reused)", None
         if pid is None:
-            pid, source = self.scanner.find(mono), "process scan"
+            pid, source = self.scanner.find(mono, full), "process scan"
         if pid is None:
             return self._liveness(False, mono, note)
         info = process_start(pid)

@@ -26,11 +26,12 @@ from .stop import StopRequest
 from .vocab import ReportSet, Snapshot, changed_at
 
 # The longest a waiting watcher sleeps: it bounds how late a change that raised no event is seen (a
-# write by another machine to a network filesystem, an mmap write) and how late a launcher that writes
-# nothing and is found only by its argv is seen. A look at a deadline of the decision (the gone grace,
-# the start timeout) rescans /proc in full when procs.RESCAN_SECONDS have passed, so those rules never
-# rest on this bound. Each safety look costs about a millisecond: once a minute is less than a bare
-# interpreter waking every second (docs/PERFORMANCE.md, section 2).
+# write by another machine to a network filesystem, an mmap write) and how late a new launcher found
+# only by its argv is seen. A decision that would end the run or a sub-run while no launcher is alive
+# (the gone grace, the start timeout, a settled log) first has every argv read again
+# (EvidenceReader.launcher_rescanned), so those rules never rest on this bound. Each safety look costs
+# well under a millisecond: once a minute is less than a bare interpreter waking every second
+# (docs/PERFORMANCE.md, section 2).
 SAFETY_SECONDS = 60.0
 # Looks woken by events are rationed like tokens in a bucket: a few at once (a banner, the closing line
 # and the .exit file come in quick succession, and each is looked at when it lands), then at most
@@ -41,6 +42,9 @@ LOOK_BURST = 4.0
 # report folders are gathered for this long into one look, which then finds the report whole. Reports are
 # never finish evidence, so no post waits for this; any other event ends the wait at once.
 REPORTS_GATHER_SECONDS = 0.1
+# File events naming report files are handed to the next look (EvidenceReader.reports_touched); past this
+# many, the look stats every report instead (lost_events), so what is kept between looks stays bounded.
+TOUCHED_MOST = 1024
 DEADLINE_MARGIN = 0.002  # wake just after a deadline, not just before it
 
 # <sys/inotify.h>
@@ -147,6 +151,8 @@ class Watches:
         self.overflowed = False
         self.log_wds: Set[int] = set()  # the watches on the logs themselves
         self.tree_wds: Set[int] = set()  # the watches on report folders
+        self.tree_paths: Dict[int, str] = {}  # report folder watch -> its folder
+        self.touched: Optional[Set[str]] = set()  # report files events named since the last look (None: too many)
         self.logs_only = True  # every relevant event since this was last set was a log's content
         self.trees_only = True  # every relevant event since this was last set was in a report folder
 
@@ -223,7 +229,8 @@ class Watches:
         for path in [p for p in self.watched if p not in want]:
             del self.watched[path]
         self.log_wds = {self.watched[p][0] for p in self.targets.logs if p in self.watched}
-        self.tree_wds = {self.watched[p][0] for p in self.targets.trees if p in self.watched}
+        self.tree_paths = {self.watched[p][0]: p for p in self.targets.trees if p in self.watched}
+        self.tree_wds = set(self.tree_paths)
         for wd in before - set(names):  # no longer wanted, or left on a replaced file (a rotated log)
             self.inotify.remove(wd)
         self.names = names
@@ -248,6 +255,10 @@ class Watches:
                 continue
             if mask & ENTRIES:
                 self.stale = True
+            if name and wd in self.tree_paths and self.touched is not None:
+                self.touched.add(os.path.join(self.tree_paths[wd], name))
+                if len(self.touched) > TOUCHED_MOST:
+                    self.touched = None
             self.logs_only = self.logs_only and wd in self.log_wds
             self.trees_only = self.trees_only and wd in self.tree_wds
             hit = True
@@ -312,8 +323,16 @@ class Waiter:
             return True
 
     def lost_events(self) -> bool:
-        """The event queue overflowed since the last look: the next look must not rely on events."""
-        return self.watches is not None and self.watches.overflowed
+        """The event queue overflowed since the last look (or events named too many reports to keep): the next
+        look must not rely on events."""
+        return self.watches is not None and (self.watches.overflowed or self.watches.touched is None)
+
+    def reports_touched(self) -> Tuple[str, ...]:
+        """The report files file events named since this was last called (for EvidenceReader.reports_touched)."""
+        if self.watches is None:
+            return ()
+        touched, self.watches.touched = self.watches.touched, set()
+        return tuple(touched or ())
 
     def follow(self, pid: Optional[int], alive: Callable[[], bool]) -> None:
         """Watch this launcher (None: no live launcher). ``alive()`` says whether it is still the same process."""

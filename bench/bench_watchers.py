@@ -434,7 +434,7 @@ def bench_proc_scan(process_target: int, repeat: int) -> Dict[str, Any]:
         quiet = cpu_of(lambda: scanner.find(later), repeat)
         created = []
         for _ in range(20):
-            subprocess.run(["true"], check=True)  # one new pid: /proc is listed again, one argv read
+            subprocess.run(["true"], check=True)  # one new pid: its argv read by number, /proc not listed
             created.append(cpu_of(lambda: scanner.find(later)))
     finally:
         for p in filler:
@@ -442,7 +442,7 @@ def bench_proc_scan(process_target: int, repeat: int) -> Dict[str, Any]:
             p.wait()
     listing = bl.median(created)
     return {"processes": present, "full": full, "quiet": quiet, "created": listing,
-            "per_second": listing + full / procs.RESCAN_SECONDS}
+            "per_second": listing}  # no periodic full rescan: only before a decision ends a run
 
 
 def bench_big_live(tmp: Path, rx: bl.TimedReceiver, size: int, seconds: float) -> Dict[str, Any]:
@@ -633,7 +633,8 @@ def _big_md(res, args) -> List[str]:
           f"{rep['first']['tests']:,} tests, {rep['first']['failed']} failed"],
          ["watcher started -> post on the receiver (target <= 2 s)",
           f"{ms(e2e['seconds']) if e2e['seconds'] is not None else 'no post'}: {pass_mark(first_ok)}"],
-         ["report scan per later poll (cheap: folders, young files, 1/60 of the rest)", ms(c["cheap"])],
+         ["report scan per later poll (cheap: folders, young files, at most "
+          f"{evidence.SWEEP_PER_LOOK} of the rest)", ms(c["cheap"])],
          ["report scan per poll while finish evidence is new (every file stat-ed)", ms(c["thorough"])],
          ["for comparison: a full walk stat-ing every file (what each poll cost before)", ms(c["full_walk"])],
          ["decide() on a snapshot with all these reports (decision code, not the adapter)", ms(c["decide"])]])
@@ -641,10 +642,10 @@ def _big_md(res, args) -> List[str]:
         "", f"**/proc scan while no launcher is known**, {scan['processes']} processes present (in-process, "
         "`ArgvScanner.find()`):", ""
     ] + table(["measure", "value"], [
-        ["full scan: every argv read (the first poll, then every "
-         f"{procs.RESCAN_SECONDS:g} s; what every poll cost before)", ms(scan["full"])],
+        ["full scan: every argv read (the first poll, and before a decision ends a run or sub-run with no "
+         "launcher alive; what every poll cost before)", ms(scan["full"])],
         ["poll, no process created since the last one (/proc/loadavg unchanged)", ms(scan["quiet"])],
-        ["poll after a process was created (/proc listed, new argv read)", ms(scan["created"])],
+        ["poll after a process was created (its argv read by pid, /proc not listed)", ms(scan["created"])],
         ["per second at one poll a second, a process created every second", ms(scan["per_second"])]])
 
 

@@ -484,3 +484,20 @@ def test_categorized_group_log_alone_is_over_once_the_next_group_started():
 def test_decision_is_pure_same_input_same_output():
     s = cat(NOW, scope(), [group("linux", "0"), group("windows")])
     assert decide(s, LIMITS) == decide(replace(s), LIMITS)
+
+
+def test_the_rules_that_need_no_launcher_are_rules_decide_gives():
+    """watch.py reads every argv again before a verdict that may rest on the launcher's absence ends a scope;
+    only the outcome-file rules are spared it: each must be a rule decide.py gives, spelled as it gives it."""
+    import inspect
+
+    from atvm_watcher import decide as decide_mod
+    from atvm_watcher.decide import Verdict
+    from atvm_watcher.vocab import State
+
+    source = inspect.getsource(decide_mod)
+    for rule in decide_mod.OUTCOME_RULES:
+        assert source.count(f'"{rule}"') >= 2, rule  # in the set and where a verdict or finish is made
+    assert not decide_mod.rests_on_launcher(Verdict(State.FAILED, "exit-code", ""))
+    assert decide_mod.rests_on_launcher(Verdict(State.TERMINATED, "launcher-gone", ""))
+    assert decide_mod.rests_on_launcher(Verdict(State.COMPLETED, "log-banner", ""))

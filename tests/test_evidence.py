@@ -453,6 +453,120 @@ def test_a_quiet_poll_does_not_stat_every_report(tmp_path, monkeypatch):
     assert len(calls) == 601
 
 
+def many_reports(folder: Path, count: int) -> Path:
+    """``count`` small reports with old mtimes, written with os calls (10,000 in well under a second)."""
+    folder.mkdir(parents=True)
+    data = report_bytes(False)
+    for i in range(count):
+        fd = os.open(folder / f"r{i:05d}.json", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        os.utime(folder / f"r{i:05d}.json", (OLD, OLD))
+    settle(folder)
+    return folder
+
+
+def counting_stats(monkeypatch) -> List:
+    calls: List = []
+    real_stat = os.stat
+    monkeypatch.setattr(evidence.os, "stat", lambda *a, **k: calls.append(a[0]) or real_stat(*a, **k))
+    return calls
+
+
+def test_a_look_after_a_long_wait_stats_a_bounded_slice_of_10000_reports(tmp_path, monkeypatch):
+    folder = many_reports(tmp_path / "many", 10_000)
+    scanner = ReportScanner(folder)
+    now = time.time()
+    assert len(scanner.scan(now)) == 10_000
+    calls = counting_stats(monkeypatch)
+    for look in range(1, 6):  # looks a safety wait apart (file events: nothing changed)
+        calls.clear()
+        scanner.scan(now + 60 * look)
+        assert len(calls) == 1 + evidence.SWEEP_PER_LOOK  # the folder, and this look's slice of the sweep
+    calls.clear()
+    scanner.scan(now + 10 * 3600)  # however long the wait
+    assert len(calls) == 1 + evidence.SWEEP_PER_LOOK
+    calls.clear()
+    scanner.scan(now + 10 * 3600 + 1, thorough=True)  # finish evidence is new: every report
+    assert len(calls) == 1 + 10_000
+
+
+def test_reports_that_were_young_at_the_last_look_are_not_all_stat_ed_once_old(tmp_path, monkeypatch):
+    folder = many_reports(tmp_path / "many", 10_000)
+    now = time.time()
+    for i in range(10_000):
+        os.utime(folder / f"r{i:05d}.json", (now - 1, now - 1))  # just written: young
+    scanner = ReportScanner(folder)
+    scanner.scan(now)
+    calls = counting_stats(monkeypatch)
+    scanner.scan(now + 5)
+    assert len(calls) == 1 + 10_000  # young: each stat-ed on every poll (a reporter writes in bursts)
+    calls.clear()
+    scanner.scan(now + 65)  # the next look, a safety wait later: all are old by their last stat's mtime
+    assert len(calls) == 1 + evidence.SWEEP_PER_LOOK
+    write(folder / "r00042.json", report_bytes(True), mtime=now + 70)  # young again: one row, not all
+    scanner.touch(str(folder), "r00042.json")
+    scanner.scan(now + 71)
+    calls.clear()
+    assert sum(failures(scanner.scan(now + 72))) == 1
+    assert len(calls) == 1 + 1 + evidence.SWEEP_PER_LOOK  # the folder, the young one, the slice
+
+
+def test_an_old_report_rewritten_in_place_without_an_event_is_seen_within_the_sweep_of_slices(tmp_path):
+    count = 1000
+    folder = many_reports(tmp_path / "many", count)
+    scanner = ReportScanner(folder)
+    now = time.time()
+    scanner.scan(now)
+    write(folder / "r00500.json", report_bytes(True), mtime=OLD + 1)  # in place, old mtime: not young
+    looks = -(-count // evidence.SWEEP_PER_LOOK)  # the documented bound: one look per SWEEP_PER_LOOK reports
+    seen_at = next((look for look in range(1, looks + 2) if sum(failures(scanner.scan(now + 60 * look)))), None)
+    assert seen_at is not None and seen_at <= looks
+
+
+def test_a_report_a_file_event_named_is_seen_on_the_next_look(tmp_path, monkeypatch):
+    folder = many_reports(tmp_path / "many", 10_000)
+    scanner = ReportScanner(folder)
+    now = time.time()
+    scanner.scan(now)
+    monkeypatch.setattr(evidence, "SWEEP_PER_LOOK", 0)  # the sweep alone would take many looks: not it
+    write(folder / "r07777.json", report_bytes(True), mtime=OLD + 1)
+    scanner.touch(str(folder), "r07777.json")
+    scanner.touch(str(folder), "not-a-report.txt")  # a name the scanner does not know: ignored
+    calls = counting_stats(monkeypatch)
+    assert sum(failures(scanner.scan(now + 60))) == 1
+    assert len(calls) == 1 + 1  # the folder and the named file, no other
+    calls.clear()
+    scanner.scan(now + 120)
+    assert len(calls) == 1  # the name is stat-ed once, not on every look after
+
+
+def test_the_reader_hands_named_reports_to_the_scope_whose_folder_holds_them(tmp_path, monkeypatch):
+    layout = RunLayout("B", tmp_path / "log", tmp_path / "reports")
+    folder = layout.run().reports
+    write(folder / "deep" / "a.json", report_bytes(False), mtime=OLD)
+    settle(folder / "deep", folder)
+    reader = EvidenceReader(layout, False)
+    reader.snapshot()
+    monkeypatch.setattr(evidence, "SWEEP_PER_LOOK", 0)
+    write(folder / "deep" / "a.json", report_bytes(True, "x.cy.js"), mtime=OLD + 1)
+    reader.reports_touched([str(tmp_path / "elsewhere" / "a.json")])  # not a report folder of this run
+    assert sum(failures(reader.snapshot().parent.reports)) == 0
+    reader.reports_touched([str(folder / "deep" / "a.json")])
+    assert sum(failures(reader.snapshot().parent.reports)) == 1
+
+
+def test_a_report_parsed_again_only_to_be_sure_keeps_the_same_set(tmp_path):
+    folder = tmp_path / "r"
+    now = time.time()
+    write(folder / "a.json", report_bytes(False), mtime=now)  # parsed within RACY_SECONDS of its mtime
+    scanner = ReportScanner(folder)
+    first = scanner.scan(now)
+    assert scanner.scan(now + 1) is first  # parsed again (racy), found the same: no new set to walk
+    write(folder / "a.json", report_bytes(True), mtime=now)  # same mtime, new content: a new set
+    assert sum(failures(scanner.scan(now + 1.5))) == 1
+
+
 def test_a_report_replaced_by_rename_is_seen_on_the_next_poll(root):
     scanner = ReportScanner(root)
     now = time.time()

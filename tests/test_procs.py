@@ -157,7 +157,8 @@ def test_an_argv_that_did_not_match_is_not_read_again_until_the_rescan(fake):
     fake.add(4100200, ["launch", B], now - 100, announce=False)  # the same process rewrote its argv
     later = now + procs.RECHECK_NEW_SECONDS + 1
     assert scanner.find(later) is None  # ruled out: not read again on every poll
-    assert scanner.find(now + procs.RESCAN_SECONDS) == 4100200  # the periodic rescan bounds the delay
+    assert scanner.find(later + 3600) is None  # nor after a long wait: no look reads every argv by itself
+    assert scanner.find(later + 3601, full=True) == 4100200  # a full rescan, asked for, reads it again
 
 
 def test_a_new_process_is_read_again_while_it_may_still_exec(fake):
@@ -207,9 +208,97 @@ def test_each_argv_is_read_once_per_rescan(fake, monkeypatch):
     scanner.find(now + 3)
     assert len(reads) == 50 + 50 + 1
     reads.clear()
-    scanner.find(now + procs.RESCAN_SECONDS)
-    scanner.find(now + procs.RESCAN_SECONDS + 1)
+    scanner.find(now + 30)
+    scanner.find(now + 600)
+    assert reads == []  # no periodic rescan: a look reads only what is new
+    scanner.find(now + 601, full=True)
+    scanner.find(now + 602)
     assert sorted(reads) == list(range(4100100, 4100151))  # the rescan reads each once, not again after
+
+
+def counting(monkeypatch):
+    reads, listings = [], []
+    real_read, real_listdir = procs.read_cmdline, procs.os.listdir
+    monkeypatch.setattr(procs, "read_cmdline", lambda pid: reads.append(pid) or real_read(pid))
+    monkeypatch.setattr(procs.os, "listdir",
+                        lambda path: (listings.append(path) if path == procs.PROC else None) or real_listdir(path))
+    return reads, listings
+
+
+def test_a_look_reads_the_argv_of_the_new_pids_only_among_500_processes(fake, monkeypatch):
+    now = time.time()
+    for pid in range(4100000, 4100500):
+        fake.add(pid, ["sleep", "100"], now - 100)
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    reads, listings = counting(monkeypatch)
+    for look in range(1, 20):  # looks a safety wait apart, nothing created: nothing read, /proc not listed
+        assert scanner.find(now + 60 * look) is None
+    assert (reads, listings) == ([], [])
+    fake.add(4100500, ["sleep", "1"], now + 1200)
+    fake.remove(4100500)  # ended before the look: its number is read, and fails
+    fake.add(4100502, ["launch", B], now + 1200)  # 4100501 went to a thread or a short-lived process
+    assert scanner.find(now + 1260) == 4100502
+    assert sorted(reads) == [4100500, 4100501, 4100502] and listings == []  # what was created, not all 500
+
+
+def test_many_new_pids_or_pids_wrapped_around_list_proc_again(fake, monkeypatch):
+    now = time.time()
+    for pid in range(4100000, 4100100):
+        fake.add(pid, ["sleep", "100"], now - 100)
+    scanner = ArgvScanner(B)
+    scanner.find(now)
+    reads, listings = counting(monkeypatch)
+    fake.add(4100100 + procs.PROBE_MOST + 10, ["sleep", "100"], now + 60)  # more new pids than PROBE_MOST
+    scanner.find(now + 60)
+    assert len(listings) == 1 and reads == [4100100 + procs.PROBE_MOST + 10]  # listed; the new one read
+    reads.clear()
+    fake.remove(4100050)
+    fake.add(4100050, ["launch", B], now + 120)  # the pids wrapped around: 4100050 is another process now
+    assert scanner.find(now + 120) == 4100050
+    assert len(reads) == 101  # wrapped: every argv is read again
+
+
+def test_a_thread_read_by_its_number_is_not_taken_for_the_launcher(fake):
+    now = time.time()
+    fake.add(4100200, ["python3", "worker.py"], now - 100)
+    scanner = ArgvScanner(B)
+    assert scanner.find(now) is None
+    fake.add(4100201, ["launch", B], now + 1)  # a thread of a process naming the build: same argv
+    (fake.root / "4100201" / "status").write_text("Name:\tlaunch\nUmask:\t0022\nState:\tS\nTgid:\t4100199\n")
+    assert scanner.find(now + 1) is None
+    (fake.root / "4100201" / "status").write_text("Name:\tlaunch\nTgid:\t4100201\nPid:\t4100201\n")
+    assert scanner.find(now + 2) == 4100201  # its own thread group: a process
+
+
+def test_a_decision_ending_the_run_on_the_launchers_absence_reads_every_argv_first(fake, tmp_path, monkeypatch):
+    from atvm_watcher.evidence import Clock, EvidenceReader
+
+    now = [time.time()]
+
+    class Stepped(Clock):
+        wall = staticmethod(lambda: now[0])
+        mono = staticmethod(lambda: now[0])
+
+    fake.add(4100100, ["sleep", "3600"], now[0] - 200)
+    fake.add(4100200, ["bash", "wrapper.sh"], now[0] - 100)
+    reader = EvidenceReader(RunLayout(B, tmp_path / "log", tmp_path / "reports"), False, clock=Stepped())
+    assert not reader.snapshot().launcher.alive
+    assert not reader.launcher_rescanned(["windows"])  # the first look read every argv already
+    fake.add(4100200, ["launch", B], now[0] - 100, announce=False)  # the wrapper rewrote its argv
+    now[0] += 120
+    assert not reader.snapshot().launcher.alive  # a look reads no old argv again
+    assert not reader.launcher_rescanned([])  # nothing ends: nothing read
+    assert reader.launcher_rescanned([None])  # the run would end: every argv read, the launcher found
+    assert reader.snapshot().launcher.alive
+    fake.remove(4100200)
+    now[0] += 120
+    assert not reader.snapshot().launcher.alive
+    reads, _ = counting(monkeypatch)
+    assert not reader.launcher_rescanned([None, "linux"])  # read again: nothing found, the end stands
+    assert reads == [4100100]
+    reads.clear()
+    assert not reader.launcher_rescanned(["linux"]) and reads == []  # once per scope
 
 
 def test_without_loadavg_proc_is_listed_on_every_poll(fake):

@@ -140,3 +140,39 @@ def test_the_columns_agree_with_reading_every_file_through_random_changes(tmp_pa
         now += rng.choice([0.0, 0.5, 3.0])
         got = scanner.scan(now, thorough=True)
         assert seen(got) == oracle(root), (step, action, path)
+
+
+def test_named_changes_and_relisting_agree_with_reading_every_file_without_the_sweep(tmp_path, monkeypatch):
+    """The same random changes, polled as a watcher on file events polls: no sweep, no thorough scan, old
+    mtimes (nothing is young); only the names the events give (every write) and the folders' listings.
+    Together they must find every change."""
+    from atvm_watcher import evidence
+
+    monkeypatch.setattr(evidence, "SWEEP_PER_LOOK", 0)
+    rng = random.Random(20261202)
+    root = tmp_path / "reports"
+    folders = [root, root / "linux", root / "linux" / "deep"]
+    root.mkdir()
+    scanner = ReportScanner(root)
+    now = time.time()
+    old = now - 3600
+    for step in range(150):
+        folder = rng.choice(folders)
+        name = f"r{rng.randrange(30):02d}.json"
+        path = folder / name
+        action = rng.choice(["write", "write", "write", "remove", "rename"])
+        if action == "write":
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(report(rng.random() < 0.3, f"t{step % 10}"))  # often the same size
+            os.utime(path, (old + step, old + step))  # an old mtime, distinct per write
+            scanner.touch(str(folder), name)
+        elif action == "remove" and path.exists():
+            path.unlink()
+        elif action == "rename" and folder.exists():
+            tmp = tmp_path / "incoming.json"
+            tmp.write_bytes(report(rng.random() < 0.5, f"renamed{step}"))
+            os.utime(tmp, (old + step, old + step))
+            os.replace(tmp, path)
+        now += rng.choice([0.0, 0.5, 3.0, 60.0])
+        got = scanner.scan(now)
+        assert seen(got) == oracle(root), (step, action, path)

@@ -114,6 +114,37 @@ def test_lost_events_ask_for_a_look_at_everything(tmp_path):
         waiter.close()
 
 
+def test_events_name_the_report_files_written_in_place_for_the_next_look(tmp_path):
+    reports = tmp_path / "reports" / "B"
+    (reports / "deep").mkdir(parents=True)
+    old = reports / "deep" / "a.json"
+    old.write_text("{}")
+    waiter = Waiter(StopRequest(), 1.0)
+    try:
+        waiter.looked(Targets(trees=(str(reports), str(reports / "deep"))))
+        assert waiter.reports_touched() == ()
+        with old.open("a") as fh:  # rewritten in place: its folder's mtime does not change
+            fh.write(" ")
+        assert waiter.watches.relevant(waiter.watches.inotify.read())
+        assert waiter.reports_touched() == (str(old),)
+        assert waiter.reports_touched() == ()  # handed over once
+    finally:
+        waiter.close()
+
+
+def test_too_many_named_reports_ask_for_a_look_at_everything():
+    waiter = Waiter(StopRequest(), 1.0)
+    try:
+        waiter.watches.tree_paths = {7: "/r"}
+        waiter.watches.names = {7: None}
+        events = [(7, wake.IN_MODIFY, f"r{i}.json") for i in range(wake.TOUCHED_MOST + 1)]
+        assert waiter.watches.relevant(events)
+        assert waiter.lost_events()
+        assert waiter.reports_touched() == () and not waiter.lost_events()
+    finally:
+        waiter.close()
+
+
 class RefusingInotify:
     fd = -1
 
@@ -339,14 +370,6 @@ def test_polling_decides_as_file_events_do(world, name):
     assert "polling every" in polled[3] and "ATVM_WAKE=poll" in polled[3]
     assert events[:3] == polled[:3], (events[3], polled[3])
     assert events[0] == 0 and events[1]
-
-
-def test_a_look_at_the_gone_grace_deadline_rescans_proc_in_full():
-    from atvm_watcher import procs
-
-    # The gone grace (60 s by default) is a deadline the waiter wakes for, and a look that late reads
-    # every argv again (RESCAN_SECONDS): a launcher found only by its argv is never missed by that rule.
-    assert procs.RESCAN_SECONDS < 60.0 and wake.SAFETY_SECONDS <= 60.0
 
 
 def test_stop_request_wait_returns_the_ready_descriptors(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import inventory, log, preview, procs, version_text
-from ..decide import Decision, Limits, Verdict, decide
+from ..decide import Decision, Limits, Verdict, decide, rests_on_launcher
 from ..delivery import Deliverer, Result
 from ..evidence import SYSTEM_CLOCK, Clock, EvidenceReader
 from ..ledger import Ledger, Scope, parent_base
@@ -158,8 +158,14 @@ class Watcher:
                 reader.launcher_alive_until(*waiter.seen_alive)
             if waiter.lost_events():
                 reader.look_everywhere()
+            reader.reports_touched(waiter.reports_touched())
             snap = reader.snapshot()
             decision = decide(snap, limits)
+            ends = (v.group for v in (decision.run, *decision.groups)  # an unknown launcher's start dates the run
+                    if v.terminal and (rests_on_launcher(v) or snap.launcher.started_at is None))
+            if reader.launcher_rescanned(ends):
+                snap = reader.snapshot()  # a launcher only a full /proc scan found: decided again with it
+                decision = decide(snap, limits)
             if decision.run_start_kept is not None:  # e.g. an earlier run's .exit, about to be overwritten
                 reader.recorded_run_start = decision.run_start_kept
             reader.mark_leftovers(decision.leftover_groups)
@@ -293,8 +299,9 @@ class Watcher:
                 waiter.pid = None
         if why in ("event", "launcher", "safety"):
             waiter.event_at = when
-        if why == "safety":
-            reader.look_everywhere()  # a change that raised no event: nothing may be assumed unchanged
+        # The light waiter read the events (which reports they named, too) or saw a change that raised none:
+        # this look stats every report, as after lost events.
+        reader.look_everywhere()
         self.log.debug("back from a rest (%s)", why)
         try:
             return self._loop(reader, waiter)
