@@ -125,16 +125,20 @@ def main(argv):
         say(spec, "INFO", "stop requested before the run finished; nothing posted for what is unfinished")
         os._exit(0)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for sig in stops:
         signal.signal(sig, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # blocked across the exec(): one that came is handled now
     why, when = wait(spec)
     argv_back = spec["resume"] + [f"--from-rest={spec['state']},{why},{when!r}"]
     problem = None
     for _ in range(EXEC_RETRIES):
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # until the watcher's own handlers are in place
         try:
             os.execv(argv_back[0], argv_back[1:])
         except OSError as exc:
             problem = exc
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             time.sleep(1.0)
     say(spec, "ERROR", f"the watcher could not be started again ({problem}); exit {INTERNAL}: systemd restarts it, "
         "and it takes up from its state directory")

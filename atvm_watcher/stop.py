@@ -13,6 +13,8 @@ import signal
 import time
 from typing import List, Sequence
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class StopRequest:
     def __init__(self) -> None:
@@ -29,8 +31,10 @@ class StopRequest:
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(write_end)
         self._wakeup = read_end
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handler)
+        # Blocked by a watcher that rested (commands/watch.py, rest.py): one that came meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return self
 
     def _handler(self, _signum, _frame) -> None:

@@ -156,6 +156,11 @@ class Watches:
         self.logs_only = True  # every relevant event since this was last set was a log's content
         self.trees_only = True  # every relevant event since this was last set was in a report folder
 
+    def forget(self) -> None:
+        """Make every watch again at the next ``arm`` (the events that said which were gone were read elsewhere)."""
+        self.watched = {}
+        self.stale = True
+
     def arm(self, targets: Targets) -> bool:
         """Bring the watches in line with ``targets``; True when a watch was added or widened (what changed
         before it was armed raised no event: the caller looks again). OSError: inotify refused a watch."""

@@ -7,6 +7,7 @@ same posts, the same exit codes; the process (its pid, its lock on the build) is
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import signal
@@ -223,3 +224,164 @@ def test_a_watcher_that_comes_back_to_other_code_starts_afresh_and_posts_once(wo
     _, err = proc.communicate(timeout=60)
     assert "starting afresh from the state directory" in err, err
     assert proc.returncode == 0 and "finished: TERMINATED" in err, err
+
+
+def test_a_fresh_start_after_a_rest_keeps_no_descriptor_of_the_rest(world, tmp_path):
+    import shutil
+
+    repo = Path(rest.__file__).resolve().parents[1]
+    copy = tmp_path / "install"
+    shutil.copytree(repo / "atvm_watcher", copy / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(repo / "atvm_run_watcher.py", copy / "atvm_run_watcher.py")
+    build = "quiet-reinstall-fds"
+    launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    proc = subprocess.Popen([sys.executable, str(copy / "atvm_run_watcher.py"), "watch", "--build-name", build],
+                            env={**world.env, "ATVM_REST_AFTER_SECONDS": "3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    world.procs.append(proc)
+    wait_until(lambda: resting(proc.pid))
+    later = time.time() + 5
+    os.utime(copy / "atvm_watcher" / "vocab.py", (later, later))
+    with world.layout(build).run().log.open("a") as fh:
+        fh.write("x\n")
+    wait_until(lambda: not resting(proc.pid))
+    time.sleep(1.0)
+    fds = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    launcher.kill()
+    assert "starting afresh" in err, err
+    assert fds.count("anon_inode:inotify") == 1 and fds.count("anon_inode:[pidfd]") <= 1, fds
+    assert sum(f.endswith("/watch.lock") for f in fds) == 1 and not [f for f in fds if "memfd" in f], fds
+
+
+# --- found by trying it from outside ---------------------------------------------------------------------
+
+MANY_GROUPS = [f"--group=g{i:02d}:pass" for i in range(24)] + ["--group=last:pass"]
+
+
+@pytest.mark.parametrize("wake", ["auto", "events"])
+def test_hung_is_decided_on_time_with_more_time_rules_than_one_rest_probes(world, wake):
+    """25 sub-runs give more instants at which a time rule might fire than a rest probes at once: the
+    watcher comes back at the first it did not probe instead of resting for ever."""
+    build = f"quiet-hung-many-{wake}"
+    launcher = world.launch(build, *MANY_GROUPS, "--hang", "--step-seconds", "0.03")
+    t0 = time.monotonic()
+    proc = world.start_watcher("--build-name", build, "--categorize",
+                               env={**REST, "ATVM_HUNG_AFTER_SECONDS": "8", "ATVM_START_TIMEOUT_SECONDS": "7",
+                                    "ATVM_WAKE": wake})
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert "finished: HUNG" in err, err[-3000:]
+    assert time.monotonic() - t0 < 30, err[-3000:]
+
+
+def test_a_log_made_anew_while_resting_still_wakes_the_watcher_when_it_grows(world):
+    """Unlinked and written again at once (ext4 hands the same inode number back): the light waiter read the
+    event that said the old watch was gone, so the watcher, back, makes every watch again."""
+    build = "quiet-inode"
+    launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    log = world.layout(build).run().log
+    wait_until(log.exists)
+    proc = world.start_watcher("--build-name", build, env={**REST, "ATVM_HUNG_AFTER_SECONDS": "300"})
+    wait_until(lambda: resting(proc.pid))
+    text = log.read_text()
+    log.unlink()
+    log.write_text(text)
+    time.sleep(0.5)
+    wait_until(lambda: resting(proc.pid))  # back, looked, resting again
+    with log.open("a") as fh:
+        fh.write("  Running:  spec2.cy.js                                                         (2 of 3)\n")
+    wait_until(lambda: not resting(proc.pid), timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    launcher.kill()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03])
+def test_a_stop_signal_while_either_image_starts_is_a_clean_stop(world, delay):
+    """The stop signals are blocked across each exec() and handled once the new image's handler is in place."""
+    build = f"quiet-sigwin-{int(delay * 1000)}"
+    launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    proc = world.start_watcher("--build-name", build, env=REST)
+    wait_until(lambda: resting(proc.pid))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "stop requested" in err.splitlines()[-1], (proc.returncode, err[-500:])
+    build = f"quiet-sigback-{int(delay * 1000)}"  # and just after it came back
+    proc = world.start_watcher("--build-name", build, env=REST)
+    launcher2 = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    wait_until(lambda: resting(proc.pid))
+    with world.layout(build).run().log.open("a") as fh:
+        fh.write("x\n")
+    wait_until(lambda: not resting(proc.pid))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    launcher.kill()
+    launcher2.kill()
+    assert proc.returncode == 0 and "stop requested" in err.splitlines()[-1], (proc.returncode, err[-500:])
+
+
+def test_a_watcher_back_from_a_rest_keeps_its_descriptors_to_itself(world):
+    build = "quiet-fds"
+    launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
+    proc = world.start_watcher("--build-name", build, env=REST)
+    wait_until(lambda: resting(proc.pid))
+    with world.layout(build).run().log.open("a") as fh:
+        fh.write("x\n")
+    wait_until(lambda: not resting(proc.pid))
+    time.sleep(0.3)
+    inheritable = []
+    for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+        if int(fd) <= 2:
+            continue
+        with contextlib.suppress(OSError):
+            flags = Path(f"/proc/{proc.pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+            if not int(flags, 8) & 0o2000000:  # O_CLOEXEC
+                inheritable.append(os.readlink(f"/proc/{proc.pid}/fd/{fd}"))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    launcher.kill()
+    assert not inheritable, inheritable
+
+
+def test_from_rest_never_unpickles_what_it_is_handed(world, tmp_path):
+    """Only a sealed memfd of this very process, named as a rest's state, is read: not a file, pipe or FIFO
+    given on the command line, whatever it holds."""
+    import pickle
+
+    from atvm_watcher.commands import watch as watch_mod
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "crafted"
+    crafted.write_bytes(watch_mod.REST_MAGIC + watch_mod.code_stamp() + b"\n" + pickle.dumps(Evil()))
+    entry = str(Path(rest.__file__).parents[1] / "atvm_run_watcher.py")
+    with crafted.open("rb") as fh:  # on stdin
+        r = subprocess.run([sys.executable, entry, "watch", "--build-name", "quiet-hand", "--from-rest=0,2,event,1.0"],
+                           stdin=fh, env=world.env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3 and "only by a resting watcher" in r.stderr, r.stderr
+    with crafted.open("rb") as fh:  # as an inherited descriptor of a file
+        fd = fh.fileno()
+        r = subprocess.run([sys.executable, entry, "watch", "--build-name", "quiet-hand",
+                            f"--from-rest={fd},{fd},event,1.0"], pass_fds=(fd,), env=world.env,
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3 and "only by a resting watcher" in r.stderr, r.stderr
+    read_end, write_end = os.pipe()  # a pipe (a FIFO would block a reader): refused unread
+    try:
+        r = subprocess.run([sys.executable, entry, "watch", "--build-name", "quiet-hand",
+                            f"--from-rest={read_end},{read_end},event,1.0"], pass_fds=(read_end,), env=world.env,
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert r.returncode == 3 and "only by a resting watcher" in r.stderr, r.stderr
+    assert not marker.exists()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
 import pickle
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -29,7 +31,7 @@ from ..request import Request
 from ..rest import fingerprint
 from ..settings import ConfigError, Settings, posting_problem
 from ..statedir import BuildDir, Locked, StateError
-from ..stop import StopRequest
+from ..stop import STOP_SIGNALS, StopRequest
 from ..vocab import Delivery, ExitCode, Snapshot, State
 from ..wake import DEADLINE_MARGIN, SAFETY_SECONDS, Targets, Waiter, Watches, deadlines, next_deadline, timeout_until
 
@@ -231,8 +233,12 @@ class Watcher:
             return  # due soon: a rest costs an exec() each way (about 50 ms of CPU to come back)
         try:
             argv, spec_fds = self._rest_command(waiter, deadline)
+            # A stop signal that comes while either image starts waits, blocked, for its handler (the mask
+            # survives exec(); rest.py and StopRequest.install unblock once theirs are in place).
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             os.execv(argv[0], argv[1:])
         except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             self.rest_problem = f"{type(exc).__name__}: {exc}"
             self.log.warning("cannot rest (%s); waiting as it is (only costlier)", self.rest_problem)
             for fd in locals().get("spec_fds", ()):  # the state's descriptor, when it was made
@@ -249,12 +255,13 @@ class Watcher:
         say("quiet for %.0fs: resting (the same process, a light waiter) until a change, the launcher's exit or "
             "%s%s", self.clock.mono() - waiter.event_at, when, "" if self.rested else " (later rests: debug level)")
         self.rested = True
-        state = os.memfd_create("atvm-watcher-state", 0)
+        state = os.memfd_create(STATE_NAME, os.MFD_ALLOW_SEALING)
         try:
             data = memoryview(REST_MAGIC + code_stamp() + b"\n"
                               + pickle.dumps((self, waiter), protocol=pickle.HIGHEST_PROTOCOL))
             while data:
                 data = data[os.write(state, data):]
+            fcntl.fcntl(state, F_ADD_SEALS, SEALS)
             os.lseek(state, 0, os.SEEK_SET)
             watches = waiter.watches
             for fd in (state, watches.inotify.fd, waiter.pidfd, self.lock_fd):
@@ -291,7 +298,12 @@ class Watcher:
         self.deliverer = self._deliverer()
         reader = self.reader
         if waiter.watches is not None:
-            waiter.watches.stale = True  # the light waiter read the events: check every watch again
+            # The light waiter read the events, those that said a watch was gone too: every watch is made
+            # again (for a path whose watch lives on, inotify hands back the same one).
+            waiter.watches.forget()
+        for fd in (waiter.watches.inotify.fd if waiter.watches else -1, waiter.pidfd, self.lock_fd):
+            if fd >= 0:
+                os.set_inheritable(fd, False)
         if waiter.pid is not None and waiter.pidfd >= 0:
             waiter.seen_alive = (waiter.pid, when)  # alive until then: a pidfd turns readable at the exit
             if why == "launcher":
@@ -372,23 +384,24 @@ class Watcher:
 
 
 def decisive_deadline(snap: Snapshot, decision: Decision, limits: Limits, spans: Tuple[float, ...]) -> Optional[float]:
-    """The first instant ahead at which the decision would change though no evidence does, or None.
+    """The first instant ahead at which the decision would change though no evidence does, or None: none.
 
     wake.deadlines lists every instant at which a time rule might fire; decide() is a pure function of the
     snapshot with its ``taken_at`` as "now", so each is probed by deciding the same evidence as of then. A
-    resting watcher comes back only for the one that matters (each return costs an exec()). None: none of
-    the first REST_PROBES instants changes it (events and the launcher's exit still wake the watcher, and
-    the light waiter's safety look bounds what raised no event)."""
+    resting watcher comes back only for the one that matters (each return costs an exec()). At most
+    REST_PROBES instants are probed per rest: when more remain (a run with many sub-runs), the first
+    instant not probed is returned, and the watcher, back then, probes the next ones."""
     def outcome(d: Decision) -> Tuple[Any, ...]:
         return tuple((v.group, v.state, v.rule) for v in (d.run, *d.groups))
 
     now = outcome(decision)
-    for t in deadlines(snap, spans)[:REST_PROBES]:
+    ahead = deadlines(snap, spans)
+    for t in ahead[:REST_PROBES]:
         at = t + DEADLINE_MARGIN
         wall = None if snap.wall_at is None else snap.wall_at + (at - snap.taken_at)
         if outcome(decide(dataclasses.replace(snap, taken_at=at, wall_at=wall), limits)) != now:
             return at
-    return None
+    return ahead[REST_PROBES] + DEADLINE_MARGIN if len(ahead) > REST_PROBES else None
 
 
 def look_paths(watches: Watches) -> List[str]:
@@ -427,30 +440,69 @@ def code_stamp() -> bytes:
     return ";".join(parts).encode()
 
 
+STATE_NAME = "atvm-watcher-state"  # the memfd a resting watcher hands its state in (what /proc/self/fd shows)
+SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL, SHRINK, GROW, WRITE: the state is never changed once handed over
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034  # <fcntl.h> (Python's fcntl module names them only from 3.8 on Linux)
+
+
+def _own_rest_state(fd: int) -> bool:
+    """Is ``fd`` a sealed memfd of a resting watcher, held by this very process? Never a file, pipe or FIFO
+    someone passed on the command line: only what a resting watcher handed itself is unpickled."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        return target == f"/memfd:{STATE_NAME} (deleted)" and fcntl.fcntl(fd, F_GET_SEALS) == SEALS
+    except (OSError, ValueError):
+        return False
+
+
+def close_rest_leftovers() -> None:
+    """A watcher starting afresh after a rest it could not come back from: close what the rest kept open
+    (its inotify instance, the launcher's pidfd, the state, its lock on the build), which the fresh start
+    opens anew. Only those: they are recognised by what they are, never by a number given on the command line."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2]
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target in ("anon_inode:inotify", "anon_inode:[pidfd]") or target.startswith("/memfd:atvm-watcher") \
+                or target.endswith("/watch.lock"):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def resume(token: str) -> Optional[int]:
     """The watcher, back from a rest: ``token`` is "STATE_FD,LOCK_FD,WHY,WHEN" as the light waiter passed it.
 
-    None when its state cannot be taken back (other code now, a damaged state): both descriptors are closed
-    and the caller starts the watcher afresh, which takes up from the state directory as after a restart."""
+    None when its state cannot be taken back (other code now, a damaged state): what the rest kept open is
+    closed and the caller starts the watcher afresh, which takes up from the state directory as after a
+    restart."""
     try:
-        state_text, lock_text, why, when_text = token.split(",")
-        state_fd, lock_fd, when = int(state_text), int(lock_text), float(when_text)
-        with os.fdopen(state_fd, "rb") as fh:
-            data = fh.read()
-    except (ValueError, OSError) as exc:
+        state_text, _lock_text, why, when_text = token.split(",")
+        state_fd, when = int(state_text), float(when_text)
+    except ValueError as exc:
         raise ConfigError(f"--from-rest is given only by a resting watcher to itself ({exc})") from None
-    if not data.startswith(REST_MAGIC):
+    if state_fd < 3 or not _own_rest_state(state_fd):
         raise ConfigError("--from-rest is given only by a resting watcher to itself (not its state)")
-    stamp, _, pickled = data[len(REST_MAGIC):].partition(b"\n")
-    problem = "the watcher's code changed while it rested (a reinstall?)" if stamp != code_stamp() else None
+    with os.fdopen(state_fd, "rb") as fh:
+        data = fh.read()
+    problem = None
+    if not data.startswith(REST_MAGIC):
+        problem = "its state is not one this watcher writes"
+    else:
+        stamp, _, pickled = data[len(REST_MAGIC):].partition(b"\n")
+        if stamp != code_stamp():
+            problem = "the watcher's code changed while it rested (a reinstall?)"
     if problem is None:
         try:
             watcher, waiter = pickle.loads(pickled)
         except Exception as exc:  # noqa: BLE001 - whatever it is, starting afresh loses nothing
             problem = f"its state could not be read back ({type(exc).__name__})"
     if problem is not None:
-        with contextlib.suppress(OSError):
-            os.close(lock_fd)  # held by this process: the fresh start takes the lock again
+        close_rest_leftovers()
         print(f"warning: back from a rest: {problem}; starting afresh from the state directory", file=sys.stderr)
         return None
     log.setup(watcher.s.webhook)
