@@ -230,7 +230,7 @@ class Watcher:
         (the watcher then waits as it is, and does not try again)."""
         deadline = decisive_deadline(snap, decision, limits, spans)
         if deadline is not None and deadline - self.clock.mono() < self.s.rest_after_seconds:
-            return  # due soon: a rest costs an exec() each way (about 50 ms of CPU to come back)
+            return  # due soon: a rest costs an exec() each way (about 0.15 s of CPU to come back)
         try:
             argv, spec_fds = self._rest_command(waiter, deadline)
             # A stop signal that comes while either image starts waits, blocked, for its handler (the mask
