@@ -245,6 +245,19 @@ class Ledger:
                                                      **self.parent_base, "groups": list(order)})
         return owed
 
+    def unrecorded(self, decision: Decision) -> List[str]:
+        """The scopes this decision ended whose terminal record could not be written (``apply`` logged why):
+        the watcher must not end before they are (a restart would decide them again), nor post them."""
+        if self.dry_run:
+            return []
+        if not self.categorized:
+            verdicts = [(RUN, decision.run)]
+        elif decision.groups:
+            verdicts = [(v.group or "?", v) for v in decision.groups]
+        else:
+            verdicts = [(RUN, decision.run)] if decision.run.state in POSTED else []
+        return [str(key or "the run") for key, v in verdicts if v.terminal and not self.scope(key).final]
+
     def _apply_scope(self, scope: Scope, v: Verdict, position: Optional[int], render: Render) -> List[Scope]:
         if scope.final:
             return []

@@ -31,7 +31,7 @@ import sys
 import time
 
 SAFETY_SECONDS = 60.0  # as wake.SAFETY_SECONDS: the bound on how late a change that raised no event is seen
-EXEC_RETRIES = 5  # a failed exec() back (a transient EAGAIN/ENOMEM) is tried again, a second apart
+EXEC_RETRIES = 30  # a failed exec() back (EAGAIN, ENOMEM, the package moved aside) is tried again, a second apart
 EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
 IN_Q_OVERFLOW, IN_IGNORED, SELF = 0x4000, 0x8000, 0x400 | 0x800
 INTERNAL = 1  # vocab.ExitCode.INTERNAL: systemd restarts the watcher, which recovers from its state directory
@@ -135,6 +135,10 @@ def main(argv):
     for _ in range(EXEC_RETRIES):
         signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # until the watcher's own handlers are in place
         try:
+            # An interpreter that cannot open the script exits 2, which systemd does not restart: a package
+            # folder moved aside for a moment (an upgrade) is waited for here instead.
+            if not os.path.isfile(spec["script"]):
+                raise OSError(f"{spec['script']} is missing")
             os.execv(argv_back[0], argv_back[1:])
         except OSError as exc:
             problem = exc

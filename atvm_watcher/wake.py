@@ -286,7 +286,7 @@ class Waiter:
             try:
                 self.watches = Watches(Inotify())
             except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
-                self.why_polling = f"inotify is not available ({exc})"
+                self.why_polling = f"inotify is not available ({exc}{_limit_hint(exc)})"
         self.pid: Optional[int] = None
         self.pidfd = -1
         self.alive: Callable[[], bool] = _never  # picklable, as every attribute (rest.py)
@@ -324,7 +324,7 @@ class Waiter:
         try:
             return self.watches.arm(targets)
         except OSError as exc:  # the watch limit (ENOSPC) or another refusal: poll from now on
-            self._fall_back(f"inotify refused a watch ({exc}); polling every {self.poll_seconds:g}s")
+            self._fall_back(f"inotify refused a watch ({exc}{_limit_hint(exc)}); polling every {self.poll_seconds:g}s")
             return True
 
     def lost_events(self) -> bool:
@@ -433,6 +433,19 @@ class Waiter:
         if self.watches is not None:
             self.watches.inotify.close()
             self.watches = None
+
+
+def _limit_hint(exc: BaseException) -> str:
+    """Which limit an inotify refusal points at, for the operator."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EMFILE:
+        return ("; the user's limit of inotify instances (sysctl fs.inotify.max_user_instances, 128 by default: "
+                "one per waiting watcher) or the process's open-file limit is reached")
+    if code == errno.ENOSPC:
+        return "; the user's limit of inotify watches (sysctl fs.inotify.max_user_watches) is reached"
+    if code == errno.ENFILE:
+        return "; the system's open-file table is full"
+    return ""
 
 
 def _never() -> bool:

@@ -385,3 +385,78 @@ def test_from_rest_never_unpickles_what_it_is_handed(world, tmp_path):
         os.close(write_end)
     assert r.returncode == 3 and "only by a resting watcher" in r.stderr, r.stderr
     assert not marker.exists()
+
+
+def test_an_upgrade_swapping_the_package_folder_while_a_watcher_rests_costs_no_post(world, tmp_path):
+    """install.sh moves the package folder aside and the new one in place: a watcher coming back in between
+    waits for its script (an interpreter that cannot open it exits 2, which systemd never restarts)."""
+    import shutil
+
+    repo = Path(rest.__file__).resolve().parents[1]
+    pkg = tmp_path / "opt" / "atvm-watcher-service"
+    shutil.copytree(repo / "atvm_watcher", pkg / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(repo / "atvm_run_watcher.py", pkg / "atvm_run_watcher.py")
+    build = "quiet-swap"
+    launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "3", "--pid-file")
+    proc = subprocess.Popen([sys.executable, str(pkg / "atvm_run_watcher.py"), "watch", "--build-name", build],
+                            env={**world.env, **REST}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    world.procs.append(proc)
+    wait_until(lambda: resting(proc.pid))
+    aside = pkg.with_name("old")
+    os.rename(pkg, aside)
+    try:
+        time.sleep(4)  # the launcher writes meanwhile: the watcher wants to come back
+        assert proc.poll() is None
+    finally:
+        os.rename(aside, pkg)
+    _, err = proc.communicate(timeout=60)
+    launcher.wait(timeout=30)
+    assert proc.returncode == 0 and "finished: COMPLETED" in err, (proc.returncode, err)
+    assert len([p for p in world.receiver.posts if build in p["text"]]) == 1
+
+
+@pytest.mark.parametrize("wake", ["events", "auto"])
+def test_no_file_descriptor_left_is_no_evidence_of_a_gone_run(world, wake):
+    """EMFILE made every file of a finished run "absent": it was TERMINATED, exit 0, nothing posted. Now a
+    look that could not open what it reads decides nothing; once files open again, the run is posted."""
+    build = f"quiet-emfile-{wake}"
+    launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "1.5", "--pid-file")
+    proc = world.start_watcher("--build-name", build, env={**REST, "ATVM_WAKE": wake})
+    if wake == "auto":
+        wait_until(lambda: resting(proc.pid))
+    else:
+        world.wait_for_state(build)
+    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=7:"], check=True)  # the soft limit only: raised again below
+    launcher.wait(timeout=30)
+    time.sleep(2)
+    state = json.loads((world.build_dir(build) / "state.json").read_text())["state"]
+    assert state == "RUNNING", state
+    if proc.poll() is None:
+        subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=1024:"], check=True)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 1:  # a come-back that could not even import: systemd would start it again
+        assert wake == "auto", err
+        again = world.start_watcher("--build-name", build)
+        _, err = again.communicate(timeout=60)
+        assert again.returncode == 0, err
+    else:
+        assert proc.returncode == 0 and "cannot read the run's evidence" in err, (proc.returncode, err)
+    assert "TERMINATED" not in err and "finished: COMPLETED" in err, err
+    assert len([p for p in world.receiver.posts if build in p["text"]]) == 1
+
+
+def test_an_inotify_limit_is_named_for_the_operator():
+    from atvm_watcher import wake
+    from atvm_watcher.stop import StopRequest
+
+    class Refused:
+        def __init__(self):
+            raise OSError(24, "inotify_init1: Too many open files")
+
+    real = wake.Inotify
+    wake.Inotify = Refused
+    try:
+        waiter = wake.Waiter(StopRequest(), 1.0)
+    finally:
+        wake.Inotify = real
+    assert not waiter.on_events and "fs.inotify.max_user_instances" in waiter.describe()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import json
@@ -140,7 +141,8 @@ class Watcher:
     def _loop(self, reader: EvidenceReader, waiter: Optional[Waiter] = None) -> int:
         if waiter is None:
             waiter = Waiter(self.stop, self.s.poll_seconds, self.s.wake, self.clock.mono)
-            self.log.info("%s", waiter.describe())
+            said = self.log.info if waiter.on_events or self.s.wake == "poll" else self.log.warning
+            said("%s", waiter.describe())
         try:
             return self._look_until_terminal(reader, waiter)
         finally:
@@ -152,6 +154,7 @@ class Watcher:
         spans = (limits.settle, limits.gone_grace, limits.hung_after, limits.start_timeout)
         order = reader.group_order
         polling = not waiter.on_events
+        failures = 0  # looks in a row that could not be read or recorded whole
         while True:
             if not self.dry_run and self.build.is_cancelled():
                 self.ledger.cancel(order)
@@ -161,7 +164,21 @@ class Watcher:
             if waiter.lost_events():
                 reader.look_everywhere()
             reader.reports_touched(waiter.reports_touched())
+            short = descriptors_short()
             snap = reader.snapshot()
+            short = short or descriptors_short()
+            if short:  # a file the look could not open was "absent" to it: nothing it saw is to be trusted
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    self.log.error("cannot read the run's evidence: %s; looking again every %gs (nothing is decided "
+                                   "meanwhile)", short, self.s.poll_seconds)
+                if not self.stop.sleep(self.s.poll_seconds):
+                    self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
+                    return ExitCode.OK
+                continue
+            if failures:
+                self.log.info("the run's evidence can be read again")
+                failures = 0
             decision = decide(snap, limits)
             ends = (v.group for v in (decision.run, *decision.groups)  # an unknown launcher's start dates the run
                     if v.terminal and (rests_on_launcher(v) or snap.launcher.started_at is None))
@@ -175,6 +192,18 @@ class Watcher:
             order = self._order(decision)
             for scope in self.ledger.apply(decision, order, self._render):
                 self._deliver(scope)
+            unrecorded = self.ledger.unrecorded(decision) if decision.run.terminal else []
+            if unrecorded:  # the state directory refused the record (apply logged why): never end unrecorded
+                failures += 1
+                if failures >= RECORD_ATTEMPTS:
+                    self.log.error("the end of %s could not be recorded in %d tries; exit %d: systemd starts the "
+                                   "watcher again, which decides it anew", ", ".join(unrecorded), failures,
+                                   ExitCode.INTERNAL)
+                    return ExitCode.INTERNAL
+                if not self.stop.sleep(self.s.poll_seconds):
+                    self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
+                    return ExitCode.OK
+                continue
             if decision.run.terminal:
                 if not self.dry_run:
                     self._deliver_owed()
@@ -273,7 +302,7 @@ class Watcher:
                     "names": {str(wd): None if names is None else sorted(names)
                               for wd, names in watches.names.items()},
                     "look": [[p, fingerprint(p)] for p in look_paths(watches)], "safety": SAFETY_SECONDS,
-                    "resume": resume}
+                    "resume": resume, "script": os.path.abspath(sys.argv[0])}
         except BaseException:
             os.close(state)
             raise
@@ -287,6 +316,10 @@ class Watcher:
             os.close(state)
             raise
         rest_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rest.py")
+        if not os.path.isfile(rest_py):  # python3 would exit 2 for it, which systemd does not restart
+            os.close(spec_fd)
+            os.close(state)
+            raise OSError(f"{rest_py} is missing")
         # What ps and systemctl status show: the build, and the marker every process scan skips (procs.py).
         return ([sys.executable, sys.executable, "-I", "-S", rest_py, "atvm-run-watcher", "resting",
                  f"--build-name={self.req.build_name}", f"--spec-fd={spec_fd}"], (state, spec_fd))
@@ -381,6 +414,31 @@ class Watcher:
         # Nothing was attempted (the intent record could not be written): try once more before exiting.
         retry = result.outcome == Delivery.NOT_SENT and result.attempts == 0
         self.ledger.record_delivery(scope, result.outcome, retry=retry)
+
+
+RECORD_ATTEMPTS = 5  # looks in a row whose terminal record the state directory refused before exit 1
+HEADROOM = 4  # descriptors a look may hold at once (a folder being listed, a file in it, ...), and spare
+
+
+def descriptors_short() -> Optional[str]:
+    """Why a look could not open what it reads now (the process's or the system's file table full, no
+    memory), or None. A look reads a missing file as absent: without this check, EMFILE would make a
+    finished run's .exit file, log and launcher all "gone" (TERMINATED, nothing posted). Checked before and
+    after each look: a look opens one file at a time, so with HEADROOM descriptors free at both ends it
+    never met the limit."""
+    fds: List[int] = []
+    try:
+        for _ in range(HEADROOM):
+            fds.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # no /dev/null (a bare chroot): nothing to learn here
+            return None
+        return f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)}: the process's or the system's " \
+               "open-file limit, or memory)"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return None
 
 
 def decisive_deadline(snap: Snapshot, decision: Decision, limits: Limits, spans: Tuple[float, ...]) -> Optional[float]:
