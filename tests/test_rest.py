@@ -460,3 +460,36 @@ def test_an_inotify_limit_is_named_for_the_operator():
     finally:
         wake.Inotify = real
     assert not waiter.on_events and "fs.inotify.max_user_instances" in waiter.describe()
+
+
+def test_a_terminal_state_the_state_directory_refuses_never_ends_the_watcher_with_exit_0(tmp_path, monkeypatch):
+    """The record of a run's end cannot be written (a full disk, say): no post, no exit 0 (systemd would not
+    start it again and the run would stay RUNNING on disk): tried again each poll, then exit 1."""
+    from atvm_watcher import settings as settings_mod
+    from atvm_watcher.commands import watch as watch_mod
+    from atvm_watcher.decide import Decision, Verdict
+    from atvm_watcher.ledger import Ledger
+    from atvm_watcher.request import Request
+    from atvm_watcher.statedir import StateError
+    from atvm_watcher.vocab import ExitCode
+
+    env = {"ATVM_WATCHER_STATE_ROOT": str(tmp_path / "state"), "ATVM_LOG_DIR": str(tmp_path / "log"),
+           "ATVM_REPORT_DIR": str(tmp_path / "reports"), "ATVM_WATCHER_ENV_FILE": str(tmp_path / "none.env"),
+           "MATTERMOST_ATVM_WEBHOOK": "http://127.0.0.1:9/hooks/never-contacted", "ATVM_POLL_SECONDS": "0.01",
+           "ATVM_WAKE": "poll"}
+    posted = []
+    w = watch_mod.Watcher(settings_mod.load(env), Request("B"))
+    w.stop.install = lambda: None  # keep pytest's own signal handling
+    w.deliverer.post = lambda *a, **k: posted.append(a)
+    monkeypatch.setattr(watch_mod, "decide", lambda snap, limits, cancelled=False: Decision(
+        Verdict("COMPLETED", "exit-code", "the run passed")))
+    real_write = Ledger._write
+
+    def refuse_terminal(self, run, record):
+        if record.get("state") == "COMPLETED":
+            raise StateError("No space left on device")
+        return real_write(self, run, record)
+
+    monkeypatch.setattr(Ledger, "_write", refuse_terminal)
+    assert w.run() == ExitCode.INTERNAL
+    assert not posted

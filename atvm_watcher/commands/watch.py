@@ -154,7 +154,7 @@ class Watcher:
         spans = (limits.settle, limits.gone_grace, limits.hung_after, limits.start_timeout)
         order = reader.group_order
         polling = not waiter.on_events
-        failures = 0  # looks in a row that could not be read or recorded whole
+        unreadable = refused = 0  # looks in a row that could not read the evidence; ends the ledger refused
         while True:
             if not self.dry_run and self.build.is_cancelled():
                 self.ledger.cancel(order)
@@ -168,17 +168,17 @@ class Watcher:
             snap = reader.snapshot()
             short = short or descriptors_short()
             if short:  # a file the look could not open was "absent" to it: nothing it saw is to be trusted
-                failures += 1
-                if failures == 1 or failures % 60 == 0:
+                unreadable += 1
+                if unreadable == 1 or unreadable % 60 == 0:
                     self.log.error("cannot read the run's evidence: %s; looking again every %gs (nothing is decided "
                                    "meanwhile)", short, self.s.poll_seconds)
                 if not self.stop.sleep(self.s.poll_seconds):
                     self.log.info("stop requested before the run finished; nothing posted for what is unfinished")
                     return ExitCode.OK
                 continue
-            if failures:
+            if unreadable:
                 self.log.info("the run's evidence can be read again")
-                failures = 0
+                unreadable = 0
             decision = decide(snap, limits)
             ends = (v.group for v in (decision.run, *decision.groups)  # an unknown launcher's start dates the run
                     if v.terminal and (rests_on_launcher(v) or snap.launcher.started_at is None))
@@ -194,10 +194,10 @@ class Watcher:
                 self._deliver(scope)
             unrecorded = self.ledger.unrecorded(decision) if decision.run.terminal else []
             if unrecorded:  # the state directory refused the record (apply logged why): never end unrecorded
-                failures += 1
-                if failures >= RECORD_ATTEMPTS:
+                refused += 1
+                if refused >= RECORD_ATTEMPTS:
                     self.log.error("the end of %s could not be recorded in %d tries; exit %d: systemd starts the "
-                                   "watcher again, which decides it anew", ", ".join(unrecorded), failures,
+                                   "watcher again, which decides it anew", ", ".join(unrecorded), refused,
                                    ExitCode.INTERNAL)
                     return ExitCode.INTERNAL
                 if not self.stop.sleep(self.s.poll_seconds):
