@@ -426,7 +426,8 @@ def test_no_file_descriptor_left_is_no_evidence_of_a_gone_run(world, wake):
         wait_until(lambda: resting(proc.pid))
     else:
         world.wait_for_state(build)
-    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=7:"], check=True)  # the soft limit only: raised again below
+    # the soft limit only: raised again below
+    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=7:"], check=True)
     launcher.wait(timeout=30)
     time.sleep(2)
     state = json.loads((world.build_dir(build) / "state.json").read_text())["state"]
@@ -493,3 +494,33 @@ def test_a_terminal_state_the_state_directory_refuses_never_ends_the_watcher_wit
     monkeypatch.setattr(Ledger, "_write", refuse_terminal)
     assert w.run() == ExitCode.INTERNAL
     assert not posted
+
+
+def test_a_watcher_that_cannot_rest_says_so_once_and_waits_as_it_is(tmp_path, monkeypatch):
+    """No memfd_create (an old kernel, a filter): the rest is not tried again, nothing else changes."""
+    from atvm_watcher import settings as settings_mod
+    from atvm_watcher.commands import watch as watch_mod
+    from atvm_watcher.decide import Decision, Verdict
+    from atvm_watcher.mattermost import PostOutcome
+    from atvm_watcher.request import Request
+    from atvm_watcher.vocab import ExitCode
+
+    env = {"ATVM_WATCHER_STATE_ROOT": str(tmp_path / "state"), "ATVM_LOG_DIR": str(tmp_path / "log"),
+           "ATVM_REPORT_DIR": str(tmp_path / "reports"), "ATVM_WATCHER_ENV_FILE": str(tmp_path / "none.env"),
+           "MATTERMOST_ATVM_WEBHOOK": "http://127.0.0.1:9/hooks/never-contacted", "ATVM_REST_AFTER_SECONDS": "1"}
+    (tmp_path / "log").mkdir()
+    posted = []
+    w = watch_mod.Watcher(settings_mod.load(env), Request("B"))
+    w.may_rest = True
+    w.stop.install = lambda: None  # keep pytest's own signal handling
+    w.deliverer.post = lambda url, payload, timeout: posted.append(payload) or PostOutcome("posted", "HTTP 200 ok", 200)
+
+    def no_memfd(*_a, **_k):
+        raise OSError(38, "memfd_create: Function not implemented")
+
+    monkeypatch.setattr(watch_mod.os, "memfd_create", no_memfd)
+    monkeypatch.setattr(watch_mod, "decide", lambda snap, limits, cancelled=False: Decision(
+        Verdict("RUNNING", "launcher-alive", "running") if w.rest_problem is None
+        else Verdict("COMPLETED", "exit-code", "the run passed")))
+    assert w.run() == ExitCode.OK
+    assert "memfd_create" in w.rest_problem and len(posted) == 1
