@@ -11,6 +11,8 @@ or watches reached, a system-call filter) or ``ATVM_WAKE=poll`` asks so, it poll
 What cannot be seen by events is polled: a launcher without a pidfd (Linux before 5.3) is checked every
 ``ATVM_POLL_SECONDS`` (one read of its /proc stat, not a whole look), and a decision that is settling
 (a file still being written, perhaps through mmap, which raises no event) is looked at as often.
+A watcher quiet for ATVM_REST_AFTER_SECONDS hands its inotify instance and pidfd to the light waiter
+(rest.py, started by commands/watch.py in the same process), which waits on them the same way.
 docs/PERFORMANCE.md has what this costs and buys.
 """
 
