@@ -17,9 +17,10 @@ and then exec()s the watcher again, which takes its state back and looks at once
 (SIGTERM, SIGINT, SIGHUP) ends it as it ends a waiting watcher: exit 0, nothing posted for what is
 unfinished, one journal line saying so.
 
-It is run as ``python3 -I -S rest.py atvm-run-watcher resting --build-name=B --spec-fd=N`` (N: a memfd
-holding the JSON that commands/watch.py wrote) and must not import the package: whatever it imports,
-every resting watcher pays for.
+It is run as ``python3 -I -S /proc/self/fd/M atvm-run-watcher resting --build-name=B --spec-fd=N`` (M:
+this file, opened by the watcher, so that a package folder moved aside meanwhile does not leave the
+interpreter without it; N: a memfd holding the JSON that commands/watch.py wrote) and must not import
+the package: whatever it imports, every resting watcher pays for.
 """
 
 import json
@@ -119,6 +120,11 @@ def read_spec(argv):
 
 
 def main(argv):
+    if argv[0].startswith("/proc/self/fd/"):  # run from a descriptor the watcher opened: read by now
+        try:
+            os.close(int(argv[0][len("/proc/self/fd/"):]))
+        except (OSError, ValueError):
+            pass
     spec = read_spec(argv)
 
     def stop(_signum, _frame):

@@ -217,7 +217,7 @@ def _image(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "gone"
-    if any(a.endswith(b"rest.py") for a in argv):
+    if b"atvm-run-watcher" in argv and b"resting" in argv:  # the light waiter's marker (commands/watch.py)
         return "resting"
     return "watcher" if any(a.endswith(b"atvm_run_watcher.py") for a in argv) else "-"
 

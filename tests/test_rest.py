@@ -73,7 +73,8 @@ def wait_until(check, timeout: float = 30.0) -> None:
 
 
 def resting(pid: int) -> bool:
-    return any(a.endswith("rest.py") for a in cmdline(pid))
+    argv = cmdline(pid)
+    return "atvm-run-watcher" in argv and "resting" in argv  # the light waiter's marker (commands/watch.py)
 
 
 def test_a_resting_watcher_is_the_same_process_holds_its_lock_and_stops_on_sigterm(world):
@@ -199,7 +200,7 @@ def test_the_light_waiter_agrees_with_the_package_on_what_it_restates():
     assert rest.SAFETY_SECONDS == wake.SAFETY_SECONDS
     assert rest.EVENT.format == wake.EVENT.format
     assert (rest.IN_Q_OVERFLOW, rest.IN_IGNORED, rest.SELF) == (wake.IN_Q_OVERFLOW, wake.IN_IGNORED, wake.SELF)
-    argv = b"\0".join([b"/usr/bin/python3", b"-I", b"-S", b"/opt/atvm-watcher-service/atvm_watcher/rest.py",
+    argv = b"\0".join([b"/usr/bin/python3", b"-I", b"-S", b"/proc/self/fd/7",
                        b"atvm-run-watcher", b"resting", b"--build-name=b1", b"--spec-fd=5"])
     assert not procs.is_candidate(argv, b"b1")  # a resting watcher is never taken for its run's launcher
 

@@ -316,13 +316,20 @@ class Watcher:
             os.close(state)
             raise
         rest_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rest.py")
-        if not os.path.isfile(rest_py):  # python3 would exit 2 for it, which systemd does not restart
+        try:
+            # Run from a descriptor of the file, not its path: an upgrade that moves the package folder
+            # aside meanwhile cannot leave the interpreter without its script (it would exit 2, which
+            # systemd does not restart).
+            script_fd = os.open(rest_py, os.O_RDONLY)
+            os.set_inheritable(script_fd, True)  # rest.py closes it
+        except OSError:
             os.close(spec_fd)
             os.close(state)
-            raise OSError(f"{rest_py} is missing")
+            raise
         # What ps and systemctl status show: the build, and the marker every process scan skips (procs.py).
-        return ([sys.executable, sys.executable, "-I", "-S", rest_py, "atvm-run-watcher", "resting",
-                 f"--build-name={self.req.build_name}", f"--spec-fd={spec_fd}"], (state, spec_fd))
+        return ([sys.executable, sys.executable, "-I", "-S", f"/proc/self/fd/{script_fd}", "atvm-run-watcher",
+                 "resting", f"--build-name={self.req.build_name}", f"--spec-fd={spec_fd}"],
+                (state, spec_fd, script_fd))
 
     def resumed(self, waiter: Waiter, why: str, when: float) -> int:
         """Back from a rest (rest.py woke for ``why`` at ``when``, monotonic): look at once, then as before."""

@@ -377,7 +377,7 @@ def test_a_quiet_watcher_rests_under_the_units_sandbox_and_posts_once(box, recei
 
         def resting():
             cmd = box.run("cat", f"/proc/{main_pid}/cmdline", check=False).stdout
-            return "rest.py" in cmd and f"--build-name={build}" in cmd
+            return "resting" in cmd and "--spec-fd=" in cmd and f"--build-name={build}" in cmd
         wait_until("the watcher to rest", resting, timeout=30, every=0.2)
         assert box.unit_props(unit, ["MainPID"])["MainPID"] == main_pid  # the same process: systemd sees no change
         wait_until("the post", lambda: posts_for(receiver, build), timeout=60)
