@@ -5,6 +5,7 @@ Nothing here touches /var/lib, /tmp/.log, /root or /etc: every path comes from A
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -94,6 +95,21 @@ class World:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
+
+    def outcome(self, build: str, launcher_args: Sequence[str], watcher_args: Sequence[str],
+                env: Optional[Dict[str, str]], timeout: float = 90) -> Tuple[int, Dict[str, str], List[str], str]:
+        """A run (the simulator with ``launcher_args``; none when empty) watched to its end: the watcher's exit
+        code, every state.json's state by folder, the posts (the build name written B) and the watcher's log."""
+        launcher = self.launch(build, *launcher_args) if launcher_args else None
+        proc = self.start_watcher("--build-name", build, *watcher_args, env=env)
+        _, err = proc.communicate(timeout=timeout)
+        if launcher is not None and launcher.poll() is None:
+            launcher.kill()
+        states = {}
+        for path in sorted(self.build_dir(build).rglob("state.json")):
+            states[str(path.parent.relative_to(self.build_dir(build)))] = json.loads(path.read_text())["state"]
+        posts = sorted(p["text"].replace(build, "B") for p in self.receiver.posts if build in p["text"])
+        return proc.returncode, states, posts, err
 
     def wait_for_state(self, build: str, timeout: float = 20) -> None:
         """Until the watcher has written its first state.json (it holds its lock by then)."""

@@ -10,13 +10,14 @@ import ast
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List
 
 import pytest
 
@@ -25,18 +26,6 @@ from atvm_watcher import rest
 REST = {"ATVM_REST_AFTER_SECONDS": "1"}
 RESTING = "resting (the same process, a light waiter)"
 
-
-def outcome(world, build: str, launcher_args, watcher_args, env) -> Tuple[int, Dict[str, str], List[str], str]:
-    launcher = world.launch(build, *launcher_args) if launcher_args else None
-    proc = world.start_watcher("--build-name", build, *watcher_args, env=env)
-    _, err = proc.communicate(timeout=90)
-    if launcher is not None and launcher.poll() is None:
-        launcher.kill()
-    states = {}
-    for path in sorted(world.build_dir(build).rglob("state.json")):
-        states[str(path.parent.relative_to(world.build_dir(build)))] = json.loads(path.read_text())["state"]
-    posts = sorted(p["text"].replace(build, "B") for p in world.receiver.posts if build in p["text"])
-    return proc.returncode, states, posts, err
 
 
 SCENARIOS = {
@@ -52,13 +41,21 @@ SCENARIOS = {
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_a_resting_watcher_decides_as_a_resident_one(world, name):
     launcher_args, watcher_args, env = SCENARIOS[name]
-    rested = outcome(world, f"quiet-{name}", launcher_args, watcher_args, {**env, **REST})
-    resident = outcome(world, f"quiet-{name}-resident", launcher_args, watcher_args,
+    rested = world.outcome(f"quiet-{name}", launcher_args, watcher_args, {**env, **REST})
+    resident = world.outcome(f"quiet-{name}-resident", launcher_args, watcher_args,
                        {**env, **REST, "ATVM_WAKE": "events"})
     assert RESTING in rested[3], rested[3]
     assert RESTING not in resident[3]
     assert rested[:3] == resident[:3], (rested[3], resident[3])
     assert rested[0] in (0, 1) and rested[1]
+
+
+def install_copy(dst: Path) -> Path:
+    """The entry script and the package copied to ``dst`` (an install a test may change or move): ``dst``."""
+    repo = Path(rest.__file__).resolve().parents[1]
+    shutil.copytree(repo / "atvm_watcher", dst / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(repo / "atvm_run_watcher.py", dst / "atvm_run_watcher.py")
+    return dst
 
 
 def cmdline(pid: int) -> List[str]:
@@ -207,12 +204,7 @@ def test_the_light_waiter_agrees_with_the_package_on_what_it_restates():
 
 def test_a_watcher_that_comes_back_to_other_code_starts_afresh_and_posts_once(world, tmp_path):
     """A reinstall while a watcher rests: it does not unpickle the old code's objects into the new code."""
-    import shutil
-
-    repo = Path(rest.__file__).resolve().parents[1]
-    copy = tmp_path / "install"
-    shutil.copytree(repo / "atvm_watcher", copy / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(repo / "atvm_run_watcher.py", copy / "atvm_run_watcher.py")
+    copy = install_copy(tmp_path / "install")
     build = "quiet-reinstall"
     launcher = world.launch(build, "--outcome", "pass", "--hang", "--pid-file", "--step-seconds", "0.1")
     proc = subprocess.Popen([sys.executable, str(copy / "atvm_run_watcher.py"), "watch", "--build-name", build],
@@ -228,12 +220,7 @@ def test_a_watcher_that_comes_back_to_other_code_starts_afresh_and_posts_once(wo
 
 
 def test_a_fresh_start_after_a_rest_keeps_no_descriptor_of_the_rest(world, tmp_path):
-    import shutil
-
-    repo = Path(rest.__file__).resolve().parents[1]
-    copy = tmp_path / "install"
-    shutil.copytree(repo / "atvm_watcher", copy / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(repo / "atvm_run_watcher.py", copy / "atvm_run_watcher.py")
+    copy = install_copy(tmp_path / "install")
     build = "quiet-reinstall-fds"
     launcher = world.launch(build, "--hang", "--pid-file", "--step-seconds", "0.1")
     proc = subprocess.Popen([sys.executable, str(copy / "atvm_run_watcher.py"), "watch", "--build-name", build],
@@ -391,12 +378,7 @@ def test_from_rest_never_unpickles_what_it_is_handed(world, tmp_path):
 def test_an_upgrade_swapping_the_package_folder_while_a_watcher_rests_costs_no_post(world, tmp_path):
     """install.sh moves the package folder aside and the new one in place: a watcher coming back in between
     waits for its script (an interpreter that cannot open it exits 2, which systemd never restarts)."""
-    import shutil
-
-    repo = Path(rest.__file__).resolve().parents[1]
-    pkg = tmp_path / "opt" / "atvm-watcher-service"
-    shutil.copytree(repo / "atvm_watcher", pkg / "atvm_watcher", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(repo / "atvm_run_watcher.py", pkg / "atvm_run_watcher.py")
+    pkg = install_copy(tmp_path / "opt" / "atvm-watcher-service")
     build = "quiet-swap"
     launcher = world.launch(build, "--outcome", "pass", "--step-seconds", "3", "--pid-file")
     proc = subprocess.Popen([sys.executable, str(pkg / "atvm_run_watcher.py"), "watch", "--build-name", build],

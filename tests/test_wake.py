@@ -8,7 +8,6 @@ the same scenarios with file events and with ATVM_WAKE=poll and finds the same s
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -348,24 +347,13 @@ SCENARIOS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], Dict[str, str]]] = 
 }
 
 
-def outcome(world, build: str, launcher_args, watcher_args, env) -> Tuple[int, Dict[str, str], List[str], str]:
-    launcher = world.launch(build, *launcher_args) if launcher_args else None
-    proc = world.start_watcher("--build-name", build, *watcher_args, env=env)
-    _, err = proc.communicate(timeout=60)
-    if launcher is not None and launcher.poll() is None:
-        launcher.kill()
-    states = {}
-    for path in sorted(world.build_dir(build).rglob("state.json")):
-        states[str(path.parent.relative_to(world.build_dir(build)))] = json.loads(path.read_text())["state"]
-    posts = sorted(p["text"].replace(build, "B") for p in world.receiver.posts if build in p["text"])
-    return proc.returncode, states, posts, err
-
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_polling_decides_as_file_events_do(world, name):
     launcher_args, watcher_args, env = SCENARIOS[name]
-    events = outcome(world, f"wake-{name}-events", launcher_args, watcher_args, env)
-    polled = outcome(world, f"wake-{name}-poll", launcher_args, watcher_args, {**env, "ATVM_WAKE": "poll"})
+    events = world.outcome(f"wake-{name}-events", launcher_args, watcher_args, env, timeout=60)
+    polled = world.outcome(f"wake-{name}-poll", launcher_args, watcher_args, {**env, "ATVM_WAKE": "poll"},
+                           timeout=60)
     assert "waiting on file events (inotify)" in events[3]
     assert "polling every" in polled[3] and "ATVM_WAKE=poll" in polled[3]
     assert events[:3] == polled[:3], (events[3], polled[3])
